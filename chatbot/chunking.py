@@ -1,0 +1,107 @@
+"""Splitting Documents into Chunks that keep a question with its answer and a heading with its text.
+
+Every chunk records exact character offsets, so `doc.text[chunk.start:chunk.end] == chunk.text`
+and a citation can always be traced back to the source.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from chatbot.documents import Document
+
+
+@dataclass(frozen=True)
+class Chunk:
+    id: str
+    source: str
+    title: str  # the FAQ question or heading the text sits under
+    start: int
+    end: int
+    text: str
+
+    @property
+    def embed_text(self) -> str:
+        """What gets embedded: the heading gives a split-off piece its context."""
+        return self.text if self.text.startswith(self.title) else f"{self.title}\n{self.text}"
+
+
+# A sentence ends at . ! or ? followed by space and an uppercase letter, digit, quote or bracket.
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+(?=[A-Z0-9\"“‘(\[])")
+_ABBREVIATIONS = ("e.g.", "i.e.", "Dr.", "Mr.", "Mrs.", "Ms.", "vs.", "etc.", "St.", "No.", "Fig.")
+
+
+def sentence_spans(text: str, offset: int = 0) -> list[tuple[int, int]]:
+    """(start, end) of each sentence in text, stripped of surrounding space, shifted by offset."""
+    spans, start = [], 0
+    for m in _SENTENCE_END.finditer(text):
+        if text[:m.start()].endswith(_ABBREVIATIONS):
+            continue
+        spans.append((start, m.start()))
+        start = m.end()
+    spans.append((start, len(text)))
+    out = []
+    for s, e in spans:
+        piece = text[s:e]
+        s += len(piece) - len(piece.lstrip())
+        e -= len(piece) - len(piece.rstrip())
+        if e > s:
+            out.append((s + offset, e + offset))
+    return out
+
+
+def _blocks(text: str) -> list[tuple[int, int]]:
+    """Paragraphs: runs of text separated by blank lines, as exact spans."""
+    return [(m.start(), m.end()) for m in re.finditer(r"\S(?:.*\S)?(?:\n[ \t]*\S.*)*", text)
+            if text[m.start():m.end()].strip()]
+
+
+def _is_heading(block: str) -> bool:
+    """A Markdown heading, or a one-line question standing alone (the FAQ shape)."""
+    if "\n" in block.strip():
+        return False
+    line = block.strip()
+    return line.startswith("#") or (line.endswith("?") and len(line) <= 200)
+
+
+def _sections(doc: Document) -> list[tuple[str, int, int]]:
+    """(heading, start, end) spans; a heading owns the paragraphs until the next heading."""
+    sections: list[list] = []
+    current: list | None = None
+    for s, e in _blocks(doc.text):
+        block = doc.text[s:e]
+        if _is_heading(block):
+            current = [block.strip().lstrip("#").strip(), s, e, False]
+            sections.append(current)
+        elif current is None:
+            current = [doc.title, s, e, True]
+            sections.append(current)
+        else:
+            current[2], current[3] = e, True
+    # A heading with no body of its own (a document title, say) is no chunk.
+    return [(title, s, e) for title, s, e, has_body in sections if has_body]
+
+
+def _split(doc: Document, title: str, start: int, end: int, max_chars: int, overlap: int):
+    """Windows of whole sentences no longer than max_chars, each sharing `overlap` sentences."""
+    spans = sentence_spans(doc.text[start:end], start)
+    i = 0
+    while i < len(spans):
+        j = i + 1
+        while j < len(spans) and spans[j][1] - spans[i][0] <= max_chars:
+            j += 1
+        yield title, spans[i][0], spans[j - 1][1]
+        if j >= len(spans):
+            break
+        i = max(j - overlap, i + 1)
+
+
+def chunk(doc: Document, max_chars: int = 1200, overlap: int = 1) -> list[Chunk]:
+    pieces = []
+    for title, s, e in _sections(doc):
+        if e - s <= max_chars:
+            pieces.append((title, s, e))
+        else:
+            pieces.extend(_split(doc, title, s, e, max_chars, overlap))
+    return [Chunk(id=f"{doc.source}#{n}", source=doc.source, title=title, start=s, end=e,
+                  text=doc.text[s:e]) for n, (title, s, e) in enumerate(pieces)]

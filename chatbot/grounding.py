@@ -1,0 +1,113 @@
+"""Deciding what the documents support: evidence selection, the support check, refusal rules.
+
+The packaged LLM is tiny and invents details, so nothing it writes is trusted: every answer
+sentence must be supported by the passage it cites, judged here from word evidence (content
+words of the claim found in the passage; no new numbers, rare terms or negations) and meaning
+(embedding similarity to the closest passage sentence). Thresholds live in config.Settings and
+are calibrated on tests/data/support_labels.jsonl.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from wordfreq import zipf_frequency
+
+from chatbot.chunking import sentence_spans
+from chatbot.text import content_words, is_negation, stem, words
+
+_CITE = re.compile(r"\s*\[(\d+)\]")
+# Words people frame questions with; their absence from a passage says nothing about coverage.
+QUESTION_FRAME = frozenset("""
+option options mine named name mentioned mention exist exists okay ok instead gets getting seeing
+possible example examples given something anything always usually likely happen happens besides
+else kind type types called mean means
+""".split())
+
+
+def _matches(stem_: str, vocabulary: set[str]) -> bool:
+    """Same stem, or one a long prefix of the other (chiropractor ~ chiropractic)."""
+    if stem_ in vocabulary:
+        return True
+    if len(stem_) < 5:
+        return False
+    return any(len(v) >= 5 and (v.startswith(stem_) or stem_.startswith(v)) for v in vocabulary)
+
+
+def vocabulary(text: str) -> set[str]:
+    return {stem(w) for w in words(text)}
+
+
+def is_rare(word: str, zipf: float) -> bool:
+    """Less common than `zipf` in everyday English: a word that names something specific (a drug,
+    a device, a number), unlike "take" or "normal"."""
+    return word[0].isdigit() or zipf_frequency(word, "en") < zipf
+
+
+def uncovered_terms(question: str, evidence_text: str, zipf: float,
+                    embed: Callable[[list[str]], np.ndarray], min_similarity: float) -> list[str]:
+    """Words of the question that name something the evidence never mentions, not even by a
+    close synonym (vertebrae ~ spine is covered; ibuprofen, cost, smoking are not): the question
+    is about something the documents do not cover."""
+    vocab = vocabulary(evidence_text)
+    missing = list(dict.fromkeys(w for w in content_words(question) if w not in QUESTION_FRAME
+                                 and is_rare(w, zipf) and not _matches(stem(w), vocab)))
+    if not missing:
+        return []
+    evidence_words = sorted({w for w in content_words(evidence_text) if len(w) > 2})
+    sims = embed(missing) @ embed(evidence_words).T
+    return [w for w, row in zip(missing, sims) if row.max() < min_similarity]
+
+
+def negated(text: str) -> bool:
+    return any(is_negation(w) for w in words(text))
+
+
+def split_citations(sentence: str) -> tuple[str, list[int]]:
+    """Text without its [n] markers, and the numbers it cited, in order."""
+    return _CITE.sub("", sentence).strip(), [int(n) for n in _CITE.findall(sentence)]
+
+
+def answer_sentences(text: str) -> list[str]:
+    return [text[s:e] for s, e in sentence_spans(text)]
+
+
+@dataclass(frozen=True)
+class Support:
+    score: float  # 0..1, blend of meaning and word evidence
+    similarity: float  # cosine to the closest passage sentence
+    coverage: float  # share of the claim's content words found in the passage
+    novel: tuple[str, ...]  # claim words the passage does not have
+    reason: str  # empty when supported, else why not
+    sentence: int  # index of the closest passage sentence
+
+    @property
+    def supported(self) -> bool:
+        return not self.reason
+
+
+def support(claim: str, claim_vec: np.ndarray, passage: list[str], passage_vecs: np.ndarray,
+            threshold: float, zipf: float) -> Support:
+    """Is `claim` supported by a passage, given as its statement sentences and their vectors?"""
+    sims = passage_vecs @ claim_vec
+    best = int(np.argmax(sims))
+    similarity = float(sims[best])
+    vocab = vocabulary(" ".join(passage))
+    cw = content_words(claim)
+    novel = tuple(dict.fromkeys(w for w in cw if not _matches(stem(w), vocab)))
+    coverage = 1.0 - len(novel) / max(1, len(cw))
+    score = 0.5 * similarity + 0.5 * coverage
+    rare = [w for w in novel if is_rare(w, zipf)]
+    if not cw:
+        reason = "says nothing checkable"
+    elif rare:
+        reason = "adds " + ", ".join(rare)
+    elif negated(claim) != negated(passage[best]):
+        reason = "negation differs from the passage"
+    elif score < threshold:
+        reason = f"support {score:.2f} < {threshold:.2f}"
+    else:
+        reason = ""
+    return Support(score, similarity, coverage, novel, reason, best)
