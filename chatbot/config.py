@@ -28,7 +28,8 @@ class Settings:
     # Evidence selection and grounding (thresholds calibrated on tests/data/*.jsonl).
     max_evidence_sentences: int = 3
     strong_match: float = 0.62  # a passage sentence this similar to the question answers it...
-    evidence_margin: float = 0.15  # also quote sentences this close to the best one
+    evidence_margin: float = 0.15  # also quote sentences this close to the top passage's best one
+    second_passage_score: float = 0.5  # another passage's best sentence must also reach this
     support_threshold: float = 0.60  # sentence-to-passage similarity a claim needs to count as supported
     claim_zipf: float = 4.0  # an answer word rarer than this in English must be in the passage
     question_zipf: float = 5.3  # ...else a question word rarer than this must be in the passages

@@ -170,15 +170,22 @@ class Chatbot:
         return [_Sentence(i, sp, t, v) for (i, sp), t, v in zip(spans, texts, vecs)]
 
     def _select(self, qvec: np.ndarray, sentences: list[_Sentence]) -> tuple[list[_Sentence], float]:
-        """The top passage's sentences that best answer the question, in document order, and how
-        well the best one matches. The top passage is trusted even when no single sentence
-        matches well: a FAQ answer often shares no words with its question."""
-        scored = sorted(((float(x.vec @ qvec), x) for x in sentences if x.hit == 0), key=lambda p: -p[0])
-        if not scored:
+        """The sentences that best answer the question, in document order, and how well the best
+        one matches. The top passage is trusted even when no single sentence matches well (a FAQ
+        answer often shares no words with its question); a lower passage adds its best sentence
+        only when that sentence matches about as well as the top passage's best."""
+        s = self.settings
+        scored = sorted(((float(x.vec @ qvec), x) for x in sentences), key=lambda p: -p[0])
+        top = [(sc, x) for sc, x in scored if x.hit == 0]
+        if not top:
             return [], 0.0
-        best = scored[0][0]
-        keep = [x for sc, x in scored if sc >= best - self.settings.evidence_margin]
-        return sorted(keep[: self.settings.max_evidence_sentences], key=lambda x: x.span), best
+        best = top[0][0]
+        keep = [x for sc, x in top if sc >= best - s.evidence_margin][: s.max_evidence_sentences]
+        for h in sorted({x.hit for _, x in scored} - {0}):
+            sc, x = next(p for p in scored if p[1].hit == h)
+            if sc >= max(s.second_passage_score, best - s.evidence_margin):
+                keep.append(x)
+        return sorted(keep, key=lambda x: (x.hit, x.span)), best
 
     def _ground(self, draft: str, used: list[int], sentences: list[_Sentence],
                 evidence: list[_Sentence]) -> tuple[list[Claim], str]:

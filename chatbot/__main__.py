@@ -1,0 +1,152 @@
+"""Command line: `python -m chatbot {ingest,ask,chat,serve,eval} --help`. A thin shell over the pipeline."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from chatbot.config import load_settings
+
+log = logging.getLogger("chatbot")
+
+
+def _settings(args):
+    return load_settings(args.config, corpus_dir=getattr(args, "corpus", None),
+                         index_dir=getattr(args, "index", None), generator=getattr(args, "generator", None),
+                         top_k=getattr(args, "k", None))
+
+
+def cmd_ingest(args) -> int:
+    from chatbot import index
+
+    settings = _settings(args)
+    built = index.build(settings)
+    index.save(built, settings.index_dir)
+    m = built.manifest
+    log.info("Indexed %d chunks from %d files in %.1f s -> %s", m["chunk_count"], len(m["files"]),
+             m["build_seconds"], settings.index_dir)
+    for problem in m["skipped"]:
+        log.warning("skipped %s", problem)
+    return 0
+
+
+def _print_answer(answer, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(answer.to_dict(), ensure_ascii=False, indent=2))
+        return
+    print(answer.text)
+    for c in answer.citations:
+        print(f"  [{c.n}] {c.chunk.source} — {c.chunk.title}")
+    if answer.note and not answer.refused:
+        print(f"  (note: {answer.note})")
+
+
+def cmd_ask(args) -> int:
+    from chatbot.pipeline import Chatbot
+
+    bot = Chatbot(_settings(args))
+    _print_answer(bot.answer(args.question), args.json)
+    return 0
+
+
+def cmd_chat(args) -> int:
+    from chatbot.pipeline import Answer, Chatbot
+
+    settings = _settings(args)
+    bot = Chatbot(settings)
+    print(settings.disclaimer)
+    print("Ask a question (empty line or Ctrl-D to quit).")
+    history: list[str] = []
+    while True:
+        try:
+            question = input("> ").strip()
+        except EOFError:
+            break
+        if not question:
+            break
+        for event in bot.stream(question, history):
+            if isinstance(event, Answer):
+                print("\r\033[K", end="")
+                _print_answer(event, False)
+        history.append(question)
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from chatbot import ui
+
+    ui.serve(_settings(args), host=args.host, port=args.port)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from chatbot import evaluation
+
+    return evaluation.main(args, _settings(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m chatbot", description=(
+        "A grounded, offline chatbot: answers only from the documents in the corpus, with "
+        "citations, and says so when the documents do not cover a question."))
+    parser.add_argument("--config", type=Path, help="TOML file of settings (see chatbot/config.py)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p, corpus=True):
+        if corpus:
+            p.add_argument("--corpus", type=Path, help="folder of documents (default: corpus)")
+        p.add_argument("--index", type=Path, help="index folder (default: index)")
+        return p
+
+    common(sub.add_parser("ingest", help="build the index from the corpus")).set_defaults(func=cmd_ingest)
+    for name, func, helptext in (("ask", cmd_ask, "answer one question"),
+                                 ("chat", cmd_chat, "interactive chat in the terminal, with follow-ups")):
+        p = common(sub.add_parser(name, help=helptext))
+        p.add_argument("--generator", choices=["local", "extractive", "openai"],
+                       help="who words the answer (default: local SmolLM2)")
+        p.add_argument("-k", type=int, help="passages to retrieve (default: 4)")
+        if name == "ask":
+            p.add_argument("question")
+            p.add_argument("--json", action="store_true", help="print the answer as one JSON object")
+        p.set_defaults(func=func)
+    p = common(sub.add_parser("serve", help="web chat (Gradio) on http://127.0.0.1:7860"))
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--generator", choices=["local", "extractive", "openai"])
+    p.set_defaults(func=cmd_serve)
+    p = common(sub.add_parser("eval", help="grounding evaluation of a questions file"), corpus=False)
+    p.add_argument("questions", type=Path, help="JSONL file of questions")
+    p.add_argument("--out", type=Path, default=Path("eval-out"), help="report folder (default: eval-out)")
+    p.add_argument("--retrieval-only", action="store_true", help="skip generation; retrieval metrics only")
+    p.add_argument("-k", type=int, help="passages to retrieve (default: 4)")
+    p.add_argument("--generator", choices=["local", "extractive", "openai"])
+    p.set_defaults(func=cmd_eval)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from rich.logging import RichHandler
+
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s",
+                        handlers=[RichHandler(show_path=False, show_time=False)])
+    for noisy in ("faiss", "sentence_transformers", "httpx", "transformers", "bm25s", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from chatbot.documents import LoadError
+    from chatbot.index import IndexError_
+    from chatbot.models import ModelMissing
+
+    try:
+        return args.func(args)
+    except (LoadError, IndexError_, ModelMissing, ValueError) as err:
+        log.error("%s", err)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""Shared fixtures: the real packaged models on the real seed FAQ, loaded once per test session."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from chatbot.config import load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+FAQ = ROOT / "corpus" / "failed-fusion-faq.txt"
+
+
+@pytest.fixture(scope="session")
+def faq_corpus(tmp_path_factory) -> Path:
+    corpus = tmp_path_factory.mktemp("corpus")
+    shutil.copy(FAQ, corpus / FAQ.name)
+    return corpus
+
+
+@pytest.fixture(scope="session")
+def settings(faq_corpus, tmp_path_factory):
+    return load_settings(corpus_dir=faq_corpus, index_dir=tmp_path_factory.mktemp("index"))
+
+
+@pytest.fixture(scope="session")
+def faq_index(settings):
+    from chatbot import index
+
+    return index.ensure(settings)
+
+
+@pytest.fixture(scope="session")
+def bot(settings, faq_index):
+    """The default pipeline: SmolLM2 drafts, grounding checks every sentence."""
+    from chatbot.pipeline import Chatbot
+
+    return Chatbot(settings, index=faq_index)
+
+
+@pytest.fixture(scope="session")
+def extractive_bot(settings, faq_index):
+    from chatbot.pipeline import Chatbot
+
+    return Chatbot(settings.replace(generator="extractive"), index=faq_index)
