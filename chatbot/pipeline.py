@@ -118,6 +118,13 @@ class Chatbot:
         self.generator = generator or make_generator(settings)
         self.retriever = Retriever(self.index, settings.lexical_weight)
 
+    def reindex(self) -> index_mod.Index:
+        """Bring the index up to date with the corpus folder (after an upload, say) without a restart.
+        Questions already running keep the index they started with."""
+        fresh = index_mod.ensure(self.settings)
+        self.index, self.retriever = fresh, Retriever(fresh, self.settings.lexical_weight)
+        return fresh
+
     def answer(self, question: str, history: Sequence[str] = ()) -> Answer:
         *_, final = self.stream(question, history)
         return final
@@ -135,7 +142,8 @@ class Chatbot:
             yield self._refuse(base, [], "it asks me to change my rules; I only answer from the "
                                "documents", ms)
             return
-        hits = self.retriever.search(query, s.top_k)
+        retriever = self.retriever  # one index for the whole question, even if reindex() runs
+        hits = retriever.search(query, s.top_k)
         timings = {"retrieve_ms": ms()}
         if not hits or max(h.dense for h in hits) < s.min_score:
             yield self._refuse(base, hits, "no passage is close to the question", ms, timings)
