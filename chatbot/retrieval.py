@@ -6,6 +6,7 @@ comparable across questions (the refusal threshold reads them).
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -16,6 +17,8 @@ from chatbot import models
 from chatbot.chunking import Chunk
 from chatbot.index import Index
 from chatbot.text import terms
+
+logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets itself to DEBUG on import
 
 
 @dataclass(frozen=True)
