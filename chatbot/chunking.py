@@ -19,6 +19,7 @@ class Chunk:
     start: int
     end: int
     text: str
+    page: int | None = None  # 1-based page of the chunk's start, for paged sources (PDF)
 
     @property
     def embed_text(self) -> str:
@@ -104,4 +105,4 @@ def chunk(doc: Document, max_chars: int = 1200, overlap: int = 1) -> list[Chunk]
         else:
             pieces.extend(_split(doc, title, s, e, max_chars, overlap))
     return [Chunk(id=f"{doc.source}#{n}", source=doc.source, title=title, start=s, end=e,
-                  text=doc.text[s:e]) for n, (title, s, e) in enumerate(pieces)]
+                  text=doc.text[s:e], page=doc.page_at(s)) for n, (title, s, e) in enumerate(pieces)]

@@ -1,9 +1,17 @@
-"""Reading corpus files into Documents. One loader per suffix; bad files raise LoadError with a reason."""
+"""Reading corpus files into Documents. One loader per suffix; bad files raise LoadError with a reason.
+
+Every loader produces plain text with Markdown-like `# ` heading lines, so one chunker serves
+all formats and keeps a heading with the text under it.
+"""
 from __future__ import annotations
 
+import bisect
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from bs4 import BeautifulSoup, Comment, NavigableString, Tag
 
 log = logging.getLogger(__name__)
 
@@ -13,6 +21,11 @@ class Document:
     source: str  # path relative to the corpus folder, with forward slashes
     text: str
     title: str
+    pages: tuple[int, ...] = ()  # start offset of each page in `text` (PDFs), so citations name a page
+
+    def page_at(self, offset: int) -> int | None:
+        """1-based page holding the character at offset, or None for documents without pages."""
+        return bisect.bisect_right(self.pages, offset) if self.pages else None
 
 
 class LoadError(Exception):
@@ -45,7 +58,95 @@ def _load_text(path: Path, source: str) -> Document:
     return Document(source=source, text=text, title=_title(text, path.stem))
 
 
-LOADERS = {".txt": _load_text, ".md": _load_text, ".markdown": _load_text}
+# Page furniture that is not content: scripts, navigation, Sphinx's sidebars and permalinks.
+_HTML_JUNK = ("script", "style", "noscript", "nav", "header", "footer", "form", "button", "svg",
+              "div.related", "div.sphinxsidebar", "div.footer", "a.headerlink", "[role=navigation]",
+              "[role=search]")
+_HEADINGS = {f"h{n}": n for n in range(1, 7)}
+_BLOCKS = frozenset("p div section article main aside blockquote ul ol li dl dt dd "
+                    "caption figure figcaption br hr".split())
+
+
+def _html_blocks(node: Tag, out: list[str], inline: list[str]) -> None:
+    """Flatten HTML into paragraphs; headings (and Sphinx signatures, which head an API entry)
+    become `# ` lines, code keeps its line breaks."""
+    def flush() -> None:
+        text = " ".join("".join(inline).split())
+        if text:
+            out.append(text)
+        inline.clear()
+
+    for child in node.children:
+        if isinstance(child, Comment):
+            continue
+        if isinstance(child, NavigableString):
+            inline.append(str(child))
+        elif not isinstance(child, Tag):
+            continue
+        elif child.name in _HEADINGS or (child.name == "dt" and "sig" in (child.get("class") or [])):
+            flush()
+            heading = " ".join(child.get_text().split())  # no separator: signatures are many spans
+            if heading:
+                out.append("#" * _HEADINGS.get(child.name, 4) + " " + heading)
+        elif child.name == "table":
+            flush()
+            rows = [" | ".join(" ".join(cell.get_text(" ").split()) for cell in row.find_all(["td", "th"]))
+                    for row in child.find_all("tr")]
+            if any(r.strip(" |") for r in rows):
+                out.append("\n".join(r for r in rows if r.strip(" |")))
+        elif child.name == "pre":
+            flush()
+            code = re.sub(r"\n\s*\n", "\n", child.get_text().strip("\n")).rstrip()
+            if code.strip():
+                out.append(code)
+        elif child.name in _BLOCKS:
+            flush()
+            _html_blocks(child, out, inline)
+            flush()
+        else:
+            _html_blocks(child, out, inline)
+
+
+def _load_html(path: Path, source: str) -> Document:
+    soup = BeautifulSoup(_decode(path.read_bytes(), source), "html.parser")
+    title_tag, h1 = soup.find("title"), soup.find("h1")
+    for junk in soup.select(", ".join(_HTML_JUNK)):
+        junk.decompose()
+    main = soup.select_one("[role=main]") or soup.find("main") or soup.body or soup
+    blocks: list[str] = []
+    _html_blocks(main, blocks, [])
+    text = "\n\n".join(blocks)
+    title = next((" ".join(t.get_text(" ").split()) for t in (h1, title_tag)
+                  if t is not None and t.get_text().strip()), "")
+    return Document(source=source, text=text, title=title[:200] or _title(text, path.stem))
+
+
+def _load_pdf(path: Path, source: str) -> Document:
+    from pypdf import PdfReader
+
+    try:
+        reader = PdfReader(path)
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise LoadError(f"{source}: the PDF is encrypted with a password; save an unprotected copy")
+        texts = [(page.extract_text() or "").replace("\r\n", "\n").replace("\r", "\n").strip()
+                 for page in reader.pages]
+        meta_title = (reader.metadata or {}).get("/Title")
+    except LoadError:
+        raise
+    except Exception as err:  # pypdf raises many types on damaged files; all mean "unreadable"
+        raise LoadError(f"{source}: not a readable PDF ({type(err).__name__}: {err})") from err
+    pages, parts, offset = [], [], 0
+    for text in texts:
+        pages.append(offset)
+        parts.append(text)
+        offset += len(text) + 2  # the "\n\n" joining pages keeps page text in separate paragraphs
+    text = "\n\n".join(parts)
+    title = str(meta_title).strip() if meta_title else _title(text, path.stem)
+    return Document(source=source, text=text, title=title[:200], pages=tuple(pages))
+
+
+LOADERS = {".txt": _load_text, ".md": _load_text, ".markdown": _load_text,
+           ".html": _load_html, ".htm": _load_html, ".pdf": _load_pdf}
 
 
 def load(path: Path, root: Path, max_mb: float = 50.0) -> Document:
@@ -73,7 +174,7 @@ def load(path: Path, root: Path, max_mb: float = 50.0) -> Document:
 def corpus_files(root: Path) -> list[Path]:
     """Every file under root that a loader understands, in a stable order; hidden files skipped."""
     if not root.is_dir():
-        raise LoadError(f"corpus folder {root} does not exist; create it and put .txt/.md files in it")
+        raise LoadError(f"corpus folder {root} does not exist; create it and put .txt/.md/.html/.pdf files in it")
     return sorted(p for p in root.rglob("*")
                   if p.is_file() and p.suffix.lower() in LOADERS
                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
