@@ -30,7 +30,7 @@ class Settings:
     strong_match: float = 0.62  # a passage sentence this similar to the question answers it...
     evidence_margin: float = 0.15  # also quote sentences this close to the top passage's best one
     second_passage_score: float = 0.5  # another passage's best sentence must also reach this
-    support_threshold: float = 0.60  # sentence-to-passage similarity a claim needs to count as supported
+    support_threshold: float = 0.75  # blended support a claim needs (strict: a false "supported" is the costly error)
     claim_zipf: float = 4.0  # an answer word rarer than this in English must be in the passage
     question_zipf: float = 5.3  # ...else a question word rarer than this must be in the passages
     synonym_similarity: float = 0.6  # ...or have a passage word at least this similar

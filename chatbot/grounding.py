@@ -19,6 +19,15 @@ from chatbot.chunking import sentence_spans
 from chatbot.text import content_words, is_negation, stem, words
 
 _CITE = re.compile(r"\s*\[(\d+)\]")
+# Words that change how much a claim says; a claim may not use one its passage does not.
+QUANTIFIERS = frozenset("""
+always all every everyone never none most majority minority rare rarely only must guaranteed
+certainly definitely completely permanently immediately usually often seldom few
+""".split())
+NUMBER_WORDS = frozenset("""
+one two three four five six seven eight nine ten eleven twelve twenty thirty forty fifty hundred
+thousand half quarter third dozen once twice
+""".split())
 # Words people frame questions with; their absence from a passage says nothing about coverage.
 QUESTION_FRAME = frozenset("""
 option options mine named name mentioned mention exist exists okay ok instead gets getting seeing
@@ -43,7 +52,7 @@ def vocabulary(text: str) -> set[str]:
 def is_rare(word: str, zipf: float) -> bool:
     """Less common than `zipf` in everyday English: a word that names something specific (a drug,
     a device, a number), unlike "take" or "normal"."""
-    return word[0].isdigit() or zipf_frequency(word, "en") < zipf
+    return word[0].isdigit() or word in NUMBER_WORDS or zipf_frequency(word, "en") < zipf
 
 
 def uncovered_terms(question: str, evidence_text: str, zipf: float,
@@ -100,10 +109,14 @@ def support(claim: str, claim_vec: np.ndarray, passage: list[str], passage_vecs:
     coverage = 1.0 - len(novel) / max(1, len(cw))
     score = 0.5 * similarity + 0.5 * coverage
     rare = [w for w in novel if is_rare(w, zipf)]
+    passage_words = set(words(" ".join(passage)))
+    overclaims = [w for w in dict.fromkeys(words(claim)) if w in QUANTIFIERS and w not in passage_words]
     if not cw:
         reason = "says nothing checkable"
     elif rare:
         reason = "adds " + ", ".join(rare)
+    elif overclaims:
+        reason = "says " + ", ".join(overclaims) + " where the passage does not"
     elif negated(claim) != negated(passage[best]):
         reason = "negation differs from the passage"
     elif score < threshold:

@@ -36,7 +36,8 @@ def is_negation(word: str) -> bool:
 
 def content_words(text: str) -> list[str]:
     """Words that carry meaning: no stopwords, no negations (those are checked separately)."""
-    return [w for w in words(text) if w not in STOPWORDS and not is_negation(w) and len(w) > 1]
+    return [w for w in words(text)
+            if w not in STOPWORDS and not is_negation(w) and (len(w) > 1 or w.isdigit())]
 
 
 def terms(text: str) -> list[str]:

@@ -1,0 +1,55 @@
+"""The support judge and refusal rules, with the real embedder on real FAQ text."""
+import json
+from pathlib import Path
+
+import pytest
+
+from chatbot import grounding, models
+from chatbot.chunking import sentence_spans
+
+LABELS = Path(__file__).parent / "data" / "support_labels.jsonl"
+
+
+def test_split_citations_strips_markers_and_keeps_numbers():
+    assert grounding.split_citations("Screws hold the spine [1][3].") == ("Screws hold the spine.", [1, 3])
+    assert grounding.split_citations("No markers here.") == ("No markers here.", [])
+
+
+@pytest.mark.slow
+def test_uncovered_terms_names_what_the_passage_never_mentions():
+    passage = "Treatment may include physical therapy, nerve blocks, medications or injections."
+    assert grounding.uncovered_terms("What dose of ibuprofen should I take?", passage, 5.3,
+                                     models.embed, 0.6) == ["dose", "ibuprofen"]
+    # A close synonym counts as covered: the question is about something the passage names.
+    assert grounding.uncovered_terms("Are drugs part of the treatment?", passage, 5.3,
+                                     models.embed, 0.6) == []
+
+
+def _judge(claim: str, passage: str):
+    """Same settings as the pipeline's defaults (config.Settings)."""
+    sentences = [passage[s:e] for s, e in sentence_spans(passage)]
+    return grounding.support(claim, models.embed([claim])[0], sentences, models.embed(sentences),
+                             threshold=0.75, zipf=4.0)
+
+
+@pytest.mark.slow
+def test_support_rejects_invented_details_and_accepts_quotes():
+    passage = ("Therefore, spinal hardware (e.g. pedicle screws) may be used as an internal splint "
+               "to hold the spine while it fuses after spine surgery.")
+    assert _judge("Pedicle screws may be used as an internal splint to hold the spine.", passage).supported
+    invented = _judge("Pedicle screws are a type of spinal prosthesis used in scoliosis surgery.", passage)
+    assert not invented.supported and "scoliosis" in invented.reason
+    assert not _judge("Pedicle screws hold the spine for 12 weeks.", passage).supported
+    assert not _judge("Pedicle screws are never used to hold the spine.", passage).supported
+
+
+@pytest.mark.slow
+def test_support_judge_agrees_with_hand_labels():
+    rows = [json.loads(line) for line in LABELS.read_text().splitlines() if line.strip()]
+    verdicts = [(_judge(r["sentence"], r["passage"].split("\n\n", 1)[-1]).supported, r["supported"])
+                for r in rows]
+    false_support = sum(1 for got, want in verdicts if got and not want)
+    agreement = sum(got == want for got, want in verdicts) / len(verdicts)
+    # Calling an unsupported claim supported is the costly error in a medical setting.
+    assert false_support / sum(1 for _, want in verdicts if not want) <= 0.1
+    assert agreement >= 0.85
