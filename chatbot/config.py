@@ -47,6 +47,14 @@ class Settings:
         "It is not medical advice: ask your care team about your own situation."
     )
 
+    # Retrieval mode and index scaling (docs/retrieval.md has the measurements behind the defaults).
+    retrieval_mode: str = "blend"  # "dense", "bm25", "blend" (dense + lexical_weight * BM25) or "rrf"
+    rrf_k: int = 60  # reciprocal rank fusion: a chunk scores sum of 1 / (rrf_k + rank) over both rankings
+    hnsw_min_chunks: int = 20000  # from this many chunks on, an HNSW graph replaces exact search
+    hnsw_m: int = 32  # HNSW links per node: more = better recall, more memory
+    hnsw_ef_construction: int = 80
+    hnsw_ef_search: int = 128  # HNSW candidates per query: more = better recall, slower
+
     def replace(self, **changes) -> "Settings":
         """Copy with changes; `None` values mean "not given" and are ignored."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})

@@ -1,12 +1,17 @@
-"""The vector index on disk: FAISS inner-product index + a JSON manifest, written atomically.
+"""The vector index on disk: a FAISS inner-product index + a JSON manifest, swapped in atomically.
 
 The manifest records what the index was built from (embedding model, chunking settings, a
-content hash per file), so a changed corpus or model is noticed and the index rebuilt.
+content hash per file), so a changed corpus or model is noticed. Ingest is incremental: every
+file's chunks and vectors are cached under `cache/`, keyed by what they were made from, so only
+new or changed files are re-chunked and re-embedded, and an ingest killed halfway resumes where
+it stopped. The FAISS file gets a new name on every save and the manifest naming it is written
+last, so a crash at any point leaves the previous index intact and loadable.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import os
@@ -17,16 +22,18 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+from tqdm import tqdm
 
-from chatbot import models
+from chatbot import documents, models
 from chatbot.chunking import Chunk, chunk
 from chatbot.config import Settings
-from chatbot.documents import LoadError, corpus_files, load_corpus
+from chatbot.documents import LoadError, corpus_files
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
-FAISS_FILE, MANIFEST_FILE = "index.faiss", "manifest.json"
+FORMAT = 2
+MANIFEST_FILE, CACHE_DIR = "manifest.json", "cache"
+EMBED_BATCH_CHUNKS = 512  # chunks embedded per model call; a crash loses at most one batch
 
 
 class IndexError_(RuntimeError):
@@ -42,14 +49,25 @@ class Index:
     def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return self.faiss.search(vectors, min(k, len(self.chunks)))
 
+    def vectors(self, ids: list[int]) -> np.ndarray:
+        """Stored vectors of the given chunks (to score chunks that the dense search did not return)."""
+        return self.faiss.reconstruct_batch(np.asarray(ids, dtype="int64"))
+
     @property
     def sources(self) -> list[str]:
         return sorted(self.manifest["files"])
 
 
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def file_hashes(corpus_dir: Path) -> dict[str, str]:
-    return {p.relative_to(corpus_dir).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in corpus_files(corpus_dir)}
+    return {p.relative_to(corpus_dir).as_posix(): _sha256_file(p) for p in corpus_files(corpus_dir)}
 
 
 def _recipe(settings: Settings) -> dict:
@@ -57,27 +75,6 @@ def _recipe(settings: Settings) -> dict:
     return {"format": FORMAT, "embedder": models.embedder_id(),
             "chunking": {"chunk_chars": settings.chunk_chars,
                          "overlap": settings.chunk_overlap_sentences}}
-
-
-def build(settings: Settings) -> Index:
-    t0 = time.perf_counter()
-    docs, problems = load_corpus(settings.corpus_dir, settings.max_file_mb)
-    if not docs:
-        raise LoadError(f"no readable documents in {settings.corpus_dir}"
-                        + (": " + "; ".join(problems) if problems else ""))
-    chunks = [c for d in docs for c in chunk(d, settings.chunk_chars, settings.chunk_overlap_sentences)]
-    log.info("Embedding %d chunks from %d documents", len(chunks), len(docs))
-    vectors = models.embed([c.embed_text for c in chunks], progress=len(chunks) > 256)
-    index = faiss.IndexFlatIP(vectors.shape[1])
-    index.add(vectors)
-    hashes = file_hashes(settings.corpus_dir)
-    manifest = {**_recipe(settings), "dim": int(vectors.shape[1]), "chunk_count": len(chunks),
-                "files": {d.source: hashes[d.source] for d in docs}, "skipped": problems,
-                "seen": hashes,  # every file looked at, skipped ones too: fixing one triggers a rebuild
-                "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "build_seconds": round(time.perf_counter() - t0, 2),
-                "chunks": [dataclasses.asdict(c) for c in chunks]}
-    return Index(index, chunks, manifest)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -93,27 +90,183 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+class EmbeddingCache:
+    """One file per corpus file: its chunks and their vectors, written atomically. The key hashes
+    the recipe, the source name and the content, so any change simply misses the cache."""
+
+    def __init__(self, root: Path, recipe: dict):
+        self.root = root
+        self.salt = json.dumps(recipe, sort_keys=True)
+
+    def key(self, source: str, digest: str) -> str:
+        return hashlib.sha256(f"{self.salt}\0{source}\0{digest}".encode()).hexdigest()[:32]
+
+    def _path(self, key: str) -> Path:
+        return self.root / f"{key}.npz"
+
+    def get(self, key: str) -> tuple[list[Chunk], np.ndarray] | None:
+        path = self._path(key)
+        if not path.exists():
+            return None
+        try:
+            with np.load(path) as data:
+                chunks = [Chunk(**c) for c in json.loads(data["chunks"].tobytes())]
+                vectors = data["vectors"]
+            if len(vectors) != len(chunks):
+                raise ValueError(f"{len(vectors)} vectors for {len(chunks)} chunks")
+            return chunks, vectors
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            log.warning("Embedding cache entry %s is unreadable (%s); embedding the file again", path, err)
+            return None
+
+    def put(self, key: str, chunks: list[Chunk], vectors: np.ndarray) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        meta = json.dumps([dataclasses.asdict(c) for c in chunks], ensure_ascii=False).encode()
+        buf = io.BytesIO()
+        np.savez(buf, vectors=vectors, chunks=np.frombuffer(meta, dtype="uint8"))
+        _atomic_write(self._path(key), buf.getvalue())
+
+    def keep_only(self, keys: set[str]) -> None:
+        """Drop entries of files that changed or left the corpus."""
+        for path in self.root.glob("*.npz"):
+            if path.stem not in keys:
+                path.unlink(missing_ok=True)
+
+
+def make_faiss(vectors: np.ndarray, settings: Settings) -> faiss.Index:
+    """Exact search while it is fast enough; an HNSW graph (approximate) above hnsw_min_chunks,
+    so query time stays flat as the corpus grows."""
+    dim = vectors.shape[1]
+    if len(vectors) >= settings.hnsw_min_chunks:
+        index = faiss.IndexHNSWFlat(dim, settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = settings.hnsw_ef_construction
+        index.hnsw.efSearch = settings.hnsw_ef_search  # saved with the index
+    else:
+        index = faiss.IndexFlatIP(dim)
+    index.add(np.ascontiguousarray(vectors, dtype="float32"))
+    return index
+
+
+def _embed_pending(pending: list[tuple[str, str, list[Chunk]]], cache: EmbeddingCache,
+                   ready: dict[str, tuple[list[Chunk], np.ndarray]]) -> int:
+    """Embed new or changed files in batches of whole files, caching each file as soon as its
+    batch is done. Returns the number of chunks embedded."""
+    total = sum(len(chunks) for _, _, chunks in pending)
+    if total:
+        log.info("Embedding %d chunks from %d new or changed files", total, len(pending))
+    with tqdm(total=total, unit="chunk", desc="embedding", disable=total < 256) as bar:
+        start = 0
+        while start < len(pending):
+            end, size = start, 0
+            while end < len(pending) and (size == 0 or size + len(pending[end][2]) <= EMBED_BATCH_CHUNKS):
+                size += len(pending[end][2])
+                end += 1
+            batch = pending[start:end]
+            vectors = models.embed([c.embed_text for _, _, chunks in batch for c in chunks])
+            offset = 0
+            for source, key, chunks in batch:
+                own = vectors[offset:offset + len(chunks)]
+                offset += len(chunks)
+                cache.put(key, chunks, own)
+                ready[source] = (chunks, own)
+            bar.update(size)
+            start = end
+    return total
+
+
+def build(settings: Settings) -> Index:
+    """The index for the corpus, re-using cached chunks and vectors of files that did not change."""
+    t0 = time.perf_counter()
+    recipe = _recipe(settings)
+    cache = EmbeddingCache(settings.index_dir / CACHE_DIR, recipe)
+    root = settings.corpus_dir
+    hashes: dict[str, str] = {}
+    keys: dict[str, str] = {}
+    ready: dict[str, tuple[list[Chunk], np.ndarray]] = {}
+    pending: list[tuple[str, str, list[Chunk]]] = []
+    problems: list[str] = []
+    for path in corpus_files(root):
+        source = path.relative_to(root).as_posix()
+        hashes[source] = _sha256_file(path)
+        keys[source] = key = cache.key(source, hashes[source])
+        if (entry := cache.get(key)) is not None:
+            ready[source] = entry
+            continue
+        try:
+            doc = documents.load(path, root, settings.max_file_mb)
+        except LoadError as err:
+            log.error("skipped %s", err)
+            problems.append(str(err))
+            continue
+        chunks = chunk(doc, settings.chunk_chars, settings.chunk_overlap_sentences)
+        if not chunks:
+            problems.append(f"{source}: only headings, no text to index")
+            log.error("skipped %s", problems[-1])
+            continue
+        pending.append((source, key, chunks))
+    embedded = _embed_pending(pending, cache, ready)
+    if not ready:
+        raise LoadError(f"no readable documents in {root}"
+                        + (": " + "; ".join(problems) if problems else ""))
+    sources = [s for s in hashes if s in ready]  # corpus order, so builds are reproducible
+    chunks = [c for s in sources for c in ready[s][0]]
+    vectors = np.concatenate([ready[s][1] for s in sources])
+    index = make_faiss(vectors, settings)
+    manifest = {**recipe, "dim": int(vectors.shape[1]), "chunk_count": len(chunks),
+                "index_type": type(index).__name__,
+                "files": {s: hashes[s] for s in sources}, "skipped": problems,
+                "seen": hashes,  # every file looked at, skipped ones too: fixing one triggers a rebuild
+                "cache_keys": sorted(keys[s] for s in sources),
+                "embedded_chunks": embedded,  # how many were new this time (the rest came from cache)
+                "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "build_seconds": round(time.perf_counter() - t0, 2),
+                "chunks": [dataclasses.asdict(c) for c in chunks]}
+    return Index(index, chunks, manifest)
+
+
 def save(index: Index, index_dir: Path) -> None:
-    """FAISS file first, manifest (holding the FAISS file's hash) last: a crash in between is
-    caught at load time as a hash mismatch, never read as a valid index."""
+    """A new FAISS file under a new name first, the manifest naming it (with its hash) last, then
+    clean-up: a crash before the manifest is replaced leaves the old index in force."""
     index_dir.mkdir(parents=True, exist_ok=True)
-    blob = faiss.serialize_index(index.faiss).tobytes()
-    manifest = {**index.manifest, "faiss_sha256": hashlib.sha256(blob).hexdigest()}
-    _atomic_write(index_dir / FAISS_FILE, blob)
+    fd, tmp = tempfile.mkstemp(dir=index_dir, prefix=".index-", suffix=".faiss")
+    os.close(fd)
+    try:
+        faiss.write_index(index.faiss, tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        digest = _sha256_file(Path(tmp))
+        name = f"index-{digest[:16]}.faiss"
+        os.replace(tmp, index_dir / name)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    manifest = {**index.manifest, "faiss_file": name, "faiss_sha256": digest}
     _atomic_write(index_dir / MANIFEST_FILE, json.dumps(manifest, ensure_ascii=False).encode())
     index.manifest = manifest
+    for old in [*index_dir.glob("index-*.faiss"), index_dir / "index.faiss"]:
+        if old.name != name:
+            old.unlink(missing_ok=True)  # a reader that has it memory-mapped keeps its copy
+    if "cache_keys" in manifest:
+        EmbeddingCache(index_dir / CACHE_DIR, {}).keep_only(set(manifest["cache_keys"]))
 
 
 def load(index_dir: Path) -> Index:
-    mpath, fpath = index_dir / MANIFEST_FILE, index_dir / FAISS_FILE
-    if not mpath.exists() or not fpath.exists():
+    """Read the index memory-mapped: the hash check streams the file once through the page cache,
+    and the mapping then shares those pages instead of copying the vectors into the heap."""
+    mpath = index_dir / MANIFEST_FILE
+    if not mpath.exists():
         raise IndexError_(f"no index in {index_dir}")
     try:
         manifest = json.loads(mpath.read_text(encoding="utf-8"))
-        blob = fpath.read_bytes()
-        if hashlib.sha256(blob).hexdigest() != manifest.get("faiss_sha256"):
-            raise IndexError_(f"{fpath} does not match its manifest (an interrupted write?)")
-        fidx = faiss.deserialize_index(np.frombuffer(blob, dtype="uint8"))
+        if manifest.get("format") != FORMAT or "faiss_file" not in manifest:
+            raise IndexError_(f"index in {index_dir} has an older format ({manifest.get('format')})")
+        fpath = index_dir / manifest["faiss_file"]
+        if not fpath.is_file():
+            raise IndexError_(f"{fpath} is missing; run `python -m chatbot ingest` to rebuild")
+        if _sha256_file(fpath) != manifest["faiss_sha256"]:
+            raise IndexError_(f"{fpath} is corrupted: its checksum does not match the manifest "
+                              "(an interrupted copy or a disk error?); rebuild with `python -m chatbot ingest`")
+        fidx = faiss.read_index(str(fpath), faiss.IO_FLAG_MMAP)
         chunks = [Chunk(**c) for c in manifest["chunks"]]
     except (ValueError, KeyError, TypeError, RuntimeError) as err:
         if isinstance(err, IndexError_):
@@ -141,17 +294,19 @@ def staleness(index: Index, settings: Settings) -> str | None:
 
 
 def ensure(settings: Settings) -> Index:
-    """The index for the current corpus: loaded if fresh, otherwise (re)built and saved."""
+    """The index for the current corpus: loaded if fresh, otherwise updated (only new or changed
+    files are embedded) and saved."""
     try:
         index = load(settings.index_dir)
         reason = staleness(index, settings)
         if reason is None:
             return index
-        log.warning("Rebuilding the index: %s", reason)
+        log.warning("Updating the index: %s", reason)
     except IndexError_ as err:
         log.warning("Building the index: %s", err)
     index = build(settings)
     save(index, settings.index_dir)
-    log.info("Index built: %d chunks from %d files in %.1f s -> %s", index.manifest["chunk_count"],
-             len(index.manifest["files"]), index.manifest["build_seconds"], settings.index_dir)
+    log.info("Index built: %d chunks from %d files (%d embedded) in %.1f s -> %s",
+             index.manifest["chunk_count"], len(index.manifest["files"]),
+             index.manifest["embedded_chunks"], index.manifest["build_seconds"], settings.index_dir)
     return index

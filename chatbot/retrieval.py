@@ -1,12 +1,17 @@
-"""Finding the chunks that best match a question: dense (FAISS) and lexical (BM25), blended.
+"""Finding the chunks that best match a question: dense (FAISS), lexical (BM25), or both fused.
 
-Dense similarity finds paraphrases; BM25 rewards the rare exact words (a device name, "FBSS")
-that small embedding models blur. The blend keeps the dense cosine as the base so scores stay
-comparable across questions (the refusal threshold reads them).
+Dense similarity finds paraphrases; BM25 rewards the rare exact words (a device name, "FBSS",
+`lru_cache`) that small embedding models blur. Modes, switchable for measurement:
+  dense  - cosine similarity only
+  bm25   - BM25 only (scaled so the best match is 1)
+  blend  - dense cosine + lexical_weight * scaled BM25 (the default: the dense cosine stays the
+           base, so scores stay comparable across questions)
+  rrf    - reciprocal rank fusion of the two rankings (scale-free, ignores score gaps)
+Whatever the mode, every Hit carries the dense cosine, which the refusal threshold reads.
+There is no cross-encoder reranker: none ships with its weights in a package we can install.
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -15,24 +20,44 @@ import numpy as np
 
 from chatbot import models
 from chatbot.chunking import Chunk
+from chatbot.config import Settings
 from chatbot.index import Index
 from chatbot.text import terms
 
-logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets itself to DEBUG on import
+MODES = ("dense", "bm25", "blend", "rrf")
 
 
 @dataclass(frozen=True)
 class Hit:
     chunk: Chunk
-    score: float  # the blended score the hits are ranked by
+    score: float  # what the hits are ranked by (its scale depends on the mode)
     dense: float  # cosine similarity of question and chunk, -1..1
 
 
+def _top(scores: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the n highest positive scores, best first, without sorting the whole array."""
+    n = min(n, len(scores))
+    if n <= 0:
+        return np.zeros(0, dtype=int)
+    part = np.argpartition(-scores, n - 1)[:n] if n < len(scores) else np.arange(len(scores))
+    part = part[scores[part] > 0]
+    return part[np.argsort(-scores[part], kind="stable")]
+
+
 class Retriever:
-    def __init__(self, index: Index, lexical_weight: float = 0.2, candidates: int = 50):
+    def __init__(self, index: Index, lexical_weight: float = 0.2, candidates: int = 50,
+                 mode: str = "blend", rrf_k: int = 60):
+        if mode not in MODES:
+            raise ValueError(f"unknown retrieval mode {mode!r}; choose one of {', '.join(MODES)}")
         self.index = index
         self.lexical_weight = lexical_weight
         self.candidates = candidates
+        self.mode = mode
+        self.rrf_k = rrf_k
+
+    @classmethod
+    def from_settings(cls, index: Index, settings: Settings) -> "Retriever":
+        return cls(index, settings.lexical_weight, mode=settings.retrieval_mode, rrf_k=settings.rrf_k)
 
     @cached_property
     def bm25(self) -> bm25s.BM25:
@@ -40,24 +65,42 @@ class Retriever:
         retriever.index([terms(c.embed_text) or ["_"] for c in self.index.chunks], show_progress=False)
         return retriever
 
-    def _lexical(self, query: str) -> np.ndarray:
+    def lexical(self, query: str) -> np.ndarray:
         """BM25 score of every chunk, scaled so the best is 1 (all zero when no word matches)."""
         q = terms(query)
         scores = self.bm25.get_scores(q) if q else np.zeros(len(self.index.chunks))
         top = float(np.max(scores)) if len(scores) else 0.0
         return scores / top if top > 0 else np.zeros_like(scores)
 
+    def _cosines(self, qvec: np.ndarray, ids: list[int]) -> dict[int, float]:
+        if not ids:
+            return {}
+        return dict(zip(ids, (self.index.vectors(ids) @ qvec[0]).tolist()))
+
     def search(self, query: str, k: int) -> list[Hit]:
         qvec = models.embed([query])
         n = min(len(self.index.chunks), max(self.candidates, k))
-        dense_scores, ids = self.index.search(qvec, n)
-        dense = {int(i): float(s) for s, i in zip(dense_scores[0], ids[0]) if i >= 0}
-        lexical = self._lexical(query) if self.lexical_weight else None
-        if lexical is not None:
-            for i in np.argsort(-lexical)[:n]:  # strong keyword matches the dense pass missed
-                if lexical[i] > 0 and int(i) not in dense:
-                    dense[int(i)] = float(self.index.faiss.reconstruct(int(i)) @ qvec[0])
-        blended = {i: d + (self.lexical_weight * float(lexical[i]) if lexical is not None else 0.0)
-                   for i, d in dense.items()}
-        best = sorted(blended, key=blended.get, reverse=True)[:k]
-        return [Hit(self.index.chunks[i], blended[i], dense[i]) for i in best]
+        dense: dict[int, float] = {}  # chunk id -> cosine, in dense rank order
+        if self.mode != "bm25":
+            scores, ids = self.index.search(qvec, n)
+            dense = {int(i): float(s) for s, i in zip(scores[0], ids[0]) if i >= 0}
+        use_lexical = self.mode in ("bm25", "rrf") or (self.mode == "blend" and self.lexical_weight)
+        lexical = self.lexical(query) if use_lexical else None
+        lex_ids = [int(i) for i in _top(lexical, n)] if lexical is not None else []
+
+        if self.mode == "dense" or lexical is None:
+            ranked = dense
+        elif self.mode == "bm25":
+            ranked = {i: float(lexical[i]) for i in lex_ids}
+        elif self.mode == "blend":
+            # strong keyword matches the dense pass missed get their cosine too
+            dense.update(self._cosines(qvec, [i for i in lex_ids if i not in dense]))
+            ranked = {i: d + self.lexical_weight * float(lexical[i]) for i, d in dense.items()}
+        else:
+            ranked = {}
+            for ranking in (list(dense), lex_ids):
+                for rank, i in enumerate(ranking):
+                    ranked[i] = ranked.get(i, 0.0) + 1.0 / (self.rrf_k + rank + 1)
+        best = sorted(ranked, key=ranked.get, reverse=True)[:k]
+        dense.update(self._cosines(qvec, [i for i in best if i not in dense]))
+        return [Hit(self.index.chunks[i], ranked[i], dense[i]) for i in best]
