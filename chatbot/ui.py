@@ -22,8 +22,7 @@ from chatbot.pipeline import Answer, Chatbot
 
 log = logging.getLogger(__name__)
 
-# What the upload box accepts; suffixes the loader cannot read yet are saved and reported as such.
-UPLOAD_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf")
+UPLOAD_SUFFIXES = tuple(documents.LOADERS)  # whatever the loader reads
 DRAFT_LABEL = "*Drafting (not yet checked against the sources)…*"
 EMPTY_PANEL = '<div class="panel-empty">Ask a question: the passages behind the answer appear here.</div>'
 CONCURRENCY = dict(concurrency_id="model", concurrency_limit=1)  # one CPU model: one question at a time
@@ -75,6 +74,11 @@ def highlight(text: str, start: int, spans) -> str:
     return "".join(out)
 
 
+def _where(chunk) -> str:
+    page = f", p. {chunk.page}" if chunk.page else ""
+    return f'<span class="src">{esc(chunk.source)}{page}</span>'
+
+
 def _passage_card(cls: str, head: str, body: str) -> str:
     return f'<div class="{cls}"><div class="cite-head">{head}</div><div class="passage">{body}</div></div>'
 
@@ -101,8 +105,7 @@ def sources_html(answer: Answer) -> str:
         parts.append(_refusal_html(answer))
     else:
         for c in answer.citations:
-            head = (f'[{c.n}] <span class="title">{esc(c.chunk.title)}</span> '
-                    f'<span class="src">{esc(c.chunk.source)}</span>')
+            head = f'[{c.n}] <span class="title">{esc(c.chunk.title)}</span> {_where(c.chunk)}'
             parts.append(_passage_card("citation", head, highlight(c.chunk.text, c.chunk.start, c.spans)))
         parts.append(_dropped_html(answer))
         if answer.note:
@@ -116,8 +119,8 @@ def others_html(answer: Answer) -> tuple[str, int]:
     """Retrieved passages the answer does not cite, and how many there are."""
     cited = {c.chunk.id for c in answer.citations}
     rest = [h for h in answer.hits if h.chunk.id not in cited]
-    cards = [_passage_card("other", f'<span class="title">{esc(h.chunk.title)}</span> <span class="src">'
-                                    f"{esc(h.chunk.source)} · score {h.score:.2f}</span>", esc(h.chunk.text))
+    cards = [_passage_card("other", f'<span class="title">{esc(h.chunk.title)}</span> {_where(h.chunk)} '
+                                    f'<span class="src">score {h.score:.2f}</span>', esc(h.chunk.text))
              for h in rest]
     return "".join(cards) or "<p>None.</p>", len(rest)
 
@@ -167,14 +170,13 @@ def check_upload(path: Path, name: str, max_mb: float) -> str | None:
         return f"{name}: the file is empty"
     if size > max_mb * 1e6:
         return f"{name}: {size / 1e6:.1f} MB is over the {max_mb:g} MB limit"
-    if suffix in documents.LOADERS:
-        with tempfile.TemporaryDirectory() as tmp:  # the loader reads it exactly as indexing will
-            probe = Path(tmp) / _safe_name(name)
-            shutil.copyfile(path, probe)
-            try:
-                documents.load(probe, Path(tmp), max_mb)
-            except documents.LoadError as err:
-                return str(err)
+    with tempfile.TemporaryDirectory() as tmp:  # the loader reads it exactly as indexing will
+        probe = Path(tmp) / _safe_name(name)
+        shutil.copyfile(path, probe)
+        try:
+            documents.load(probe, Path(tmp), max_mb)
+        except documents.LoadError as err:
+            return str(err)
     return None
 
 
@@ -201,7 +203,8 @@ def add_documents(bot: Chatbot, paths: list[str], progress) -> str:
             if name in manifest["files"]:
                 lines.append(f"✅ {name}: added and searchable now")
             else:
-                lines.append(f"⚠️ {name}: saved, but this version cannot read {Path(name).suffix} files yet")
+                why = [p for p in manifest["skipped"] if p.startswith(name)] or ["not indexed"]
+                lines.append(f"⚠️ {why[0]}")
     return "\n\n".join(md_escape(line) for line in lines)
 
 
@@ -266,8 +269,8 @@ def create_app(bot: Chatbot) -> gr.Blocks:
                 with gr.Accordion("Other retrieved passages", open=False, elem_id="others-box") as others_box:
                     others = gr.HTML("", elem_id="others")
                 with gr.Accordion("Add documents", open=False):
-                    files = gr.File(label=f"Upload .txt/.md (also {', '.join(UPLOAD_SUFFIXES[3:])}), "
-                                          f"up to {settings.max_file_mb:g} MB each",
+                    files = gr.File(label=f"Upload {', '.join(UPLOAD_SUFFIXES)} files, up to "
+                                          f"{settings.max_file_mb:g} MB each",
                                     file_count="multiple", file_types=list(UPLOAD_SUFFIXES), elem_id="upload")
                     upload_report = gr.Markdown(elem_id="upload-report")
 
