@@ -1,0 +1,161 @@
+"""Retrieval benchmark on the Python 3.11 HTML docs (Debian's python3.11-doc, ~370 pages).
+
+Ingests library/, tutorial/, reference/, howto/, faq/ and glossary.html into a work folder, then
+scores every retrieval mode on bench/data/pydocs_questions.jsonl (a hit is a retrieved chunk
+from an expected page) and times a re-ingest after one file changes.
+
+    python bench/retrieval_pydocs.py [--work /tmp/pydocs-bench] [--fresh]
+
+The full ingest takes 10-20 minutes on 2 cores; run it in the background. The work folder keeps
+the index (bench/scale.py reuses its vectors); nothing is installed or committed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+from chatbot import index as index_mod
+from chatbot.config import load_settings
+from chatbot.retrieval import MODES, Retriever
+
+HERE = Path(__file__).resolve().parent
+QUESTIONS = HERE / "data" / "pydocs_questions.jsonl"
+PARTS = ("library", "tutorial", "reference", "howto", "faq", "glossary.html")
+CHANGED = "library/itertools.html"
+
+
+def copy_corpus(html: Path, corpus: Path) -> None:
+    corpus.mkdir(parents=True, exist_ok=True)
+    for part in PARTS:
+        src, dst = html / part, corpus / part
+        if src.is_dir():
+            shutil.copytree(src, dst, dirs_exist_ok=True)
+        else:
+            shutil.copy2(src, dst)
+
+
+def disk_mb(path: Path) -> float:
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    return sum(p.stat().st_size for p in files) / 1e6
+
+
+def percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
+
+
+def evaluate(retriever: Retriever, rows: list[dict], k: int = 10) -> dict:
+    """hit@1, hit@5, MRR@k over answerable questions; latency over all questions."""
+    hit1 = hit5 = rr = 0.0
+    latencies = []
+    answerable = [r for r in rows if r["answerable"]]
+    for row in rows:
+        t0 = time.perf_counter()
+        hits = retriever.search(row["question"], k)
+        latencies.append((time.perf_counter() - t0) * 1000)
+        if not row["answerable"]:
+            continue
+        relevant = [h.chunk.source in row["expected_sources"] for h in hits]
+        hit1 += relevant[:1] == [True]
+        hit5 += any(relevant[:5])
+        rr += next((1 / (i + 1) for i, ok in enumerate(relevant) if ok), 0.0)
+    n = len(answerable)
+    return {"hit@1": hit1 / n, "hit@5": hit5 / n, "mrr": rr / n,
+            "p50_ms": percentile(latencies, 50), "p95_ms": percentile(latencies, 95)}
+
+
+def timed_ingest(settings) -> tuple[float, dict]:
+    t0 = time.perf_counter()
+    built = index_mod.build(settings)
+    index_mod.save(built, settings.index_dir)
+    return time.perf_counter() - t0, built.manifest
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--html", type=Path, default=Path("/usr/share/doc/python3.11/html"))
+    parser.add_argument("--work", type=Path, default=Path("/tmp/pydocs-bench"))
+    parser.add_argument("--fresh", action="store_true", help="delete the work folder first")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    for noisy in ("faiss", "sentence_transformers", "bm25s", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.fresh:
+        shutil.rmtree(args.work, ignore_errors=True)
+    corpus, index_dir = args.work / "corpus", args.work / "index"
+    copy_corpus(args.html, corpus)
+    settings = load_settings(corpus_dir=corpus, index_dir=index_dir)
+    results_file = args.work / "full_ingest.json"
+
+    if not results_file.exists():  # the full ingest is slow: do it once per work folder
+        seconds, manifest = timed_ingest(settings)
+        results_file.write_text(json.dumps({"seconds": seconds, "chunks": manifest["chunk_count"],
+                                            "files": len(manifest["files"]),
+                                            "skipped": manifest["skipped"]}))
+    full = json.loads(results_file.read_text())
+
+    t0 = time.perf_counter()
+    index = index_mod.ensure(settings)
+    load_s = time.perf_counter() - t0
+    faiss_mb = disk_mb(index_dir / index.manifest["faiss_file"])
+    manifest_mb = disk_mb(index_dir / index_mod.MANIFEST_FILE)
+    cache_mb = disk_mb(index_dir / index_mod.CACHE_DIR)
+
+    rows = [json.loads(line) for line in QUESTIONS.read_text().splitlines() if line.strip()]
+    table = {}
+    bm25_s = None
+    for mode in MODES:
+        retriever = Retriever.from_settings(index, settings.replace(retrieval_mode=mode))
+        if mode != "dense":
+            t0 = time.perf_counter()
+            retriever.bm25  # noqa: B018  (built on first use; timed here, not in the latency)
+            bm25_s = time.perf_counter() - t0
+        retriever.search("warm-up", 5)
+        table[mode] = evaluate(retriever, rows)
+
+    # Unanswerable questions: how well does the best dense score separate them?
+    retriever = Retriever.from_settings(index, settings)
+    best = {r["id"]: max(h.dense for h in retriever.search(r["question"], 5)) for r in rows}
+    refused = sum(best[r["id"]] < settings.min_score for r in rows if not r["answerable"])
+    wrongly = sum(best[r["id"]] < settings.min_score for r in rows if r["answerable"])
+
+    # Re-ingest after changing one file, then put it back.
+    path = corpus / CHANGED
+    original = path.read_text(encoding="utf-8")
+    marker = '<div class="body" role="main">'
+    path.write_text(original.replace(marker, marker + "<p>Benchmark edit: one new paragraph.</p>", 1),
+                    encoding="utf-8")
+    inc_s, inc_manifest = timed_ingest(settings)
+    path.write_text(original, encoding="utf-8")
+    timed_ingest(settings)
+
+    n_ans = sum(r["answerable"] for r in rows)
+    print(f"\nPython docs: {full['files']} pages, {full['chunks']} chunks "
+          f"({len(full['skipped'])} skipped), {index.manifest['index_type']}, machine: 2 CPU cores")
+    print(f"full ingest {full['seconds']:.0f} s ({full['chunks'] / full['seconds']:.1f} chunks/s incl. "
+          f"parsing); load {load_s:.2f} s; BM25 build at first query {bm25_s:.2f} s")
+    print(f"on disk: FAISS {faiss_mb:.1f} MB, manifest {manifest_mb:.1f} MB, embedding cache {cache_mb:.1f} MB")
+    print(f"re-ingest after changing {CHANGED}: {inc_s:.1f} s = {100 * inc_s / full['seconds']:.1f} % of "
+          f"full ({inc_manifest['embedded_chunks']} chunks embedded)")
+    print(f"\n{n_ans} answerable + {len(rows) - n_ans} unanswerable questions; hit = chunk from an "
+          "expected page; MRR over top 10; latency per query incl. embedding it")
+    print("| mode | hit@1 | hit@5 | MRR | p50 ms | p95 ms |")
+    print("|---|---|---|---|---|---|")
+    for mode, m in table.items():
+        print(f"| {mode} | {m['hit@1']:.2f} | {m['hit@5']:.2f} | {m['mrr']:.2f} | "
+              f"{m['p50_ms']:.0f} | {m['p95_ms']:.0f} |")
+    print(f"\nbest dense score < min_score {settings.min_score}: {refused}/{len(rows) - n_ans} "
+          f"unanswerable, {wrongly}/{n_ans} answerable")
+    (args.work / "results.json").write_text(json.dumps(
+        {"full": full, "load_s": load_s, "bm25_s": bm25_s, "faiss_mb": faiss_mb,
+         "manifest_mb": manifest_mb, "cache_mb": cache_mb, "incremental_s": inc_s,
+         "incremental_embedded": inc_manifest["embedded_chunks"], "modes": table,
+         "unanswerable_below_min": refused, "answerable_below_min": wrongly}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
