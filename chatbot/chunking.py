@@ -97,9 +97,22 @@ def _split(doc: Document, title: str, start: int, end: int, max_chars: int, over
         i = max(j - overlap, i + 1)
 
 
+def _by_page(doc: Document, sections: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
+    """Cut sections at page starts, so a chunk's page number holds all of its text."""
+    out = []
+    for title, s, e in sections:
+        cuts = [p for p in doc.pages if s < p < e]
+        for a, b in zip([s, *cuts], [*cuts, e]):
+            piece = doc.text[a:b]
+            a, b = a + len(piece) - len(piece.lstrip()), b - len(piece) + len(piece.rstrip())
+            if b > a:
+                out.append((title, a, b))
+    return out
+
+
 def chunk(doc: Document, max_chars: int = 1200, overlap: int = 1) -> list[Chunk]:
     pieces = []
-    for title, s, e in _sections(doc):
+    for title, s, e in _by_page(doc, _sections(doc)):
         if e - s <= max_chars:
             pieces.append((title, s, e))
         else:

@@ -1,0 +1,176 @@
+"""Loaders (text, HTML, PDF), bad-file handling and chunking. No models needed: these run fast."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from pypdf import PdfReader, PdfWriter
+
+from chatbot.chunking import chunk
+from chatbot.documents import LoadError, load, load_corpus
+
+FAQ = Path(__file__).resolve().parents[1] / "corpus" / "failed-fusion-faq.txt"
+
+SPHINX_PAGE = """<!DOCTYPE html>
+<html><head><title>itertools — Functions creating iterators — Python docs</title>
+<style>body { color: red }</style><script>var tracking = "SECRET_SCRIPT";</script></head>
+<body>
+<div class="related" role="navigation"><ul><li><a href="index.html">RELATED_NAV</a></li></ul></div>
+<nav>NAV_MENU</nav>
+<div class="document"><div class="body" role="main">
+<h1>itertools — Functions creating iterators<a class="headerlink" href="#x">¶</a></h1>
+<p>This module implements a number of
+   iterator building blocks.</p>
+<h2>Itertool functions<a class="headerlink" href="#y">¶</a></h2>
+<dl><dt class="sig sig-object py" id="itertools.groupby"><span>itertools.</span><span>groupby</span>(<em>iterable</em>, <em>key=None</em>)</dt>
+<dd><p>Make an iterator that returns consecutive keys and groups from the iterable.
+Generally, the iterable needs to already be sorted on the same key function.</p>
+<pre>for k, g in groupby('AAAABBB'):
+
+    print(k)</pre></dd></dl>
+<table><tr><th>Iterator</th><th>Arguments</th></tr><tr><td>count()</td><td>start, [step]</td></tr></table>
+</div></div>
+<div class="sphinxsidebar" role="navigation"><h3>SIDEBAR_TOC</h3></div>
+<footer>FOOTER_TEXT</footer><div class="footer">© Copyright FOOTER_DIV</div>
+</body></html>
+"""
+
+
+def make_pdf(pages: list[list[str]]) -> bytes:
+    """A minimal valid PDF with one Helvetica text line per string: no network, no extra package."""
+    objs: list[str] = ["<< /Type /Catalog /Pages 2 0 R >>", "",
+                       "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+    kids = []
+    for lines in pages:
+        stream = "\n".join(["BT /F1 12 Tf 72 720 Td 14 TL", *(f"({line}) Tj T*" for line in lines), "ET"])
+        objs.append(f"<< /Length {len(stream)} >>\nstream\n{stream}\nendstream")
+        objs.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
+                    f"/Resources << /Font << /F1 3 0 R >> >> /Contents {len(objs)} 0 R >>")
+        kids.append(len(objs))
+    objs[1] = f"<< /Type /Pages /Kids [{' '.join(f'{k} 0 R' for k in kids)}] /Count {len(kids)} >>"
+    out, offsets = bytearray(b"%PDF-1.4\n"), []
+    for n, body in enumerate(objs, 1):
+        offsets.append(len(out))
+        out += f"{n} 0 obj\n{body}\nendobj\n".encode()
+    xref = len(out)
+    out += f"xref\n0 {len(objs) + 1}\n0000000000 65535 f \n".encode()
+    out += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
+    out += f"trailer\n<< /Size {len(objs) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    return bytes(out)
+
+
+PDF_PAGES = [["Spinal fusion joins two vertebrae.", "Bone grows across the gap over months."],
+             [],  # a blank page still counts
+             ["Recovery usually takes three to six months.", "Walking daily helps the bone heal."]]
+
+
+def _assert_exact(doc, chunks):
+    assert chunks
+    for c in chunks:
+        assert doc.text[c.start:c.end] == c.text
+
+
+def test_html_drops_scripts_and_navigation_and_keeps_headings(tmp_path):
+    (tmp_path / "itertools.html").write_text(SPHINX_PAGE, encoding="utf-8")
+    doc = load(tmp_path / "itertools.html", tmp_path)
+    for junk in ("SECRET_SCRIPT", "color: red", "RELATED_NAV", "NAV_MENU", "SIDEBAR_TOC", "FOOTER", "¶"):
+        assert junk not in doc.text
+    assert doc.title == "itertools — Functions creating iterators"
+    lines = doc.text.splitlines()
+    assert "# itertools — Functions creating iterators" in lines
+    assert "## Itertool functions" in lines
+    assert "#### itertools.groupby(iterable, key=None)" in lines  # a Sphinx signature heads its entry
+    assert "This module implements a number of iterator building blocks." in lines
+    assert "for k, g in groupby('AAAABBB'):\n    print(k)" in doc.text  # code keeps its lines
+    assert "Iterator | Arguments\ncount() | start, [step]" in doc.text  # a table stays one block
+    chunks = chunk(doc)
+    _assert_exact(doc, chunks)
+    entry = next(c for c in chunks if "consecutive keys" in c.text)
+    assert entry.title == "itertools.groupby(iterable, key=None)"
+    assert entry.embed_text.startswith("itertools.groupby")
+
+
+def test_html_title_falls_back_to_title_tag(tmp_path):
+    (tmp_path / "a.htm").write_text("<html><head><title>Care after surgery</title></head>"
+                                    "<body><p>Rest for a week.</p></body></html>", encoding="utf-8")
+    doc = load(tmp_path / "a.htm", tmp_path)
+    assert (doc.title, doc.text) == ("Care after surgery", "Rest for a week.")
+
+
+def test_pdf_gives_page_numbers_and_exact_spans(tmp_path):
+    (tmp_path / "guide.pdf").write_bytes(make_pdf(PDF_PAGES))
+    doc = load(tmp_path / "guide.pdf", tmp_path)
+    assert len(doc.pages) == 3
+    assert doc.title == "Spinal fusion joins two vertebrae."
+    chunks = chunk(doc)
+    _assert_exact(doc, chunks)
+    pages = {c.page for c in chunks if "Recovery" in c.text}
+    assert pages == {3}
+    assert all(c.page == 1 for c in chunks if "vertebrae" in c.text)
+    assert not any("vertebrae" in c.text and "Recovery" in c.text for c in chunks)  # cut at pages
+
+
+def test_text_chunks_have_no_page(tmp_path):
+    doc = load(FAQ, FAQ.parent)
+    assert doc.pages == () and all(c.page is None for c in chunk(doc))
+
+
+def test_bad_files_are_reported_by_name_and_skipped(tmp_path, caplog):
+    (tmp_path / "good.txt").write_text("How long is recovery?\n\nAbout three months.", encoding="utf-8")
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "binary.txt").write_bytes(b"\x00\x01\x02ELF" * 50)
+    (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.4\nthis is not really a pdf\n")
+    (tmp_path / "scripts.html").write_text("<html><body><script>x=1</script></body></html>")
+    good_pdf = make_pdf(PDF_PAGES)
+    (tmp_path / "good.pdf").write_bytes(good_pdf)
+    writer = PdfWriter(clone_from=PdfReader(tmp_path / "good.pdf"))
+    writer.encrypt("secret")
+    writer.write(tmp_path / "locked.pdf")
+    (tmp_path / "notes.xyz").write_text("not a supported type")
+    (tmp_path / "latin1.txt").write_bytes("Caf\xe9 hours: the caf\xe9 opens at nine.".encode("cp1252"))
+
+    with caplog.at_level(logging.WARNING):
+        docs, problems = load_corpus(tmp_path)
+    assert sorted(d.source for d in docs) == ["good.pdf", "good.txt", "latin1.txt"]
+    reasons = {p.split(":")[0]: p for p in problems}
+    assert set(reasons) == {"empty.txt", "binary.txt", "broken.pdf", "scripts.html", "locked.pdf"}
+    assert "binary" in reasons["binary.txt"]
+    assert "encrypted" in reasons["locked.pdf"]
+    assert "not a readable PDF" in reasons["broken.pdf"]
+    assert "no text" in reasons["empty.txt"]
+    # Non-UTF-8 text is read as Windows-1252 (not lost), and the file is named in a warning.
+    assert "Café" in next(d for d in docs if d.source == "latin1.txt").text
+    assert any("latin1.txt is not UTF-8" in r.getMessage() for r in caplog.records)
+
+
+def test_unsupported_type_is_a_load_error(tmp_path):
+    (tmp_path / "a.docx").write_bytes(b"PK\x03\x04")
+    with pytest.raises(LoadError, match="unsupported file type"):
+        load(tmp_path / "a.docx", tmp_path)
+
+
+# -- chunking ----------------------------------------------------------------------------------
+
+def test_faq_pairs_stay_together_with_exact_spans():
+    doc = load(FAQ, FAQ.parent)
+    chunks = chunk(doc)
+    _assert_exact(doc, chunks)
+    causes = next(c for c in chunks if c.title == "What causes a failed fusion?")
+    assert causes.text.startswith("What causes a failed fusion?")
+    assert "internal splint" in causes.text  # the answer sits with its question
+    assert causes.embed_text == causes.text
+
+
+def test_long_sections_split_into_overlapping_sentence_windows(tmp_path):
+    body = " ".join(f"Sentence number {i} says something about spinal recovery." for i in range(60))
+    (tmp_path / "long.md").write_text(f"# Recovery\n\n{body}\n\n# Diet\n\nEat well.", encoding="utf-8")
+    doc = load(tmp_path / "long.md", tmp_path)
+    chunks = chunk(doc, max_chars=400, overlap=1)
+    _assert_exact(doc, chunks)
+    recovery = [c for c in chunks if c.title == "Recovery"]
+    assert len(recovery) > 3 and all(len(c.text) <= 400 for c in recovery)
+    for a, b in zip(recovery, recovery[1:]):
+        assert b.start < a.end  # one shared sentence
+    assert all(not c.text.startswith("Recovery") and c.embed_text.startswith("Recovery\n") for c in recovery)
+    assert [c.text for c in chunks if c.title == "Diet"] == ["# Diet\n\nEat well."]
