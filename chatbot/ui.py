@@ -55,7 +55,7 @@ _MD_SPECIAL = re.compile(r"([\\`*_\[\]{}()#+!|~$-])")
 
 def md_escape(text: str) -> str:
     """Document or model text shown literally in a Markdown chat bubble."""
-    return _MD_SPECIAL.sub(r"\\\1", esc(text))
+    return html.escape(_MD_SPECIAL.sub(r"\\\1", text), quote=False)  # this order keeps entities intact
 
 
 # -- rendering ------------------------------------------------------------------------------
@@ -98,6 +98,10 @@ def _dropped_html(answer: Answer) -> str:
     return f'<div class="dropped"><strong>Removed from the draft (not supported):</strong><ul>{items}</ul></div>'
 
 
+def _duration(ms: float) -> str:
+    return f"{ms:.0f} ms" if ms < 1000 else f"{ms / 1000:.1f} s"
+
+
 def sources_html(answer: Answer) -> str:
     """The panel beside the chat: query used, then cited passages, removed sentences or a refusal."""
     parts = [f'<div class="query">Searched for: <q>{esc(answer.query)}</q></div>']
@@ -110,7 +114,8 @@ def sources_html(answer: Answer) -> str:
         parts.append(_dropped_html(answer))
         if answer.note:
             parts.append(f'<p class="note">Note: {esc(answer.note)}.</p>')
-    timings = " · ".join(f"{k.removesuffix('_ms')} {v / 1000:.1f} s" for k, v in answer.timings.items())
+    timings = " · ".join(f"{k.removesuffix('_ms').replace('_', ' ')} {_duration(v)}"
+                         for k, v in answer.timings.items())
     parts.append(f'<p class="timings">{esc(timings)}</p>')
     return "".join(parts)
 

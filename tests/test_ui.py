@@ -111,6 +111,7 @@ def test_document_text_is_escaped_and_spans_marked():
 
 def test_markdown_in_answers_is_shown_literally():
     assert ui.md_escape("**bold** [1] <b>") == r"\*\*bold\*\* \[1\] &lt;b&gt;"
+    assert ui.md_escape("the model's #1 & more") == r"the model's \#1 &amp; more"
 
 
 def test_sources_panel_for_answer_and_refusal(bot):
