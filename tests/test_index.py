@@ -1,0 +1,213 @@
+"""The index on disk: incremental ingest, crash safety, corruption, staleness, HNSW. Real embedder."""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from chatbot import index as index_mod
+from chatbot import models
+from chatbot.__main__ import main as cli
+from chatbot.config import load_settings
+from chatbot.documents import LoadError
+
+pytestmark = pytest.mark.slow
+
+FAQ = Path(__file__).resolve().parents[1] / "corpus" / "failed-fusion-faq.txt"
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    shutil.copy(FAQ, folder / FAQ.name)
+    (folder / "care.md").write_text("# Wound care\n\nKeep the incision clean and dry for five days.\n\n"
+                                    "# Driving\n\nDo not drive while you take opioid pain medicine.",
+                                    encoding="utf-8")
+    (folder / "diet.html").write_text(
+        "<html><head><title>Diet</title><script>var x = 1;</script></head><body>"
+        "<h1>Diet after surgery</h1><p>Eat protein and calcium to help the bone heal.</p></body></html>",
+        encoding="utf-8")
+    return folder
+
+
+@pytest.fixture
+def settings(corpus, tmp_path):
+    return load_settings(corpus_dir=corpus, index_dir=tmp_path / "index")
+
+
+@pytest.fixture
+def embedded(monkeypatch) -> list[int]:
+    """Number of texts per call to the embedder, to see what an ingest really embedded."""
+    calls: list[int] = []
+    real = models.embed
+
+    def counting(texts, *args, **kwargs):
+        calls.append(len(texts))
+        return real(texts, *args, **kwargs)
+
+    monkeypatch.setattr(models, "embed", counting)
+    return calls
+
+
+def _sources(index) -> set[str]:
+    return {c.source for c in index.chunks}
+
+
+def test_incremental_ingest_embeds_only_what_changed(settings, corpus, embedded):
+    first = index_mod.ensure(settings)
+    assert _sources(first) == {FAQ.name, "care.md", "diet.html"}
+    assert sum(embedded) == first.manifest["embedded_chunks"] == len(first.chunks)
+
+    embedded.clear()
+    assert index_mod.ensure(settings).manifest == first.manifest  # fresh: loaded, nothing embedded
+    assert embedded == []
+
+    (corpus / "care.md").write_text("# Wound care\n\nKeep the incision dry for a week.\n\n"
+                                    "# Bathing\n\nShower after three days; no baths for a month.",
+                                    encoding="utf-8")
+    second = index_mod.ensure(settings)
+    care = [c for c in second.chunks if c.source == "care.md"]
+    assert sum(embedded) == second.manifest["embedded_chunks"] == len(care) == 2
+    assert any("no baths" in c.text for c in care)
+    assert len(second.chunks) == second.faiss.ntotal
+
+    embedded.clear()
+    (corpus / "diet.html").unlink()
+    third = index_mod.ensure(settings)
+    assert embedded == [] and _sources(third) == {FAQ.name, "care.md"}
+    assert third.faiss.ntotal == len(third.chunks) == len(second.chunks) - 1
+    # the removed file's cache entry is gone too
+    assert len(list((settings.index_dir / index_mod.CACHE_DIR).glob("*.npz"))) == 2
+
+
+def test_vectors_match_the_chunks_after_an_update(settings, corpus):
+    index_mod.ensure(settings)
+    (corpus / "care.md").write_text("# Driving\n\nWait two weeks before driving.", encoding="utf-8")
+    index = index_mod.ensure(settings)
+    stored = index.vectors(list(range(len(index.chunks))))
+    fresh = models.embed([c.embed_text for c in index.chunks])
+    assert np.allclose(stored, fresh, atol=1e-4)
+
+
+def test_killed_ingest_resumes_without_redoing_finished_files(settings, monkeypatch, embedded):
+    monkeypatch.setattr(index_mod, "EMBED_BATCH_CHUNKS", 1)  # one file per batch
+    real = models.embed  # the counting wrapper
+
+    def dies_on_second_batch(texts, *args, **kwargs):
+        if len(embedded) == 1:
+            raise KeyboardInterrupt
+        return real(texts, *args, **kwargs)
+
+    monkeypatch.setattr(models, "embed", dies_on_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        index_mod.ensure(settings)
+    done = embedded[0]
+    assert not (settings.index_dir / index_mod.MANIFEST_FILE).exists()
+
+    monkeypatch.setattr(models, "embed", real)
+    embedded.clear()
+    index = index_mod.ensure(settings)
+    assert sum(embedded) == index.manifest["embedded_chunks"] == len(index.chunks) - done
+
+
+def test_crash_while_swapping_leaves_the_previous_index_loadable(settings, corpus, monkeypatch):
+    before = index_mod.ensure(settings)
+    (corpus / "extra.txt").write_text("Physical therapy starts six weeks after surgery.", encoding="utf-8")
+    real_replace = os.replace
+
+    def crash_on_manifest(src, dst, *args, **kwargs):
+        if Path(dst).name == index_mod.MANIFEST_FILE:
+            raise OSError("disk full")
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", crash_on_manifest)
+    with pytest.raises(OSError, match="disk full"):
+        index_mod.ensure(settings)
+    monkeypatch.setattr(os, "replace", real_replace)
+
+    survivor = index_mod.load(settings.index_dir)
+    assert survivor.manifest == before.manifest and survivor.faiss.ntotal == len(before.chunks)
+    assert "extra.txt" in index_mod.staleness(survivor, settings)
+    after = index_mod.ensure(settings)
+    assert "extra.txt" in _sources(after)
+    assert [p.name for p in settings.index_dir.glob("*.faiss")] == [after.manifest["faiss_file"]]
+    assert not list(settings.index_dir.glob(".*"))  # no temporary files left behind
+
+
+def test_corrupted_index_is_detected_and_rebuilt(settings, embedded, caplog):
+    built = index_mod.ensure(settings)
+    path = settings.index_dir / built.manifest["faiss_file"]
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(index_mod.IndexError_, match="corrupted: its checksum does not match"):
+        index_mod.load(settings.index_dir)
+
+    embedded.clear()
+    with caplog.at_level(logging.WARNING):
+        rebuilt = index_mod.ensure(settings)
+    assert any("corrupted" in r.getMessage() for r in caplog.records)
+    assert embedded == []  # rebuilt from the embedding cache
+    assert len(rebuilt.chunks) == len(built.chunks)
+    assert index_mod.load(settings.index_dir).faiss.ntotal == len(built.chunks)
+
+
+def test_broken_manifest_and_missing_faiss_file_are_clear_errors(settings):
+    built = index_mod.ensure(settings)
+    (settings.index_dir / built.manifest["faiss_file"]).unlink()
+    with pytest.raises(index_mod.IndexError_, match="is missing"):
+        index_mod.load(settings.index_dir)
+    (settings.index_dir / index_mod.MANIFEST_FILE).write_text("{not json")
+    with pytest.raises(index_mod.IndexError_, match="unreadable"):
+        index_mod.load(settings.index_dir)
+    assert index_mod.ensure(settings).faiss.ntotal == len(built.chunks)
+
+
+def test_staleness_on_model_or_chunking_change(settings, monkeypatch, embedded):
+    index = index_mod.ensure(settings)
+    assert index_mod.staleness(index, settings) is None
+    assert "chunking changed" in index_mod.staleness(index, settings.replace(chunk_chars=300))
+    monkeypatch.setattr(models, "embedder_id", lambda: "another-model==1.0")
+    assert "embedder changed" in index_mod.staleness(index, settings)
+    embedded.clear()
+    rebuilt = index_mod.ensure(settings)
+    assert rebuilt.manifest["embedder"] == "another-model==1.0"
+    assert sum(embedded) == len(rebuilt.chunks)  # new model: every chunk embedded again
+
+
+def test_bad_files_are_skipped_and_the_rest_indexed(settings, corpus):
+    (corpus / "empty.txt").write_text("")
+    (corpus / "broken.pdf").write_bytes(b"%PDF-1.4 garbage")
+    index = index_mod.ensure(settings)
+    assert _sources(index) == {FAQ.name, "care.md", "diet.html"}
+    assert sorted(p.split(":")[0] for p in index.manifest["skipped"]) == ["broken.pdf", "empty.txt"]
+    assert index_mod.staleness(index, settings) is None  # unchanged bad files do not force rebuilds
+
+
+def test_no_readable_documents_is_an_error(tmp_path):
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "empty.txt").write_text("")
+    with pytest.raises(LoadError, match="no readable documents.*empty.txt"):
+        index_mod.build(load_settings(corpus_dir=tmp_path / "c", index_dir=tmp_path / "i"))
+
+
+def test_hnsw_above_the_threshold_matches_exact_search(settings):
+    exact = index_mod.ensure(settings)
+    hnsw_settings = settings.replace(index_dir=settings.index_dir.parent / "hnsw", hnsw_min_chunks=1)
+    approx = index_mod.ensure(hnsw_settings)
+    assert approx.manifest["index_type"] == "IndexHNSWFlat"
+    reloaded = index_mod.load(hnsw_settings.index_dir)
+    q = models.embed(["Why does my back still hurt after fusion surgery?"])
+    assert list(reloaded.search(q, 3)[1][0]) == list(exact.search(q, 3)[1][0])
+
+
+def test_cli_ingest(settings, caplog):
+    with caplog.at_level(logging.INFO):
+        assert cli(["ingest", "--corpus", str(settings.corpus_dir), "--index", str(settings.index_dir)]) == 0
+    index = index_mod.load(settings.index_dir)
+    assert index.manifest["chunk_count"] == len(index.chunks) > 0
