@@ -40,7 +40,8 @@ CSS = """
 #sources .dropped del { color: #b91c1c; }
 #sources .dropped .reason, #sources .note, #sources .timings { font-size: 0.85em;
   color: var(--body-text-color-subdued); }
-#disclaimer { font-size: 0.85em; color: var(--body-text-color-subdued); }
+#disclaimer { font-size: 0.9em; border-left: 3px solid #f59e0b; padding-left: 0.6em; }
+#status { font-size: 0.85em; color: var(--body-text-color-subdued); }
 """
 
 
@@ -134,13 +135,10 @@ def answer_message(answer: Answer) -> str:
     """The chat bubble for a checked answer; a refusal is set apart as a quote with a stop sign."""
     if answer.refused:
         return "> 🚫 **Not in my documents.** " + md_escape(answer.text)
-    text = md_escape(answer.text)
     dropped = sum(not c.supported for c in answer.claims)
-    if dropped:
-        text += f"\n\n*{dropped} unsupported sentence(s) removed: see Sources.*"
-    if answer.note:
-        text += f"\n\n*({md_escape(answer.note)})*"
-    return text
+    notes = [f"{dropped} unsupported sentence{'s' * (dropped > 1)} removed (see Sources)"] if dropped else []
+    notes += [answer.note] if answer.note else []
+    return md_escape(answer.text) + (f"\n\n*{md_escape('; '.join(notes))}.*" if notes else "")
 
 
 def status_markdown(bot: Chatbot) -> str:
@@ -156,6 +154,14 @@ def example_questions(bot: Chatbot, count: int = 4) -> list[str]:
     titles = titles or list(dict.fromkeys(c.title for c in bot.index.chunks))
     step = max(len(titles) // count, 1)
     return titles[::step][:count]
+
+
+def _text(message: dict) -> str:
+    """A chat message's text; the browser sends content back as a list of typed parts."""
+    content = message["content"]
+    if isinstance(content, str):
+        return content
+    return "".join(part.get("text", "") for part in content if isinstance(part, dict))
 
 
 # -- uploads --------------------------------------------------------------------------------
@@ -228,25 +234,32 @@ def create_app(bot: Chatbot) -> gr.Blocks:
                 {"role": "assistant", "content": DRAFT_LABEL}]
         yield "", chat, history, '<div class="panel-empty">Searching the documents…</div>', gr.skip(), gr.skip()
         draft = ""
-        for event in bot.stream(question, history):
-            if isinstance(event, Answer):
-                chat[-1] = {"role": "assistant", "content": answer_message(event)}
-                others, count = others_html(event)
-                yield ("", chat, [*history, question], sources_html(event), others,
-                       gr.Accordion(label=f"Other retrieved passages ({count})"))
-            else:
-                draft += event
-                chat[-1] = {"role": "assistant", "content": f"{DRAFT_LABEL}\n\n{md_escape(draft)}"}
-                yield "", chat, history, gr.skip(), gr.skip(), gr.skip()
+        try:
+            for event in bot.stream(question, history):
+                if isinstance(event, Answer):
+                    chat[-1] = {"role": "assistant", "content": answer_message(event)}
+                    others, count = others_html(event)
+                    yield ("", chat, [*history, question], sources_html(event), others,
+                           gr.Accordion(label=f"Other retrieved passages ({count})"))
+                else:
+                    draft += event
+                    chat[-1] = {"role": "assistant", "content": f"{DRAFT_LABEL}\n\n{md_escape(draft)}"}
+                    yield "", chat, history, gr.skip(), gr.skip(), gr.skip()
+        except Exception:  # e.g. an unreachable generator server: say so instead of a frozen draft
+            log.exception("Answering %r failed", question)
+            chat[-1] = {"role": "assistant", "content": "*Sorry, answering failed; the server log says why.*"}
+            yield "", chat, history, EMPTY_PANEL, gr.skip(), gr.skip()
 
     def ask(question: str, history: list[str]) -> tuple[dict, list[str]]:
         answer = bot.answer(question, history)
         return answer.to_dict(), [*history, question]
 
-    def stopped(chat: list) -> list:
-        if chat and chat[-1]["role"] == "assistant" and str(chat[-1]["content"]).startswith(DRAFT_LABEL):
+    def stopped(chat: list) -> tuple[list, str]:
+        """Stop cancels the stream; an unchecked draft must not stay on screen as if it were an answer."""
+        if chat and chat[-1]["role"] == "assistant" and _text(chat[-1]).startswith(DRAFT_LABEL):
             chat = [*chat[:-1], {"role": "assistant", "content": "*Stopped before the answer was checked.*"}]
-        return chat
+            return chat, EMPTY_PANEL
+        return chat, gr.skip()
 
     def upload(paths: list[str] | None, progress=gr.Progress()) -> tuple[str, str, None]:
         report = add_documents(bot, paths or [], progress) if paths else gr.skip()
@@ -255,6 +268,7 @@ def create_app(bot: Chatbot) -> gr.Blocks:
     with gr.Blocks(title="Grounded document chat", analytics_enabled=False) as app:
         history = gr.State([])
         gr.Markdown("## Ask the documents")
+        gr.Markdown(md_escape(settings.disclaimer), elem_id="disclaimer")
         status = gr.Markdown(status_markdown(bot), elem_id="status")
         with gr.Row():
             with gr.Column(scale=3):
@@ -267,7 +281,6 @@ def create_app(bot: Chatbot) -> gr.Blocks:
                     stop = gr.Button("Stop", variant="stop", scale=1, min_width=80)
                 new = gr.Button("New conversation", size="sm")
                 gr.Examples([[q] for q in example_questions(bot)], inputs=box, label="Examples from the documents")
-                gr.Markdown(md_escape(settings.disclaimer), elem_id="disclaimer")
             with gr.Column(scale=2):
                 gr.Markdown("### Sources")
                 sources = gr.HTML(EMPTY_PANEL, elem_id="sources")
@@ -282,9 +295,11 @@ def create_app(bot: Chatbot) -> gr.Blocks:
         outputs = [box, chat, history, sources, others, others_box]
         events = [trigger(respond, [box, chat, history], outputs, api_visibility="private", **CONCURRENCY)
                   for trigger in (box.submit, send.click)]
-        stop.click(stopped, chat, chat, cancels=events, queue=False, api_visibility="private")
-        new.click(lambda: ("", [], [], EMPTY_PANEL, "", gr.Accordion(label="Other retrieved passages")),
-                  None, outputs, cancels=events, queue=False, api_visibility="private")
+        stop.click(None, cancels=events, queue=False, api_visibility="private").then(
+            stopped, chat, [chat, sources], queue=False, api_visibility="private")
+        for trigger in (new.click, chat.clear):  # the chat's own bin icon starts over too
+            trigger(lambda: ("", [], [], EMPTY_PANEL, "", gr.Accordion(label="Other retrieved passages")),
+                    None, outputs, cancels=events, queue=False, api_visibility="private")
         files.upload(upload, files, [upload_report, status, files], api_visibility="private", **CONCURRENCY)
 
         # The JSON API, sharing the session's history so follow-ups work from gradio_client too.
