@@ -104,9 +104,21 @@ def page(server, browser):
     page.close()
 
 
+# Records whether an unchecked draft with model text was ever on screen (streaming is visible).
+WATCH_DRAFTS_JS = """([selector, label]) => {
+  window.sawDraft = false;
+  new MutationObserver(() => {
+    const msgs = document.querySelectorAll(selector);
+    const text = msgs.length ? msgs[msgs.length - 1].innerText.trim() : "";
+    if (text.startsWith(label) && text.length > label.length + 1) window.sawDraft = true;
+  }).observe(document.querySelector('#chat'), {subtree: true, childList: true, characterData: true});
+}"""
+
+
 def ask(page, question: str) -> tuple[float, float]:
     """Type, press Enter, wait for the answer; (seconds to first streamed token, to full answer)."""
     before = page.locator(BOT).count()
+    page.evaluate(WATCH_DRAFTS_JS, [BOT, DRAFTING])
     page.fill("#question textarea", question)
     t0 = time.monotonic()
     page.press("#question textarea", "Enter")
@@ -121,7 +133,10 @@ def ask(page, question: str) -> tuple[float, float]:
 
 
 def test_answer_with_sources_and_follow_up(page, tmp_path):
+    assert "not medical advice" in page.locator("#disclaimer").inner_text()
     ask(page, "What do pedicle screws do?")
+    assert page.evaluate("window.sawDraft"), "the draft was never streamed to the page"
+    assert DRAFTING not in page.locator(BOT).last.inner_text()  # ...and the checked answer replaced it
     assert "[1]" in page.locator(BOT).last.inner_text()
     first = page.locator("#sources .citation").first
     assert "[1]" in first.locator(".cite-head").inner_text()
@@ -148,6 +163,18 @@ def test_refusal_then_new_conversation(page):
     page.get_by_role("button", name="New conversation").click()
     page.wait_for_selector("#sources .panel-empty")
     assert page.locator(BOT).count() == 0
+
+
+def test_stop_discards_the_unchecked_draft(page):
+    page.fill("#question textarea", "What can be done if a spinal fusion failed?")
+    page.press("#question textarea", "Enter")
+    page.wait_for_function(FIRST_TOKEN_JS.replace("arguments_selector", repr(BOT)), arg=[0, DRAFTING],
+                           polling=20, timeout=120_000)
+    page.get_by_role("button", name="Stop").click()
+    page.wait_for_function(f"() => document.querySelector({BOT!r}).innerText.includes('Stopped')")
+    assert DRAFTING not in page.locator(BOT).last.inner_text()
+    ask(page, "What do pedicle screws do?")  # the queue is free again
+    assert "[1]" in page.locator(BOT).last.inner_text()
 
 
 def test_uploaded_document_is_searchable_without_restart(page, tmp_path):
