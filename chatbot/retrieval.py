@@ -13,9 +13,7 @@ There is no cross-encoder reranker: none ships with its weights in a package we 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 
-import bm25s
 import numpy as np
 
 from chatbot import models
@@ -59,16 +57,10 @@ class Retriever:
     def from_settings(cls, index: Index, settings: Settings) -> "Retriever":
         return cls(index, settings.lexical_weight, mode=settings.retrieval_mode, rrf_k=settings.rrf_k)
 
-    @cached_property
-    def bm25(self) -> bm25s.BM25:
-        retriever = bm25s.BM25()
-        retriever.index([terms(c.embed_text) or ["_"] for c in self.index.chunks], show_progress=False)
-        return retriever
-
     def lexical(self, query: str) -> np.ndarray:
         """BM25 score of every chunk, scaled so the best is 1 (all zero when no word matches)."""
         q = terms(query)
-        scores = self.bm25.get_scores(q) if q else np.zeros(len(self.index.chunks))
+        scores = self.index.bm25.get_scores(q) if q else np.zeros(len(self.index.chunks))
         top = float(np.max(scores)) if len(scores) else 0.0
         return scores / top if top > 0 else np.zeros_like(scores)
 

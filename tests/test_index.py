@@ -211,3 +211,19 @@ def test_cli_ingest(settings, caplog):
         assert cli(["ingest", "--corpus", str(settings.corpus_dir), "--index", str(settings.index_dir)]) == 0
     index = index_mod.load(settings.index_dir)
     assert index.manifest["chunk_count"] == len(index.chunks) > 0
+
+
+def test_bm25_is_saved_and_loaded_instead_of_rebuilt(settings, monkeypatch, caplog):
+    built = index_mod.ensure(settings)
+    loaded = index_mod.load(settings.index_dir)
+    monkeypatch.setattr(index_mod, "lexical_index", lambda chunks: pytest.fail("BM25 rebuilt"))
+    query = ["fusion", "pain"]
+    assert np.allclose(loaded.bm25.get_scores(query), built.bm25.get_scores(query))
+    monkeypatch.undo()
+
+    folder = settings.index_dir / built.manifest["bm25_dir"]
+    (folder / "params.index.json").write_text("{}")
+    with caplog.at_level(logging.WARNING):
+        fallback = index_mod.load(settings.index_dir).bm25  # tampered: rebuilt from the chunks
+    assert any("BM25 index" in r.getMessage() for r in caplog.records)
+    assert np.allclose(fallback.get_scores(query), built.bm25.get_scores(query))
