@@ -315,33 +315,38 @@ def _case_fields(case: Case) -> dict:
             "reference_answer": case.reference_answer}
 
 
-def evaluate(cases: Sequence[Case], bot, k: int, retrieval_only: bool = False,
-             progress: bool = True) -> list[dict]:
+def evaluate(cases: Sequence[Case], bot, retrieval_only: bool = False, progress: bool = True) -> list[dict]:
     """One results row per case: the case, the answer's JSON (or, retrieval-only, the passages),
-    per-question metrics and wall-clock latency."""
+    per-question metrics and wall-clock latency. Retrieval is scored on the bot's top_k passages."""
     from tqdm import tqdm
 
     from chatbot.pipeline import standalone_query
 
+    k = bot.settings.top_k
     judge = Judge(bot.settings.support_threshold, bot.settings.claim_zipf)
     rows = []
     for case in tqdm(cases, desc="questions", unit="q", disable=not progress):
         query = standalone_query(case.question.strip(), case.history)
+        row = {**_case_fields(case), "question": case.question, "query": query}
         t0 = time.perf_counter()
-        hits = bot.retriever.search(query, k)  # also for refused answers, which may carry no hits
+        if retrieval_only:
+            hits = bot.retriever.search(query, k)
+            row["timings"] = {"retrieve_ms": round((time.perf_counter() - t0) * 1000, 1)}
+        else:
+            answer = bot.answer(case.question, list(case.history))
+            row["latency_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+            row.update(answer.to_dict())
+            hits = answer.hits
         retrieved = [{"source": h.chunk.source, "title": h.chunk.title, "score": round(h.score, 4),
                       "dense": round(h.dense, 4), "text": h.chunk.text} for h in hits]
-        row = {**_case_fields(case), "question": case.question, "query": query}
+        row["retrieved"] = retrieved  # as the answer has them, plus the dense score refusals read
+        if not hits:  # refused before retrieval (an injection): score retrieval all the same
+            hits = bot.retriever.search(query, k)
+            retrieved = [{"source": h.chunk.source, "text": h.chunk.text} for h in hits]
         metrics = retrieval_metrics(first_hit_rank(retrieved, case.expected_sources), k)
         metrics["top_dense"] = max((h.dense for h in hits), default=0.0)
-        if retrieval_only:
-            row.update(retrieved=retrieved, timings={"retrieve_ms": round((time.perf_counter() - t0) * 1000, 1)})
-        else:
-            t0 = time.perf_counter()
-            result = bot.answer(case.question, list(case.history)).to_dict()
-            row["latency_ms"] = round((time.perf_counter() - t0) * 1000, 1)
-            row.update(result)
-            metrics.update(answer_metrics(result, case, judge))
+        if not retrieval_only:
+            metrics.update(answer_metrics(row, case, judge))
         rows.append({**row, "metrics": metrics})
     return rows
 
@@ -521,7 +526,7 @@ def run(path: Path, out: Path, bot, retrieval_only: bool = False, labels: Path |
     if not cases:
         raise ValueError(f"{path} holds no valid questions")
     out.mkdir(parents=True, exist_ok=True)
-    rows = evaluate(cases, bot, s.top_k, retrieval_only, progress)
+    rows = evaluate(cases, bot, retrieval_only, progress)
     with open(out / "results.jsonl", "w", encoding="utf-8") as fh:
         fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     summary = {"questions_file": str(path), "k": s.top_k, "skipped_lines": problems,

@@ -145,9 +145,10 @@ def test_judge_rerun_catches_a_tampered_answer(dev_run, extractive_bot):
 
 
 @pytest.mark.slow
-def test_calibration_agrees_with_hand_labels():
-    cal = ev.calibrate(DATA / "support_labels.jsonl", current=0.75)
-    assert cal["labels"] == 105
+def test_calibration_agrees_with_hand_labels(dev_run):
+    """run() calibrates the judge on tests/data/support_labels.jsonl (`calibrate` is that)."""
+    cal = dev_run[0]["calibration"]
+    assert cal["labels"] == 105 and cal["current"]["threshold"] == 0.75
     assert cal["current"]["accuracy"] >= 0.85 and cal["current"]["false_support_rate"] <= 0.1
     assert cal["best"] in cal["table"]
     assert all(cal["best"]["cost"] <= row["cost"] for row in cal["table"])
