@@ -24,6 +24,7 @@ class Settings:
     top_k: int = 4
     lexical_weight: float = 0.2  # BM25's share in the blended score; 0 = dense only
     min_score: float = 0.30  # best dense score below this: the documents do not cover the question
+    follow_up_margin: float = 0.15  # a follow-up scoring below min_score + this is read with the last question
 
     # Evidence selection and grounding (thresholds calibrated on tests/data/*.jsonl).
     max_evidence_sentences: int = 3

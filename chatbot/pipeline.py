@@ -93,11 +93,15 @@ class _ClaimDraft:
     reason: str
 
 
+def _best(hits: list[Hit]) -> float:
+    return max((h.dense for h in hits), default=-1.0)
+
+
 def standalone_query(question: str, history: Sequence[str]) -> str:
     """A follow-up that leans on the last question ("how is it treated?") carries it along."""
     if not history:
         return question
-    if any(w in _ANAPHORA for w in words(question)) or len(content_words(question)) <= 2:
+    if any(w in _ANAPHORA for w in words(question)) or len(content_words(question)) <= 1:
         return f"{question} ({history[-1]})"
     return question
 
@@ -144,8 +148,16 @@ class Chatbot:
             return
         retriever = self.retriever  # one index for the whole question, even if reindex() runs
         hits = retriever.search(query, s.top_k)
+        if history and query == question.strip() and _best(hits) < s.min_score + s.follow_up_margin:
+            # Alone, the question finds little ("what is the device called?"): read it in the
+            # light of the previous one, and keep whichever reading finds the closer passage.
+            alt_query = f"{query} ({history[-1]})"
+            alt_hits = retriever.search(alt_query, s.top_k)
+            if _best(alt_hits) > _best(hits):
+                query, hits = alt_query, alt_hits
+                base["query"] = query
         timings = {"retrieve_ms": ms()}
-        if not hits or max(h.dense for h in hits) < s.min_score:
+        if _best(hits) < s.min_score:
             yield self._refuse(base, hits, "no passage is close to the question", ms, timings)
             return
         sentences = self._sentences(hits)
