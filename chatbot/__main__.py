@@ -129,10 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from rich.logging import RichHandler
+    if sys.stderr.isatty():
+        from rich.logging import RichHandler
 
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s",
-                        handlers=[RichHandler(show_path=False, show_time=False)])
+        handler: logging.Handler = RichHandler(show_path=False, show_time=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:  # piped or captured: one plain line per message, never wrapped
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
     for noisy in ("faiss", "sentence_transformers", "httpx", "transformers", "bm25s", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from chatbot.documents import LoadError
