@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import statistics
 import time
@@ -137,7 +138,8 @@ def main() -> None:
 
     n_ans = sum(r["answerable"] for r in rows)
     print(f"\nPython docs: {full['files']} pages, {full['chunks']} chunks "
-          f"({len(full['skipped'])} skipped), {index.manifest['index_type']}, machine: 2 CPU cores")
+          f"({len(full['skipped'])} skipped), {index.manifest['index_type']}, machine: 2 CPU cores, "
+          f"load average now {os.getloadavg()[0]:.1f} (shared with other jobs)")
     print(f"full ingest {full['seconds']:.0f} s ({full['chunks'] / full['seconds']:.1f} chunks/s incl. "
           f"parsing); load {load_s:.2f} s; BM25 load {bm25_load_s:.2f} s (building it instead: "
           f"{bm25_build_s:.1f} s)")
