@@ -217,7 +217,8 @@ def build(settings: Settings) -> Index:
     ready: dict[str, tuple[list[Chunk], np.ndarray]] = {}
     pending: list[tuple[str, str, list[Chunk]]] = []
     problems: list[str] = []
-    for path in corpus_files(root):
+    paths = corpus_files(root)
+    for path in tqdm(paths, unit="file", desc="reading", disable=len(paths) < 100):
         source = path.relative_to(root).as_posix()
         hashes[source] = _sha256_file(path)
         keys[source] = key = cache.key(source, hashes[source])
