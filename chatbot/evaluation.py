@@ -224,6 +224,9 @@ def answer_metrics(result: dict, case: Case, judge: Judge) -> dict:
         citation_precision=(sum(s["relevant_citations"] for s in sentences) / marks) if marks else 0.0,
         support_score=float(np.mean([s["score"] for s in sentences])) if sentences else 0.0,
         dropped_claims=sum(1 for c in result.get("claims", []) if not c["supported"]),
+        kept_claims=sum(1 for c in result.get("claims", []) if c["supported"]),
+        # nothing of the model's draft survived the check, so the answer quotes the passages
+        quoted_fallback=bool(result.get("note")),
         # sentences the pipeline passed but the re-run judge rejects: a bug in assembling answers
         judge_disagreements=[s["text"] for s in sentences if s["text"] in pipeline_ok and not s["supported"]],
     )
@@ -266,6 +269,7 @@ def summarize(rows: Sequence[dict], k: int, retrieval_only: bool) -> dict:
         "must_mention_rate": _mean(mentions),
         "refusal_accuracy": _mean([m["refused"] for m in unanswerable]),
         "false_refusal_rate": _mean([m["refused"] for m in answerable]),
+        "quoted_fallback_rate": _mean([m["quoted_fallback"] for m in answered]),
         "dropped_claims": sum(m["dropped_claims"] for m in answered),
         "judge_disagreements": sum(len(m["judge_disagreements"]) for m in answered),
     }
@@ -406,15 +410,22 @@ def plot(rows: Sequence[dict], settings: Settings, out: Path, retrieval_only: bo
         return paths
 
     answered = [r for r in rows if not r["metrics"]["refused"]]
-    fig, ax = plt.subplots(figsize=(max(7, 0.25 * len(answered)), 4))
+    ids = [r["id"] for r in answered]
+    fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(max(7, 0.25 * len(answered)), 6))
     colors = ["tab:green" if r["metrics"]["citation_recall"] == 1.0 else "tab:red" for r in answered]
-    ax.bar([r["id"] for r in answered], [r["metrics"]["support_score"] for r in answered], color=colors)
-    ax.axhline(settings.support_threshold, color="k", linestyle="--",
-               label=f"support threshold {settings.support_threshold}")
-    ax.set(ylabel="mean support score of the answer's sentences", ylim=(0, 1.05),
-           title="Per-question support (red: some sentence unsupported)")
-    ax.tick_params(axis="x", labelrotation=90, labelsize=7)
-    ax.legend(loc="lower right")
+    top.bar(ids, [r["metrics"]["support_score"] for r in answered], color=colors)
+    top.axhline(settings.support_threshold, color="k", linestyle="--",
+                label=f"support threshold {settings.support_threshold}")
+    top.set(ylabel="mean support score", ylim=(0, 1.05),
+            title="Per-question support of the answer (red: a sentence is unsupported)")
+    top.legend(loc="lower right")
+    kept = [r["metrics"]["kept_claims"] for r in answered]
+    bottom.bar(ids, kept, color="tab:green", label="kept (incl. quoted passages)")
+    bottom.bar(ids, [r["metrics"]["dropped_claims"] for r in answered], bottom=kept, color="tab:gray",
+               label="dropped as unsupported")
+    bottom.set(ylabel="draft sentences")
+    bottom.tick_params(axis="x", labelrotation=90, labelsize=7)
+    bottom.legend(loc="upper right")
     paths.append(_save(fig, out / "support.png"))
 
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -471,6 +482,8 @@ def render_report(summary: dict, fails: Sequence[dict], plots: Sequence[Path], p
             ["must-mention rate", a["must_mention_rate"], "answered answerables naming a key fact"],
             ["refusal accuracy", a["refusal_accuracy"], "unanswerable questions refused"],
             ["false-refusal rate", a["false_refusal_rate"], "answerable questions refused"],
+            ["quoted fallback rate", a["quoted_fallback_rate"],
+             "answers where no sentence of the draft survived, so the passages are quoted"],
             ["dropped claims", a["dropped_claims"], "draft sentences the pipeline removed as unsupported"],
             ["judge disagreements", a["judge_disagreements"],
              "sentences the pipeline passed but the re-run judge rejects"],
