@@ -156,12 +156,26 @@ def example_questions(bot: Chatbot, count: int = 4) -> list[str]:
     return titles[::step][:count]
 
 
-def _text(message: dict) -> str:
-    """A chat message's text; the browser sends content back as a list of typed parts."""
-    content = message["content"]
-    if isinstance(content, str):
-        return content
-    return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+class Interrupts:
+    """Stop / New conversation requests for the answer running in each browser session, checked
+    between streamed pieces. (Gradio's `cancels` raced the stream's last updates and sometimes
+    left the page thinking the cancelled answer was still pending, so Enter did nothing.)"""
+
+    def __init__(self):
+        self._wanted: dict[str, str | None] = {}
+
+    def start(self, session: str) -> None:
+        self._wanted[session] = None
+
+    def request(self, session: str, what: str) -> None:
+        if session in self._wanted:
+            self._wanted[session] = what
+
+    def wanted(self, session: str) -> str | None:
+        return self._wanted.get(session)
+
+    def finish(self, session: str) -> None:
+        self._wanted.pop(session, None)
 
 
 # -- uploads --------------------------------------------------------------------------------
@@ -225,7 +239,10 @@ def create_app(bot: Chatbot) -> gr.Blocks:
     """The Blocks app; `launch` (or `serve`) runs it. Each browser session has its own history."""
     settings = bot.settings
 
-    def respond(question: str, chat: list, history: list[str]) -> Iterator[tuple]:
+    interrupts = Interrupts()
+    reset = ("", [], [], EMPTY_PANEL, "", gr.Accordion(label="Other retrieved passages"))
+
+    def respond(question: str, chat: list, history: list[str], request: gr.Request) -> Iterator[tuple]:
         question = question.strip()
         if not question:
             yield (gr.skip(),) * 6
@@ -233,9 +250,14 @@ def create_app(bot: Chatbot) -> gr.Blocks:
         chat = [*chat, {"role": "user", "content": md_escape(question)},
                 {"role": "assistant", "content": DRAFT_LABEL}]
         yield "", chat, history, '<div class="panel-empty">Searching the documents…</div>', gr.skip(), gr.skip()
-        draft = ""
+        draft, session = "", request.session_hash
+        interrupts.start(session)
         try:
             for event in bot.stream(question, history):
+                if wanted := interrupts.wanted(session):  # an unchecked draft must not stay on screen
+                    chat[-1] = {"role": "assistant", "content": "*Stopped before the answer was checked.*"}
+                    yield reset if wanted == "new" else ("", chat, history, EMPTY_PANEL, gr.skip(), gr.skip())
+                    return
                 if isinstance(event, Answer):
                     chat[-1] = {"role": "assistant", "content": answer_message(event)}
                     others, count = others_html(event)
@@ -249,17 +271,19 @@ def create_app(bot: Chatbot) -> gr.Blocks:
             log.exception("Answering %r failed", question)
             chat[-1] = {"role": "assistant", "content": "*Sorry, answering failed; the server log says why.*"}
             yield "", chat, history, EMPTY_PANEL, gr.skip(), gr.skip()
+        finally:
+            interrupts.finish(session)
 
     def ask(question: str, history: list[str]) -> tuple[dict, list[str]]:
         answer = bot.answer(question, history)
         return answer.to_dict(), [*history, question]
 
-    def stopped(chat: list) -> tuple[list, str]:
-        """Stop cancels the stream; an unchecked draft must not stay on screen as if it were an answer."""
-        if chat and chat[-1]["role"] == "assistant" and _text(chat[-1]).startswith(DRAFT_LABEL):
-            chat = [*chat[:-1], {"role": "assistant", "content": "*Stopped before the answer was checked.*"}]
-            return chat, EMPTY_PANEL
-        return chat, gr.skip()
+    def stop_answer(request: gr.Request) -> None:
+        interrupts.request(request.session_hash, "stop")
+
+    def new_conversation(request: gr.Request) -> tuple:
+        interrupts.request(request.session_hash, "new")
+        return reset
 
     def upload(paths: list[str] | None, progress=gr.Progress()) -> tuple[str, str, None]:
         report = add_documents(bot, paths or [], progress) if paths else gr.skip()
@@ -293,13 +317,11 @@ def create_app(bot: Chatbot) -> gr.Blocks:
                     upload_report = gr.Markdown(elem_id="upload-report")
 
         outputs = [box, chat, history, sources, others, others_box]
-        events = [trigger(respond, [box, chat, history], outputs, api_visibility="private", **CONCURRENCY)
-                  for trigger in (box.submit, send.click)]
-        stop.click(None, cancels=events, queue=False, api_visibility="private").then(
-            stopped, chat, [chat, sources], queue=False, api_visibility="private")
+        for trigger in (box.submit, send.click):
+            trigger(respond, [box, chat, history], outputs, api_visibility="private", **CONCURRENCY)
+        stop.click(stop_answer, None, None, queue=False, api_visibility="private")
         for trigger in (new.click, chat.clear):  # the chat's own bin icon starts over too
-            trigger(lambda: ("", [], [], EMPTY_PANEL, "", gr.Accordion(label="Other retrieved passages")),
-                    None, outputs, cancels=events, queue=False, api_visibility="private")
+            trigger(new_conversation, None, outputs, queue=False, api_visibility="private")
         files.upload(upload, files, [upload_report, status, files], api_visibility="private", **CONCURRENCY)
 
         # The JSON API, sharing the session's history so follow-ups work from gradio_client too.
