@@ -52,11 +52,13 @@ def esc(text: str) -> str:
 
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]{}()#+!|~$-])")
+_MD_ORDERED_LIST = re.compile(r"^(\s*\d+)([.)])", re.M)
 
 
 def md_escape(text: str) -> str:
     """Document or model text shown literally in a Markdown chat bubble."""
-    return html.escape(_MD_SPECIAL.sub(r"\\\1", text), quote=False)  # this order keeps entities intact
+    text = _MD_ORDERED_LIST.sub(r"\1\\\2", _MD_SPECIAL.sub(r"\\\1", text))
+    return html.escape(text, quote=False)  # after the backslashes, so entities stay intact
 
 
 # -- rendering ------------------------------------------------------------------------------
@@ -156,28 +158,6 @@ def example_questions(bot: Chatbot, count: int = 4) -> list[str]:
     return titles[::step][:count]
 
 
-class Interrupts:
-    """Stop / New conversation requests for the answer running in each browser session, checked
-    between streamed pieces. (Gradio's `cancels` raced the stream's last updates and sometimes
-    left the page thinking the cancelled answer was still pending, so Enter did nothing.)"""
-
-    def __init__(self):
-        self._wanted: dict[str, str | None] = {}
-
-    def start(self, session: str) -> None:
-        self._wanted[session] = None
-
-    def request(self, session: str, what: str) -> None:
-        if session in self._wanted:
-            self._wanted[session] = what
-
-    def wanted(self, session: str) -> str | None:
-        return self._wanted.get(session)
-
-    def finish(self, session: str) -> None:
-        self._wanted.pop(session, None)
-
-
 # -- uploads --------------------------------------------------------------------------------
 
 def _safe_name(name: str) -> str:
@@ -217,6 +197,8 @@ def add_documents(bot: Chatbot, paths: list[str], progress) -> str:
             lines.append(f"❌ {problem}")
             continue
         target = corpus / _safe_name(path.name)
+        if target.exists():
+            lines.append(f"♻️ {target.name}: replaces the earlier file of that name")
         shutil.copyfile(path, target)
         saved.append(target.relative_to(corpus).as_posix())
     if saved:
@@ -234,6 +216,28 @@ def add_documents(bot: Chatbot, paths: list[str], progress) -> str:
 
 
 # -- the app --------------------------------------------------------------------------------
+
+class Interrupts:
+    """Stop / New conversation requests for the answer running in each browser session, checked
+    between streamed pieces. (Gradio's `cancels` raced the stream's last updates and sometimes
+    left the page thinking the cancelled answer was still pending, so Enter did nothing.)"""
+
+    def __init__(self):
+        self._wanted: dict[str, str | None] = {}
+
+    def start(self, session: str) -> None:
+        self._wanted[session] = None
+
+    def request(self, session: str, what: str) -> None:
+        if session in self._wanted:
+            self._wanted[session] = what
+
+    def wanted(self, session: str) -> str | None:
+        return self._wanted.get(session)
+
+    def finish(self, session: str) -> None:
+        self._wanted.pop(session, None)
+
 
 def create_app(bot: Chatbot) -> gr.Blocks:
     """The Blocks app; `launch` (or `serve`) runs it. Each browser session has its own history."""

@@ -81,6 +81,7 @@ def test_upload_makes_a_document_searchable(upload_bot, tmp_path):
     report = ui.add_documents(upload_bot, [str(doc)], no_progress)
     assert "added and searchable" in report
     assert (upload_bot.settings.corpus_dir / "Bone-growth-stimulators.md").exists()
+    assert "replaces" in ui.add_documents(upload_bot, [str(doc)], no_progress)  # same name again
     answer = upload_bot.answer("What does a bone growth stimulator do?")
     assert not answer.refused
     assert answer.citations[0].chunk.source == "Bone-growth-stimulators.md"
@@ -112,6 +113,7 @@ def test_document_text_is_escaped_and_spans_marked():
 def test_markdown_in_answers_is_shown_literally():
     assert ui.md_escape("**bold** [1] <b>") == r"\*\*bold\*\* \[1\] &lt;b&gt;"
     assert ui.md_escape("the model's #1 & more") == r"the model's \#1 &amp; more"
+    assert ui.md_escape("1. not a list") == r"1\. not a list"
 
 
 def test_sources_panel_for_answer_and_refusal(bot):
