@@ -41,7 +41,7 @@ CSS = """
 #sources .dropped .reason, #sources .note, #sources .timings { font-size: 0.85em;
   color: var(--body-text-color-subdued); }
 #disclaimer { font-size: 0.9em; border-left: 3px solid #f59e0b; padding-left: 0.6em; }
-#status { font-size: 0.85em; color: var(--body-text-color-subdued); }
+#status, #status p { font-size: 0.85em; color: var(--body-text-color-subdued); }
 """
 
 

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import shutil
 import socket
+from pathlib import Path
 
 import pytest
 
 from chatbot import ui
 from chatbot.config import load_settings
-from tests.conftest import FAQ
+
+FAQ = Path(__file__).resolve().parents[1] / "corpus" / "failed-fusion-faq.txt"
 
 pytestmark = pytest.mark.slow
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -17,12 +18,12 @@ import psutil
 import pytest
 
 from chatbot.ui import DRAFT_LABEL
-from tests.conftest import FAQ, ROOT
-from tests.test_ui import free_port
 
 pytestmark = pytest.mark.slow
 log = logging.getLogger(__name__)
 
+ROOT = Path(__file__).resolve().parents[1]
+FAQ = ROOT / "corpus" / "failed-fusion-faq.txt"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
@@ -45,6 +46,12 @@ FINAL_JS = """([before, label, question]) => {
   return !msgs[msgs.length - 1].innerText.trim().startsWith(label)
       && query !== null && query.innerText.includes(question);
 }"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _wait_until_served(url: str, proc: subprocess.Popen, logfile: Path, timeout: float = 240) -> None:
