@@ -168,11 +168,14 @@ class Chatbot:
             if missing:
                 yield self._refuse(base, hits, "they do not mention " + ", ".join(missing), ms, timings)
                 return
+        if not evidence:  # the closest passages hold no statement (headings, fragments)
+            yield self._refuse(base, hits, "no sentence in the closest passages answers it", ms, timings)
+            return
         used = sorted({e.hit for e in evidence})
         timings["select_ms"] = ms()
         facts = [(n, " ".join(e.text for e in evidence if e.hit == h)) for n, h in enumerate(used, 1)]
         draft = []
-        for piece in self.generator.stream(question, facts):
+        for piece in self.generator.stream(query, facts):
             timings.setdefault("first_token_ms", ms())
             draft.append(piece)
             yield piece

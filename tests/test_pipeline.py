@@ -107,3 +107,16 @@ def test_dev_set_figures(extractive_bot):
     assert refused_right == len(rows) - len(answerable)
     assert false_refusals / len(answerable) <= 0.10
     assert answered_right / len(answerable) >= 0.65
+
+
+def test_a_passage_with_no_statement_is_not_an_answer(tmp_path):
+    """A heading with fragments under it matches well but says nothing that could be cited."""
+    from chatbot.config import load_settings
+    from chatbot.pipeline import Chatbot
+
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "list.md").write_text("# Pedicle screws\n\nScrews.\n\nRods and plates.\n")
+    settings = load_settings(corpus_dir=tmp_path / "corpus", index_dir=tmp_path / "index",
+                             generator="extractive")
+    answer = Chatbot(settings).answer("What are pedicle screws?")
+    assert answer.refused and "no sentence" in answer.note
