@@ -58,6 +58,16 @@ def test_passage_statements_drop_headings_and_labels():
     assert ev.passage_statements(text) == ["A device called the ProDisc Implant may help."]
 
 
+@pytest.mark.parametrize("name", ["dev.jsonl", "heldout.jsonl"])
+def test_question_sets_parse_and_quote_the_faq(name):
+    """Every expected snippet occurs verbatim in the FAQ, else hit@k would silently be 0."""
+    faq = (ROOT / "corpus" / "failed-fusion-faq.txt").read_text(encoding="utf-8")
+    cases, problems = ev.load_cases((DATA / name).read_text(encoding="utf-8").splitlines())
+    assert not problems
+    assert all(snippet in faq for c in cases for snippet in c.expected_sources)
+    assert all(c.expected_sources for c in cases if c.answerable)
+
+
 def _write(path: Path, rows: list) -> Path:
     path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n")
     return path
