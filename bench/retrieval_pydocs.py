@@ -120,6 +120,8 @@ def main() -> None:
         retriever.search("warm-up", 5)
         table[mode] = evaluate(retriever, rows)
 
+    sweep = {w: evaluate(Retriever(index, w, mode="blend"), rows) for w in (0.1, 0.35, 0.5, 1.0)}
+
     # Unanswerable questions: how well does the best dense score separate them?
     retriever = Retriever.from_settings(index, settings)
     best = {r["id"]: max(h.dense for h in retriever.search(r["question"], 5)) for r in rows}
@@ -153,12 +155,14 @@ def main() -> None:
     for mode, m in table.items():
         print(f"| {mode} | {m['hit@1']:.2f} | {m['hit@5']:.2f} | {m['mrr']:.2f} | "
               f"{m['p50_ms']:.0f} | {m['p95_ms']:.0f} |")
+    print("blend weight sweep (hit@1 / hit@5 / MRR): " + "; ".join(
+        f"{w}: {m['hit@1']:.2f} / {m['hit@5']:.2f} / {m['mrr']:.2f}" for w, m in sweep.items()))
     print(f"\nbest dense score < min_score {settings.min_score}: {refused}/{len(rows) - n_ans} "
           f"unanswerable, {wrongly}/{n_ans} answerable")
     (args.work / "results.json").write_text(json.dumps(
         {"full": full, "load_s": load_s, "bm25_load_s": bm25_load_s, "bm25_build_s": bm25_build_s, "faiss_mb": faiss_mb,
          "manifest_mb": manifest_mb, "cache_mb": cache_mb, "incremental_s": inc_s,
-         "incremental_embedded": inc_manifest["embedded_chunks"], "modes": table,
+         "incremental_embedded": inc_manifest["embedded_chunks"], "modes": table, "blend_sweep": sweep,
          "unanswerable_below_min": refused, "answerable_below_min": wrongly}, indent=1))
 
 
