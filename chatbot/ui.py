@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 UPLOAD_SUFFIXES = tuple(documents.LOADERS)  # whatever the loader reads
 DRAFT_LABEL = "*Drafting (not yet checked against the sources)…*"
+SEARCHING_PANEL = '<div class="panel-empty">Searching the documents…</div>'
 EMPTY_PANEL = '<div class="panel-empty">Ask a question: the passages behind the answer appear here.</div>'
 CONCURRENCY = dict(concurrency_id="model", concurrency_limit=1)  # one CPU model: one question at a time
 
@@ -96,9 +97,10 @@ def _dropped_html(answer: Answer) -> str:
     dropped = [c for c in answer.claims if not c.supported]
     if not dropped:
         return ""
-    items = "".join(f'<li><del>{esc(c.text)}</del> <span class="reason">— {esc(c.reason or "not supported")}'
-                    "</span></li>" for c in dropped)
-    return f'<div class="dropped"><strong>Removed from the draft (not supported):</strong><ul>{items}</ul></div>'
+    items = "".join(f'<li><del>{esc(c.text)}</del> <span class="reason">— '
+                    f'{esc(c.reason or "not supported")}</span></li>' for c in dropped)
+    return ('<div class="dropped"><strong>Removed from the draft (not supported):</strong>'
+            f"<ul>{items}</ul></div>")
 
 
 def _duration(ms: float) -> str:
@@ -253,7 +255,7 @@ def create_app(bot: Chatbot) -> gr.Blocks:
             return
         chat = [*chat, {"role": "user", "content": md_escape(question)},
                 {"role": "assistant", "content": DRAFT_LABEL}]
-        yield "", chat, history, '<div class="panel-empty">Searching the documents…</div>', gr.skip(), gr.skip()
+        yield "", chat, history, SEARCHING_PANEL, gr.skip(), gr.skip()
         draft, session = "", request.session_hash
         interrupts.start(session)
         try:
@@ -293,7 +295,9 @@ def create_app(bot: Chatbot) -> gr.Blocks:
         report = add_documents(bot, paths or [], progress) if paths else gr.skip()
         return report, status_markdown(bot), None
 
-    with gr.Blocks(title="Grounded document chat", analytics_enabled=False) as app:
+    # delete_cache: Gradio's temp copies of uploads go after an hour (the corpus keeps its own copy).
+    with gr.Blocks(title="Grounded document chat", analytics_enabled=False,
+                   delete_cache=(3600, 3600)) as app:
         history = gr.State([])
         gr.Markdown("## Ask the documents")
         gr.Markdown(md_escape(settings.disclaimer), elem_id="disclaimer")
@@ -308,7 +312,8 @@ def create_app(bot: Chatbot) -> gr.Blocks:
                     send = gr.Button("Send", variant="primary", scale=1, min_width=80)
                     stop = gr.Button("Stop", variant="stop", scale=1, min_width=80)
                 new = gr.Button("New conversation", size="sm")
-                gr.Examples([[q] for q in example_questions(bot)], inputs=box, label="Examples from the documents")
+                gr.Examples([[q] for q in example_questions(bot)], inputs=box,
+                            label="Examples from the documents")
             with gr.Column(scale=2):
                 gr.Markdown("### Sources")
                 sources = gr.HTML(EMPTY_PANEL, elem_id="sources")
@@ -351,5 +356,6 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 7860) -> None
     t0 = time.perf_counter()
     bot = Chatbot(settings)
     app = create_app(bot)
-    log.info("Models and index ready in %.1f s; serving on http://%s:%d", time.perf_counter() - t0, host, port)
+    log.info("Models and index ready in %.1f s; serving on http://%s:%d",
+             time.perf_counter() - t0, host, port)
     launch(app, settings, host, port)

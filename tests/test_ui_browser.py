@@ -32,15 +32,15 @@ DRAFTING = DRAFT_LABEL.strip("*")
 
 # Resolves once the newest bot message shows model text beyond the "Drafting" label (or the
 # final answer already), i.e. the first streamed token reached the page.
-FIRST_TOKEN_JS = """([before, label]) => {
-  const msgs = document.querySelectorAll(arguments_selector);
+FIRST_TOKEN_JS = """([selector, before, label]) => {
+  const msgs = document.querySelectorAll(selector);
   if (msgs.length <= before) return false;
   const text = msgs[msgs.length - 1].innerText.trim();
   return !text.startsWith(label) || text.length > label.length + 1;
 }"""
 # Resolves once the checked answer replaced the draft and the sources panel is for this question.
-FINAL_JS = """([before, label, question]) => {
-  const msgs = document.querySelectorAll(arguments_selector);
+FINAL_JS = """([selector, before, label, question]) => {
+  const msgs = document.querySelectorAll(selector);
   if (msgs.length <= before) return false;
   const query = document.querySelector('#sources .query');
   return !msgs[msgs.length - 1].innerText.trim().startsWith(label)
@@ -129,11 +129,9 @@ def ask(page, question: str) -> tuple[float, float]:
     page.fill("#question textarea", question)
     t0 = time.monotonic()
     page.press("#question textarea", "Enter")
-    page.wait_for_function(FIRST_TOKEN_JS.replace("arguments_selector", repr(BOT)), arg=[before, DRAFTING],
-                           polling=50, timeout=120_000)
+    page.wait_for_function(FIRST_TOKEN_JS, arg=[BOT, before, DRAFTING], polling=50, timeout=120_000)
     first = time.monotonic() - t0
-    page.wait_for_function(FINAL_JS.replace("arguments_selector", repr(BOT)), arg=[before, DRAFTING, question],
-                           polling=50, timeout=120_000)
+    page.wait_for_function(FINAL_JS, arg=[BOT, before, DRAFTING, question], polling=50, timeout=120_000)
     total = time.monotonic() - t0
     log.info("%r: first token %.2f s, full answer %.2f s in the browser", question, first, total)
     return first, total
@@ -175,8 +173,7 @@ def test_refusal_then_new_conversation(page):
 def test_stop_discards_the_unchecked_draft(page):
     page.fill("#question textarea", "What can be done if a spinal fusion failed?")
     page.press("#question textarea", "Enter")
-    page.wait_for_function(FIRST_TOKEN_JS.replace("arguments_selector", repr(BOT)), arg=[0, DRAFTING],
-                           polling=20, timeout=120_000)
+    page.wait_for_function(FIRST_TOKEN_JS, arg=[BOT, 0, DRAFTING], polling=20, timeout=120_000)
     page.get_by_role("button", name="Stop").click()
     page.wait_for_function(f"() => document.querySelector({BOT!r}).innerText.includes('Stopped')")
     assert DRAFTING not in page.locator(BOT).last.inner_text()
