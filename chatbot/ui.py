@@ -18,7 +18,7 @@ import gradio as gr
 
 from chatbot import documents
 from chatbot.config import Settings
-from chatbot.pipeline import Answer, Chatbot
+from chatbot.pipeline import REFUSAL, Answer, Chatbot
 
 log = logging.getLogger(__name__)
 
@@ -136,9 +136,10 @@ def others_html(answer: Answer) -> tuple[str, int]:
 
 
 def answer_message(answer: Answer) -> str:
-    """The chat bubble for a checked answer; a refusal is set apart as a quote with a stop sign."""
+    """The chat bubble for a checked answer; a refusal is set apart as a quote."""
     if answer.refused:
-        return "> 🚫 **Not in my documents.** " + md_escape(answer.text)
+        lead = md_escape(REFUSAL)
+        return "> " + md_escape(answer.text).replace(lead, f"**{lead}**", 1)
     dropped = sum(not c.supported for c in answer.claims)
     notes = [f"{dropped} unsupported sentence{'s' * (dropped > 1)} removed (see Sources)"] if dropped else []
     notes += [answer.note] if answer.note else []
@@ -196,11 +197,11 @@ def add_documents(bot: Chatbot, paths: list[str], progress) -> str:
         path = Path(raw)
         problem = check_upload(path, path.name, bot.settings.max_file_mb)
         if problem:
-            lines.append(f"❌ {problem}")
+            lines.append(("Rejected", problem))
             continue
         target = corpus / _safe_name(path.name)
         if target.exists():
-            lines.append(f"♻️ {target.name}: replaces the earlier file of that name")
+            lines.append(("Replacing", f"{target.name}: a file of that name was already in the corpus"))
         shutil.copyfile(path, target)
         saved.append(target.relative_to(corpus).as_posix())
     if saved:
@@ -210,11 +211,11 @@ def add_documents(bot: Chatbot, paths: list[str], progress) -> str:
         log.info("Re-indexed after upload of %s in %.1f s", saved, time.perf_counter() - t0)
         for name in saved:
             if name in manifest["files"]:
-                lines.append(f"✅ {name}: added and searchable now")
+                lines.append(("Added", f"{name}: searchable now"))
             else:
                 why = [p for p in manifest["skipped"] if p.startswith(name)] or ["not indexed"]
-                lines.append(f"⚠️ {why[0]}")
-    return "\n\n".join(md_escape(line) for line in lines)
+                lines.append(("Not indexed", why[0]))
+    return "\n\n".join(f"**{label}:** {md_escape(text)}" for label, text in lines)
 
 
 # -- the app --------------------------------------------------------------------------------

@@ -81,9 +81,9 @@ def test_upload_makes_a_document_searchable(upload_bot, tmp_path):
     doc.write_text("# Bone growth stimulators\n\nA bone growth stimulator sends a weak electrical "
                    "current to the fusion site to help the bone heal after spinal fusion surgery.\n")
     report = ui.add_documents(upload_bot, [str(doc)], no_progress)
-    assert "added and searchable" in report
+    assert "Added" in report and "searchable now" in report
     assert (upload_bot.settings.corpus_dir / "Bone-growth-stimulators.md").exists()
-    assert "replaces" in ui.add_documents(upload_bot, [str(doc)], no_progress)  # same name again
+    assert "Replacing" in ui.add_documents(upload_bot, [str(doc)], no_progress)  # same name again
     answer = upload_bot.answer("What does a bone growth stimulator do?")
     assert not answer.refused
     assert answer.citations[0].chunk.source == "Bone-growth-stimulators.md"
@@ -99,7 +99,7 @@ def test_bad_uploads_are_refused_with_a_reason(upload_bot, tmp_path, name, conte
     path = tmp_path / name
     path.write_bytes(content)
     report = ui.add_documents(upload_bot, [str(path)], no_progress)
-    assert "❌" in report and error in report.replace("\\", "")
+    assert "Rejected" in report and error in report.replace("\\", "")
     assert not (upload_bot.settings.corpus_dir / name).exists()
 
 

@@ -163,7 +163,7 @@ def test_refusal_then_new_conversation(page):
     refusal = page.locator("#sources .refusal")
     assert "Not covered by the documents" in refusal.inner_text()
     assert FAQ.name in refusal.inner_text()  # where it looked
-    assert "Not in my documents" in page.locator(BOT).last.inner_text()
+    assert "do not cover this" in page.locator(BOT).last.locator("blockquote").inner_text()
 
     page.get_by_role("button", name="New conversation").click()
     page.wait_for_selector("#sources .panel-empty")
@@ -187,7 +187,7 @@ def test_uploaded_document_is_searchable_without_restart(page, tmp_path):
                    "to the fusion site to help the bone heal after spinal fusion surgery.\n")
     page.get_by_text("Add documents").click()
     page.set_input_files("#upload input[type=file]", str(doc))
-    page.wait_for_function("() => document.querySelector('#upload-report').innerText.includes('searchable')",
-                           timeout=120_000)
+    report = "() => document.querySelector('#upload-report').innerText.includes('searchable now')"
+    page.wait_for_function(report, timeout=120_000)
     ask(page, "What does a bone growth stimulator do?")
     assert "stimulators.md" in page.locator("#sources .citation").first.inner_text()
