@@ -378,7 +378,7 @@ def failures(rows: Sequence[dict], k: int, retrieval_only: bool) -> list[dict]:
         if m["valid_citations"] < m["citations"]:
             found.append((2, r, f"{m['citations'] - m['valid_citations']} invalid citation(s)"))
         if m.get("mentions") is False:
-            rank = f"; expected passage ranked {m['rank']}" if r["expected_sources"] else ""
+            rank = f"; expected passage ranked {m['rank'] or 'below ' + str(k)}" if r["expected_sources"] else ""
             found.append((4, r, "mentions none of: " + ", ".join(r["must_mention_any"]) + rank))
     found.sort(key=lambda f: f[0])
     return [{"id": r["id"], "question": r["question"], "answer": r.get("answer", ""), "why": why}
