@@ -163,7 +163,8 @@ class Chatbot:
         sentences = self._sentences(hits)
         evidence, strength = self._select(models.embed([query])[0], sentences)
         if strength < s.strong_match:
-            missing = grounding.uncovered_terms(query, " ".join(h.chunk.text for h in hits[:3]),
+            # The new question's own words: the earlier one carried along was checked in its turn.
+            missing = grounding.uncovered_terms(question, " ".join(h.chunk.text for h in hits[:3]),
                                                 s.question_zipf, models.embed, s.synonym_similarity)
             if missing:
                 yield self._refuse(base, hits, "they do not mention " + ", ".join(missing), ms, timings)
