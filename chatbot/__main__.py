@@ -25,7 +25,8 @@ def cmd_ingest(args) -> int:
     built = index.build(settings)
     index.save(built, settings.index_dir)
     m = built.manifest
-    log.info("Indexed %d chunks from %d files in %.1f s -> %s", m["chunk_count"], len(m["files"]),
+    log.info("Indexed %d chunks from %d files (%d embedded, the rest cached; %s) in %.1f s -> %s",
+             m["chunk_count"], len(m["files"]), m["embedded_chunks"], m["index_type"],
              m["build_seconds"], settings.index_dir)
     for problem in m["skipped"]:
         log.warning("skipped %s", problem)

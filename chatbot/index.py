@@ -36,6 +36,7 @@ from chatbot.documents import LoadError, corpus_files
 from chatbot.text import terms
 
 log = logging.getLogger(__name__)
+logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets itself to DEBUG on import
 
 FORMAT = 2
 MANIFEST_FILE, CACHE_DIR = "manifest.json", "cache"

@@ -120,13 +120,13 @@ class Chatbot:
         self.settings = settings
         self.index = index or index_mod.ensure(settings)
         self.generator = generator or make_generator(settings)
-        self.retriever = Retriever(self.index, settings.lexical_weight)
+        self.retriever = Retriever.from_settings(self.index, settings)
 
     def reindex(self) -> index_mod.Index:
         """Bring the index up to date with the corpus folder (after an upload, say) without a restart.
         Questions already running keep the index they started with."""
         fresh = index_mod.ensure(self.settings)
-        self.index, self.retriever = fresh, Retriever(fresh, self.settings.lexical_weight)
+        self.index, self.retriever = fresh, Retriever.from_settings(fresh, self.settings)
         return fresh
 
     def answer(self, question: str, history: Sequence[str] = ()) -> Answer:
