@@ -96,9 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def common(p, corpus=True):
-        if corpus:
-            p.add_argument("--corpus", type=Path, help="folder of documents (default: corpus)")
+    def common(p):
+        p.add_argument("--corpus", type=Path, help="folder of documents (default: corpus)")
         p.add_argument("--index", type=Path, help="index folder (default: index)")
         return p
 
@@ -118,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--generator", choices=["local", "extractive", "openai"])
     p.set_defaults(func=cmd_serve)
-    p = common(sub.add_parser("eval", help="grounding evaluation of a questions file"), corpus=False)
+    p = common(sub.add_parser("eval", help="grounding evaluation of a questions file"))
     p.add_argument("questions", type=Path, help="JSONL file of questions")
     p.add_argument("--out", type=Path, default=Path("eval-out"), help="report folder (default: eval-out)")
     p.add_argument("--retrieval-only", action="store_true", help="skip generation; retrieval metrics only")

@@ -246,7 +246,8 @@ def build(settings: Settings) -> Index:
     chunks = [c for s in sources for c in ready[s][0]]
     vectors = np.concatenate([ready[s][1] for s in sources])
     index = make_faiss(vectors, settings)
-    manifest = {**recipe, "dim": int(vectors.shape[1]), "chunk_count": len(chunks),
+    manifest = {**recipe, "corpus_dir": str(root.resolve()), "dim": int(vectors.shape[1]),
+                "chunk_count": len(chunks),
                 "index_type": type(index).__name__,
                 "files": {s: hashes[s] for s in sources}, "skipped": problems,
                 "seen": hashes,  # every file looked at, skipped ones too: fixing one triggers a rebuild
@@ -363,12 +364,19 @@ def ensure(settings: Settings) -> Index:
     files are embedded) and saved."""
     try:
         index = load(settings.index_dir)
+    except IndexError_ as err:
+        log.warning("Building the index: %s", err)
+    else:
+        built_from, corpus = index.manifest.get("corpus_dir"), str(settings.corpus_dir.resolve())
+        if built_from and built_from != corpus:
+            # Rebuilding would silently throw away an index of another corpus (hours of embedding).
+            raise IndexError_(f"{settings.index_dir} holds the index of {built_from}, not of {corpus}; "
+                              f"pass --corpus {built_from}, or another --index, or run `python -m "
+                              f"chatbot ingest --corpus {settings.corpus_dir} --index {settings.index_dir}`")
         reason = staleness(index, settings)
         if reason is None:
             return index
         log.warning("Updating the index: %s", reason)
-    except IndexError_ as err:
-        log.warning("Building the index: %s", err)
     index = build(settings)
     save(index, settings.index_dir)
     log.info("Index built: %d chunks from %d files (%d embedded) in %.1f s -> %s",

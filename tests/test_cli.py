@@ -44,3 +44,16 @@ def test_ask_json_builds_the_index_then_answers_with_citations(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "added: extra.md" in out.stderr
     assert "[1]" in out.stdout and "extra.md" in out.stdout
+
+
+@pytest.mark.slow
+def test_an_index_of_another_corpus_is_never_overwritten(tmp_path):
+    shutil.copytree(ROOT / "corpus", tmp_path / "faq")
+    assert run("ingest", "--corpus", "faq", "--index", "idx", cwd=tmp_path).returncode == 0
+    manifest = (tmp_path / "idx" / "manifest.json").read_bytes()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "a.txt").write_text("Another corpus entirely.\n")
+    out = run("ask", "--corpus", "other", "--index", "idx", "--generator", "extractive", "Hello?", cwd=tmp_path)
+    assert out.returncode == 2
+    assert "holds the index of" in out.stderr and "faq" in out.stderr
+    assert (tmp_path / "idx" / "manifest.json").read_bytes() == manifest

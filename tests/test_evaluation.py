@@ -94,15 +94,14 @@ def test_retrieval_only_hit_and_miss(tmp_path, extractive_bot):
 
 
 @pytest.mark.slow
-def test_cli_retrieval_only(tmp_path, settings, faq_index, monkeypatch):
+def test_cli_retrieval_only(tmp_path, settings, faq_index):
     from chatbot.__main__ import main
 
-    monkeypatch.chdir(ROOT)  # the CLI reads the corpus folder relative to the working directory
     questions = _write(tmp_path / "q.jsonl", [{"id": "a", "question": "What are pedicle screws used for?",
                                                "expected_sources": ["internal splint"]}])
     out = tmp_path / "out"
-    code = main(["eval", str(questions), "--index", str(settings.index_dir), "--out", str(out),
-                 "--retrieval-only", "-k", "2"])
+    code = main(["eval", str(questions), "--corpus", str(settings.corpus_dir), "--index",
+                 str(settings.index_dir), "--out", str(out), "--retrieval-only", "-k", "2"])
     assert code == 0
     assert json.loads((out / "summary.json").read_text())["retrieval"]["hit@2"] == 1.0
 
