@@ -1,6 +1,7 @@
 """Answer latency and memory of the whole pipeline on the seed FAQ, with the real models.
+Run from the repository root:
 
-    python bench/answer_latency.py [--cold] [--questions N]
+    python -m bench.answer_latency [--cold] [--questions N]
 
 Prints index build time, model load times, time to first token, total answer time and the
 LLM's decode speed per generator, and the peak memory of the process. --cold converts the
@@ -13,17 +14,15 @@ import json
 import platform
 import resource
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from chatbot import index, models
+from chatbot.config import load_settings
+from chatbot.pipeline import Answer, Chatbot
 
-from chatbot import index, models  # noqa: E402
-from chatbot.config import load_settings  # noqa: E402
-from chatbot.pipeline import Answer, Chatbot  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def timed(fn, *args, **kwargs):

@@ -4,7 +4,7 @@ Ingests library/, tutorial/, reference/, howto/, faq/ and glossary.html into a w
 scores every retrieval mode on bench/data/pydocs_questions.jsonl (a hit is a retrieved chunk
 from an expected page) and times a re-ingest after one file changes.
 
-    python bench/retrieval_pydocs.py [--work /tmp/pydocs-bench] [--fresh]
+    python -m bench.retrieval_pydocs [--work /tmp/pydocs-bench] [--fresh]
 
 The full ingest takes 10-20 minutes on 2 cores; run it in the background. The work folder keeps
 the index (bench/scale.py reuses its vectors); nothing is installed or committed.

@@ -5,7 +5,7 @@ Re-embedding 100k chunks would take hours on 2 cores, so the corpus is a multipl
 chunk i gets chunk i's vector plus small Gaussian noise, renormalized, and chunk i's text. The
 embedder's throughput is measured separately on a sample of real chunks.
 
-    python bench/scale.py [--index /tmp/pydocs-bench/index] [--target 110000]
+    python -m bench.scale [--index /tmp/pydocs-bench/index] [--target 110000]
 
 Prints build time, query latency p50/p95 (dense search alone, and the full hybrid query with
 BM25), HNSW recall@10 against exact search, disk size and process memory (RSS).
