@@ -53,7 +53,7 @@ def cmd_ask(args) -> int:
 
 
 def cmd_chat(args) -> int:
-    from chatbot.pipeline import Answer, Chatbot
+    from chatbot.pipeline import Chatbot
 
     settings = _settings(args)
     bot = Chatbot(settings)
@@ -67,10 +67,7 @@ def cmd_chat(args) -> int:
             break
         if not question:
             break
-        for event in bot.stream(question, history):
-            if isinstance(event, Answer):
-                print("\r\033[K", end="")
-                _print_answer(event, False)
+        _print_answer(bot.answer(question, history), False)
         history.append(question)
     return 0
 
