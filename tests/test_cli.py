@@ -57,3 +57,14 @@ def test_an_index_of_another_corpus_is_never_overwritten(tmp_path):
     assert out.returncode == 2
     assert "holds the index of" in out.stderr and "faq" in out.stderr
     assert (tmp_path / "idx" / "manifest.json").read_bytes() == manifest
+
+
+@pytest.mark.slow
+def test_chat_answers_a_follow_up_in_context(tmp_path):
+    shutil.copytree(ROOT / "corpus", tmp_path / "corpus")
+    out = subprocess.run([sys.executable, "-m", "chatbot", "chat", "--generator", "extractive"],
+                         input="What are pedicle screws used for?\nCan they come loose?\n\n", cwd=tmp_path,
+                         capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr
+    second = out.stdout.split("> ")[2]
+    assert "loosen" in second and "[1]" in second
