@@ -147,21 +147,23 @@ class Chatbot:
                                "documents", ms)
             return
         retriever = self.retriever  # one index for the whole question, even if reindex() runs
-        hits = retriever.search(query, s.top_k)
+        qvec = models.embed([query])
+        hits = retriever.search(query, s.top_k, qvec)
         if history and query == question.strip() and _best(hits) < s.min_score + s.follow_up_margin:
             # Alone, the question finds little ("what is the device called?"): read it in the
             # light of the previous one, and keep whichever reading finds the closer passage.
             alt_query = f"{query} ({history[-1]})"
-            alt_hits = retriever.search(alt_query, s.top_k)
+            alt_vec = models.embed([alt_query])
+            alt_hits = retriever.search(alt_query, s.top_k, alt_vec)
             if _best(alt_hits) > _best(hits):
-                query, hits = alt_query, alt_hits
+                query, hits, qvec = alt_query, alt_hits, alt_vec
                 base["query"] = query
         timings = {"retrieve_ms": ms()}
         if _best(hits) < s.min_score:
             yield self._refuse(base, hits, "no passage is close to the question", ms, timings)
             return
         sentences = self._sentences(hits)
-        evidence, strength = self._select(models.embed([query])[0], sentences)
+        evidence, strength = self._select(qvec[0], sentences)
         if strength < s.strong_match:
             # The new question's own words: the earlier one carried along was checked in its turn.
             missing = grounding.uncovered_terms(question, " ".join(h.chunk.text for h in hits[:3]),

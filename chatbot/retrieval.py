@@ -69,8 +69,9 @@ class Retriever:
             return {}
         return dict(zip(ids, (self.index.vectors(ids) @ qvec[0]).tolist()))
 
-    def search(self, query: str, k: int) -> list[Hit]:
-        qvec = models.embed([query])
+    def search(self, query: str, k: int, qvec: np.ndarray | None = None) -> list[Hit]:
+        """Top k chunks; pass the query's vector (shape 1 x dim) if you have it already."""
+        qvec = models.embed([query]) if qvec is None else qvec
         n = min(len(self.index.chunks), max(self.candidates, k))
         dense: dict[int, float] = {}  # chunk id -> cosine, in dense rank order
         if self.mode != "bm25":
