@@ -20,8 +20,16 @@ class Settings:
     chunk_overlap_sentences: int = 1
     max_file_mb: float = 50.0
 
+    # Index scaling (docs/retrieval.md has the measurements behind the defaults).
+    hnsw_min_chunks: int = 20000  # from this many chunks on, an HNSW graph replaces exact search
+    hnsw_m: int = 32  # HNSW links per node: more = better recall, more memory
+    hnsw_ef_construction: int = 80
+    hnsw_ef_search: int = 256  # HNSW candidates per query: recall@10 .98 at 110k chunks, 0.3 ms
+
     # Retrieval.
     top_k: int = 4
+    retrieval_mode: str = "blend"  # "dense", "bm25", "blend" (dense + lexical_weight * BM25) or "rrf"
+    rrf_k: int = 60  # reciprocal rank fusion: a chunk scores sum of 1 / (rrf_k + rank) over both rankings
     lexical_weight: float = 0.2  # BM25's share in the blended score; 0 = dense only
     min_score: float = 0.30  # best dense score below this: the documents do not cover the question
     follow_up_margin: float = 0.15  # a follow-up scoring below min_score + this is read with the last question
@@ -47,14 +55,6 @@ class Settings:
         "This assistant only repeats what its documents say, with sources. "
         "It is not medical advice: ask your care team about your own situation."
     )
-
-    # Retrieval mode and index scaling (docs/retrieval.md has the measurements behind the defaults).
-    retrieval_mode: str = "blend"  # "dense", "bm25", "blend" (dense + lexical_weight * BM25) or "rrf"
-    rrf_k: int = 60  # reciprocal rank fusion: a chunk scores sum of 1 / (rrf_k + rank) over both rankings
-    hnsw_min_chunks: int = 20000  # from this many chunks on, an HNSW graph replaces exact search
-    hnsw_m: int = 32  # HNSW links per node: more = better recall, more memory
-    hnsw_ef_construction: int = 80
-    hnsw_ef_search: int = 256  # HNSW candidates per query: recall@10 .98 at 110k chunks, 0.3 ms
 
     def replace(self, **changes) -> "Settings":
         """Copy with changes; `None` values mean "not given" and are ignored."""
