@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,14 +20,11 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from chatbot import grounding, models
-from chatbot.chunking import sentence_spans
 from chatbot.config import Settings
-from chatbot.text import words
 
 log = logging.getLogger(__name__)
 
 LABELS = Path(__file__).resolve().parents[1] / "tests" / "data" / "support_labels.jsonl"
-_LEADING_CITES = re.compile(r"^((?:\[\d+\]\s*)+)")
 WORST_CASES = 12
 
 
@@ -126,19 +122,8 @@ def retrieval_metrics(rank: int | None, k: int) -> dict:
 # -- answer metrics (from the JSON output only) --------------------------------------------------
 
 def cited_sentences(answer: str) -> list[tuple[str, list[int]]]:
-    """(sentence without markers, its [n] numbers) for each answer sentence. A marker that the
-    sentence splitter put at the start of the next sentence ("... spine. [1] Pedicle ...")
-    belongs to the sentence before it."""
-    pieces = [answer[s:e] for s, e in sentence_spans(answer)]
-    merged: list[str] = []
-    for piece in pieces:
-        lead = _LEADING_CITES.match(piece)
-        if lead and merged:
-            merged[-1] += " " + lead.group(1).strip()
-            piece = piece[lead.end():]
-        if piece.strip():
-            merged.append(piece)
-    return [grounding.split_citations(p) for p in merged]
+    """(sentence without markers, its [n] numbers) for each answer sentence."""
+    return [grounding.split_citations(p) for p in grounding.answer_sentences(answer)]
 
 
 def _citation_ok(citation: dict, retrieved: Sequence[dict]) -> bool:
@@ -157,14 +142,8 @@ def citation_validity(result: dict) -> tuple[int, int]:
 
 
 def passage_statements(text: str) -> list[str]:
-    """The sentences of a passage a claim can rest on: the ones the pipeline checks claims
-    against (not its question heading, not questions, not labels of under four words)."""
-    out = []
-    for s, e in sentence_spans(text):
-        sentence = text[s:e]
-        if not sentence.rstrip().endswith("?") and len(words(sentence)) >= 4:
-            out.append(sentence)
-    return out
+    """The sentences of a passage a claim can rest on, as the pipeline picks them."""
+    return [text[s:e] for s, e in grounding.statements(text)]
 
 
 class Judge:

@@ -19,6 +19,7 @@ from chatbot.chunking import sentence_spans
 from chatbot.text import content_words, is_negation, stem, words
 
 _CITE = re.compile(r"\s*\[(\d+)\]")
+_LEADING_CITES = re.compile(r"^(?:\[\d+\]\s*)+")
 # Words that change how much a claim says; a claim may not use one its passage does not.
 QUANTIFIERS = frozenset("""
 always all every everyone never none most majority minority rare rarely only must guaranteed
@@ -80,7 +81,26 @@ def split_citations(sentence: str) -> tuple[str, list[int]]:
 
 
 def answer_sentences(text: str) -> list[str]:
-    return [text[s:e] for s, e in sentence_spans(text)]
+    """The sentences of an answer, each with the [n] markers written after it (the splitter alone
+    would start the next sentence with them: "... spine. [1] Loose ...")."""
+    out: list[str] = []
+    for s, e in sentence_spans(text):
+        piece = text[s:e]
+        lead = _LEADING_CITES.match(piece)
+        if lead and out:
+            out[-1] += " " + lead.group(0).strip()
+            piece = piece[lead.end():].strip()
+        if piece:
+            out.append(piece)
+    return out
+
+
+def statements(text: str, offset: int = 0) -> list[tuple[int, int]]:
+    """Spans of the sentences a claim can rest on: not questions (a FAQ heading), not labels of
+    under four words ("Overview.")."""
+    return [(s, e) for s, e in sentence_spans(text, offset)
+            if not text[s - offset:e - offset].rstrip().endswith("?")
+            and len(words(text[s - offset:e - offset])) >= 4]
 
 
 @dataclass(frozen=True)

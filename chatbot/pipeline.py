@@ -15,7 +15,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from chatbot import grounding, index as index_mod, models
-from chatbot.chunking import Chunk, sentence_spans
+from chatbot.chunking import Chunk
 from chatbot.config import Settings
 from chatbot.generation import Generator, make_generator
 from chatbot.retrieval import Hit, Retriever
@@ -106,14 +106,6 @@ def standalone_query(question: str, history: Sequence[str]) -> str:
     return question
 
 
-def _statements(chunk: Chunk) -> list[tuple[int, int]]:
-    """Sentences of a passage that state something: not its heading, not questions, not labels."""
-    spans = sentence_spans(chunk.text, chunk.start)
-    return [(s, e) for s, e in spans
-            if not chunk.text[s - chunk.start:e - chunk.start].rstrip().endswith("?")
-            and len(words(chunk.text[s - chunk.start:e - chunk.start])) >= 4]
-
-
 class Chatbot:
     def __init__(self, settings: Settings, index: index_mod.Index | None = None,
                  generator: Generator | None = None):
@@ -190,7 +182,7 @@ class Chatbot:
     # -- steps ---------------------------------------------------------------------------------
 
     def _sentences(self, hits: list[Hit]) -> list[_Sentence]:
-        spans = [(i, sp) for i, h in enumerate(hits) for sp in _statements(h.chunk)]
+        spans = [(i, sp) for i, h in enumerate(hits) for sp in grounding.statements(h.chunk.text, h.chunk.start)]
         texts = [hits[i].chunk.text[a - hits[i].chunk.start:b - hits[i].chunk.start] for i, (a, b) in spans]
         vecs = models.embed(texts) if texts else np.zeros((0, 1), "float32")
         return [_Sentence(i, sp, t, v) for (i, sp), t, v in zip(spans, texts, vecs)]

@@ -53,3 +53,14 @@ def test_support_judge_agrees_with_hand_labels():
     # Calling an unsupported claim supported is the costly error in a medical setting.
     assert false_support / sum(1 for _, want in verdicts if not want) <= 0.1
     assert agreement >= 0.85
+
+
+def test_answer_sentences_keep_markers_with_the_sentence_they_follow():
+    text = "Screws hold the spine. [1] Loose screws can hurt. [2][3] Bending is risky [1]."
+    assert grounding.answer_sentences(text) == [
+        "Screws hold the spine. [1]", "Loose screws can hurt. [2][3]", "Bending is risky [1]."]
+
+
+def test_statements_skip_headings_questions_and_labels():
+    text = "Can you undo a fusion?\n\nOverview. A device called ProDisc may help. Is it safe?"
+    assert [text[s:e] for s, e in grounding.statements(text)] == ["A device called ProDisc may help."]
