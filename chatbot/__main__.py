@@ -21,15 +21,7 @@ def _settings(args):
 def cmd_ingest(args) -> int:
     from chatbot import index
 
-    settings = _settings(args)
-    built = index.build(settings)
-    index.save(built, settings.index_dir)
-    m = built.manifest
-    log.info("Indexed %d chunks from %d files (%d embedded, the rest cached; %s) in %.1f s -> %s",
-             m["chunk_count"], len(m["files"]), m["embedded_chunks"], m["index_type"],
-             m["build_seconds"], settings.index_dir)
-    for problem in m["skipped"]:
-        log.warning("skipped %s", problem)
+    index.rebuild(_settings(args))  # skipped files are logged, with the reason, as they are read
     return 0
 
 

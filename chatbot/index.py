@@ -377,9 +377,15 @@ def ensure(settings: Settings) -> Index:
         if reason is None:
             return index
         log.warning("Updating the index: %s", reason)
+    return rebuild(settings)
+
+
+def rebuild(settings: Settings) -> Index:
+    """Build (embedding only new or changed files) and save, whatever is on disk now."""
     index = build(settings)
     save(index, settings.index_dir)
-    log.info("Index built: %d chunks from %d files (%d embedded) in %.1f s -> %s",
-             index.manifest["chunk_count"], len(index.manifest["files"]),
-             index.manifest["embedded_chunks"], index.manifest["build_seconds"], settings.index_dir)
+    m = index.manifest
+    log.info("Indexed %d chunks from %d files (%d embedded, the rest cached; %s) in %.1f s -> %s",
+             m["chunk_count"], len(m["files"]), m["embedded_chunks"], m["index_type"],
+             m["build_seconds"], settings.index_dir)
     return index
