@@ -111,6 +111,7 @@ class Chatbot:
                  generator: Generator | None = None):
         self.settings = settings
         self.index = index or index_mod.ensure(settings)
+        models.embedder()  # load now, not on the first question (a fresh index needs no embedding)
         self.generator = generator or make_generator(settings)
         self.retriever = Retriever.from_settings(self.index, settings)
 
