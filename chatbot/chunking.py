@@ -20,6 +20,7 @@ class Chunk:
     end: int
     text: str
     page: int | None = None  # 1-based page of the chunk's start, for paged sources (PDF)
+    doc_title: str = ""  # the title of the whole document (an HTML page's <h1>, say)
 
     @property
     def embed_text(self) -> str:
@@ -118,4 +119,5 @@ def chunk(doc: Document, max_chars: int = 1200, overlap: int = 1) -> list[Chunk]
         else:
             pieces.extend(_split(doc, title, s, e, max_chars, overlap))
     return [Chunk(id=f"{doc.source}#{n}", source=doc.source, title=title, start=s, end=e,
-                  text=doc.text[s:e], page=doc.page_at(s)) for n, (title, s, e) in enumerate(pieces)]
+                  text=doc.text[s:e], page=doc.page_at(s), doc_title=doc.title)
+            for n, (title, s, e) in enumerate(pieces)]

@@ -31,6 +31,8 @@ class Settings:
     retrieval_mode: str = "blend"  # "dense", "bm25", "blend" (dense + lexical_weight * BM25) or "rrf"
     rrf_k: int = 60  # reciprocal rank fusion: a chunk scores sum of 1 / (rrf_k + rank) over both rankings
     lexical_weight: float = 0.2  # BM25's share in the blended score; 0 = dense only
+    title_weight: float = 0.2  # share of the question's similarity to the document title (blend)
+    diversity: float = 0.1  # each further chunk of an already ranked document loses this share
     min_score: float = 0.30  # best dense score below this: the documents do not cover the question
     follow_up_margin: float = 0.15  # a follow-up scoring below min_score + this is read with the last question
 

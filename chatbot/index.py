@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Callable
 
 import bm25s
 import faiss
@@ -38,7 +39,7 @@ from chatbot.text import terms
 log = logging.getLogger(__name__)
 logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets itself to DEBUG on import
 
-FORMAT = 2
+FORMAT = 3
 MANIFEST_FILE, CACHE_DIR = "manifest.json", "cache"
 EMBED_BATCH_CHUNKS = 512  # chunks embedded per model call; a crash loses at most one batch
 
@@ -53,6 +54,13 @@ class Index:
     chunks: list[Chunk]
     manifest: dict
     root: Path | None = None  # the folder it was loaded from or saved to
+    title_vectors: np.ndarray | None = None  # one per document title, in order of first chunk
+
+    @cached_property
+    def title_rows(self) -> np.ndarray:
+        """For every chunk, the row of its document's title in title_vectors."""
+        rows: dict[str, int] = {}
+        return np.array([rows.setdefault(c.source, len(rows)) for c in self.chunks], dtype="int64")
 
     @cached_property
     def bm25(self) -> bm25s.BM25:
@@ -124,8 +132,9 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 class EmbeddingCache:
-    """One file per corpus file: its chunks and their vectors, written atomically. The key hashes
-    the recipe, the source name and the content, so any change simply misses the cache."""
+    """One file per corpus file: its chunks, their vectors and its title's vector, written
+    atomically. The key hashes the recipe, the source name and the content, so any change simply
+    misses the cache."""
 
     def __init__(self, root: Path, recipe: dict):
         self.root = root
@@ -137,26 +146,26 @@ class EmbeddingCache:
     def _path(self, key: str) -> Path:
         return self.root / f"{key}.npz"
 
-    def get(self, key: str) -> tuple[list[Chunk], np.ndarray] | None:
+    def get(self, key: str) -> tuple[list[Chunk], np.ndarray, np.ndarray] | None:
         path = self._path(key)
         if not path.exists():
             return None
         try:
             with np.load(path) as data:
                 chunks = [Chunk(**c) for c in json.loads(data["chunks"].tobytes())]
-                vectors = data["vectors"]
+                vectors, title = data["vectors"], data["title"]
             if len(vectors) != len(chunks):
                 raise ValueError(f"{len(vectors)} vectors for {len(chunks)} chunks")
-            return chunks, vectors
+            return chunks, vectors, title
         except (OSError, ValueError, KeyError, TypeError) as err:
             log.warning("Embedding cache entry %s is unreadable (%s); embedding the file again", path, err)
             return None
 
-    def put(self, key: str, chunks: list[Chunk], vectors: np.ndarray) -> None:
+    def put(self, key: str, chunks: list[Chunk], vectors: np.ndarray, title: np.ndarray) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         meta = json.dumps([dataclasses.asdict(c) for c in chunks], ensure_ascii=False).encode()
         buf = io.BytesIO()
-        np.savez(buf, vectors=vectors, chunks=np.frombuffer(meta, dtype="uint8"))
+        np.savez(buf, vectors=vectors, title=title, chunks=np.frombuffer(meta, dtype="uint8"))
         _atomic_write(self._path(key), buf.getvalue())
 
     def keep_only(self, keys: set[str]) -> None:
@@ -181,9 +190,9 @@ def make_faiss(vectors: np.ndarray, settings: Settings) -> faiss.Index:
 
 
 def _embed_pending(pending: list[tuple[str, str, list[Chunk]]], cache: EmbeddingCache,
-                   ready: dict[str, tuple[list[Chunk], np.ndarray]]) -> int:
-    """Embed new or changed files in batches of whole files, caching each file as soon as its
-    batch is done. Returns the number of chunks embedded."""
+                   ready: dict[str, tuple[list[Chunk], np.ndarray, np.ndarray]]) -> int:
+    """Embed new or changed files (chunks, then the document title) in batches of whole files,
+    caching each file as soon as its batch is done. Returns the number of chunks embedded."""
     total = sum(len(chunks) for _, _, chunks in pending)
     if total:
         log.info("Embedding %d chunks from %d new or changed files", total, len(pending))
@@ -195,13 +204,14 @@ def _embed_pending(pending: list[tuple[str, str, list[Chunk]]], cache: Embedding
                 size += len(pending[end][2])
                 end += 1
             batch = pending[start:end]
-            vectors = models.embed([c.embed_text for _, _, chunks in batch for c in chunks])
+            vectors = models.embed([text for _, _, chunks in batch
+                                    for text in [*(c.embed_text for c in chunks), chunks[0].doc_title]])
             offset = 0
             for source, key, chunks in batch:
-                own = vectors[offset:offset + len(chunks)]
-                offset += len(chunks)
-                cache.put(key, chunks, own)
-                ready[source] = (chunks, own)
+                own, title = vectors[offset:offset + len(chunks)], vectors[offset + len(chunks)]
+                offset += len(chunks) + 1
+                cache.put(key, chunks, own, title)
+                ready[source] = (chunks, own, title)
             bar.update(size)
             start = end
     return total
@@ -215,7 +225,7 @@ def build(settings: Settings) -> Index:
     root = settings.corpus_dir
     hashes: dict[str, str] = {}
     keys: dict[str, str] = {}
-    ready: dict[str, tuple[list[Chunk], np.ndarray]] = {}
+    ready: dict[str, tuple[list[Chunk], np.ndarray, np.ndarray]] = {}
     pending: list[tuple[str, str, list[Chunk]]] = []
     problems: list[str] = []
     paths = corpus_files(root)
@@ -256,18 +266,19 @@ def build(settings: Settings) -> Index:
                 "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "build_seconds": round(time.perf_counter() - t0, 2),
                 "chunks": [dataclasses.asdict(c) for c in chunks]}
-    return Index(index, chunks, manifest)
+    return Index(index, chunks, manifest, title_vectors=np.stack([ready[s][2] for s in sources]))
 
 
-def _save_faiss(index: faiss.Index, index_dir: Path) -> tuple[str, str]:
-    fd, tmp = tempfile.mkstemp(dir=index_dir, prefix=".index-", suffix=".faiss")
+def _save_file(index_dir: Path, stem: str, suffix: str, write: Callable[[str], None]) -> tuple[str, str]:
+    """Write a new file via `write(path)`, named after its content hash; returns name and hash."""
+    fd, tmp = tempfile.mkstemp(dir=index_dir, prefix=f".{stem}-", suffix=suffix)
     os.close(fd)
     try:
-        faiss.write_index(index, tmp)
+        write(tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         digest = _sha256_file(Path(tmp))
-        name = f"index-{digest[:16]}.faiss"
+        name = f"{stem}-{digest[:16]}{suffix}"
         os.replace(tmp, index_dir / name)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -295,23 +306,39 @@ def _save_bm25(bm25: bm25s.BM25, index_dir: Path) -> tuple[str, str]:
 
 
 def save(index: Index, index_dir: Path) -> None:
-    """New FAISS file and BM25 folder under new names first, the manifest naming them (with their
-    hashes) last, then clean-up: a crash before the manifest is replaced leaves the old index in force."""
+    """New FAISS, title-vector and BM25 files under new names first, the manifest naming them (with
+    their hashes) last, then clean-up: a crash before the manifest is replaced leaves the old index
+    in force."""
     index_dir.mkdir(parents=True, exist_ok=True)
-    faiss_name, faiss_digest = _save_faiss(index.faiss, index_dir)
+    faiss_name, faiss_digest = _save_file(index_dir, "index", ".faiss",
+                                          lambda path: faiss.write_index(index.faiss, path))
+    titles_name, titles_digest = _save_file(index_dir, "titles", ".npy",
+                                            lambda path: np.save(path, index.title_vectors))
     bm25_name, bm25_digest = _save_bm25(index.bm25, index_dir)
     manifest = {**index.manifest, "faiss_file": faiss_name, "faiss_sha256": faiss_digest,
+                "titles_file": titles_name, "titles_sha256": titles_digest,
                 "bm25_dir": bm25_name, "bm25_sha256": bm25_digest}
     _atomic_write(index_dir / MANIFEST_FILE, json.dumps(manifest, ensure_ascii=False).encode())
     index.manifest, index.root = manifest, index_dir
-    for old in [*index_dir.glob("index-*.faiss"), index_dir / "index.faiss"]:
-        if old.name != faiss_name:
+    for old in [*index_dir.glob("index-*.faiss"), *index_dir.glob("titles-*.npy")]:
+        if old.name not in (faiss_name, titles_name):
             old.unlink(missing_ok=True)  # a reader that has it memory-mapped keeps its copy
     for old in index_dir.glob("bm25-*"):
         if old.name != bm25_name:
             shutil.rmtree(old, ignore_errors=True)
     if "cache_keys" in manifest:
         EmbeddingCache(index_dir / CACHE_DIR, {}).keep_only(set(manifest["cache_keys"]))
+
+
+def _checked(index_dir: Path, manifest: dict, kind: str) -> Path:
+    """The index file of this kind named in the manifest, after checking it is whole."""
+    path = index_dir / manifest[f"{kind}_file"]
+    if not path.is_file():
+        raise IndexError_(f"{path} is missing; run `python -m chatbot ingest` to rebuild")
+    if _sha256_file(path) != manifest[f"{kind}_sha256"]:
+        raise IndexError_(f"{path} is corrupted: its checksum does not match the manifest "
+                          "(an interrupted copy or a disk error?); rebuild with `python -m chatbot ingest`")
+    return path
 
 
 def load(index_dir: Path) -> Index:
@@ -324,21 +351,18 @@ def load(index_dir: Path) -> Index:
         manifest = json.loads(mpath.read_text(encoding="utf-8"))
         if manifest.get("format") != FORMAT or "faiss_file" not in manifest:
             raise IndexError_(f"index in {index_dir} has an older format ({manifest.get('format')})")
-        fpath = index_dir / manifest["faiss_file"]
-        if not fpath.is_file():
-            raise IndexError_(f"{fpath} is missing; run `python -m chatbot ingest` to rebuild")
-        if _sha256_file(fpath) != manifest["faiss_sha256"]:
-            raise IndexError_(f"{fpath} is corrupted: its checksum does not match the manifest "
-                              "(an interrupted copy or a disk error?); rebuild with `python -m chatbot ingest`")
+        fpath, tpath = _checked(index_dir, manifest, "faiss"), _checked(index_dir, manifest, "titles")
         fidx = faiss.read_index(str(fpath), faiss.IO_FLAG_MMAP)
+        titles = np.load(tpath, mmap_mode="r")
         chunks = [Chunk(**c) for c in manifest["chunks"]]
     except (ValueError, KeyError, TypeError, RuntimeError) as err:
         if isinstance(err, IndexError_):
             raise
         raise IndexError_(f"index in {index_dir} is unreadable ({err})") from err
-    if fidx.ntotal != len(chunks):
-        raise IndexError_(f"index in {index_dir} has {fidx.ntotal} vectors for {len(chunks)} chunks")
-    return Index(fidx, chunks, manifest, index_dir)
+    if fidx.ntotal != len(chunks) or len(titles) != len({c.source for c in chunks}):
+        raise IndexError_(f"index in {index_dir} has {fidx.ntotal} vectors and {len(titles)} titles "
+                          f"for {len(chunks)} chunks; rebuild with `python -m chatbot ingest`")
+    return Index(fidx, chunks, manifest, index_dir, titles)
 
 
 def staleness(index: Index, settings: Settings) -> str | None:

@@ -4,11 +4,16 @@ Dense similarity finds paraphrases; BM25 rewards the rare exact words (a device 
 `lru_cache`) that small embedding models blur. Modes, switchable for measurement:
   dense  - cosine similarity only
   bm25   - BM25 only (scaled so the best match is 1)
-  blend  - dense cosine + lexical_weight * scaled BM25 (the default: the dense cosine stays the
-           base, so scores stay comparable across questions)
+  blend  - dense cosine + lexical_weight * scaled BM25 + title_weight * the cosine of the question
+           and the chunk's document title (the default: the dense cosine stays the base, so
+           scores stay comparable across questions)
   rrf    - reciprocal rank fusion of the two rankings (scale-free, ignores score gaps)
+Then, in every mode, each further chunk from a document already ranked higher loses a `diversity`
+share of its score, so five hits tend to show several documents instead of five pieces of one
+page (a one-file corpus keeps its order: the penalty grows with rank, like the scores fall).
 Whatever the mode, every Hit carries the dense cosine, which the refusal threshold reads.
-There is no cross-encoder reranker: none ships with its weights in a package we can install.
+There is no cross-encoder reranker: none ships with its weights in a package we can install
+(docs/retrieval.md has the measurements behind these choices, and a bi-encoder rerank we tried).
 """
 from __future__ import annotations
 
@@ -42,9 +47,20 @@ def _top(scores: np.ndarray, n: int) -> np.ndarray:
     return part[np.argsort(-scores[part], kind="stable")]
 
 
+def diversify(scores: dict[int, float], chunks: list[Chunk], share: float) -> dict[int, float]:
+    """Chunk id -> score, best first, where the n-th further chunk of a document (in score order)
+    has lost 1 - (1 - share)^n of its score."""
+    seen: dict[str, int] = {}
+    out = {}
+    for i in sorted(scores, key=scores.get, reverse=True):
+        n = seen[chunks[i].source] = seen.get(chunks[i].source, -1) + 1
+        out[i] = scores[i] - abs(scores[i]) * (1 - (1 - share) ** n)
+    return dict(sorted(out.items(), key=lambda item: item[1], reverse=True))
+
+
 class Retriever:
     def __init__(self, index: Index, lexical_weight: float = 0.2, candidates: int = 50,
-                 mode: str = "blend", rrf_k: int = 60):
+                 mode: str = "blend", rrf_k: int = 60, title_weight: float = 0.2, diversity: float = 0.1):
         if mode not in MODES:
             raise ValueError(f"unknown retrieval mode {mode!r}; choose one of {', '.join(MODES)}")
         self.index = index
@@ -52,10 +68,13 @@ class Retriever:
         self.candidates = candidates
         self.mode = mode
         self.rrf_k = rrf_k
+        self.title_weight = title_weight if index.title_vectors is not None else 0.0
+        self.diversity = diversity
 
     @classmethod
     def from_settings(cls, index: Index, settings: Settings) -> "Retriever":
-        return cls(index, settings.lexical_weight, mode=settings.retrieval_mode, rrf_k=settings.rrf_k)
+        return cls(index, settings.lexical_weight, mode=settings.retrieval_mode, rrf_k=settings.rrf_k,
+                   title_weight=settings.title_weight, diversity=settings.diversity)
 
     def lexical(self, query: str) -> np.ndarray:
         """BM25 score of every chunk, scaled so the best is 1 (all zero when no word matches)."""
@@ -81,19 +100,24 @@ class Retriever:
         lexical = self.lexical(query) if use_lexical else None
         lex_ids = [int(i) for i in _top(lexical, n)] if lexical is not None else []
 
-        if self.mode == "dense" or lexical is None:
+        if self.mode == "dense":
             ranked = dense
         elif self.mode == "bm25":
             ranked = {i: float(lexical[i]) for i in lex_ids}
         elif self.mode == "blend":
             # strong keyword matches the dense pass missed get their cosine too
             dense.update(self._cosines(qvec, [i for i in lex_ids if i not in dense]))
-            ranked = {i: d + self.lexical_weight * float(lexical[i]) for i, d in dense.items()}
+            ranked = {i: d + (self.lexical_weight * float(lexical[i]) if lexical is not None else 0.0)
+                      for i, d in dense.items()}
+            if self.title_weight:
+                titles = np.asarray(self.index.title_vectors) @ qvec[0]
+                rows = self.index.title_rows
+                ranked = {i: s + self.title_weight * float(titles[rows[i]]) for i, s in ranked.items()}
         else:
             ranked = {}
             for ranking in (list(dense), lex_ids):
                 for rank, i in enumerate(ranking):
                     ranked[i] = ranked.get(i, 0.0) + 1.0 / (self.rrf_k + rank + 1)
-        best = sorted(ranked, key=ranked.get, reverse=True)[:k]
-        dense.update(self._cosines(qvec, [i for i in best if i not in dense]))
-        return [Hit(self.index.chunks[i], ranked[i], dense[i]) for i in best]
+        best = list(diversify(ranked, self.index.chunks, self.diversity).items())[:k]
+        dense.update(self._cosines(qvec, [i for i, _ in best if i not in dense]))
+        return [Hit(self.index.chunks[i], score, dense[i]) for i, score in best]

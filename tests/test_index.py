@@ -61,7 +61,8 @@ def _sources(index) -> set[str]:
 def test_incremental_ingest_embeds_only_what_changed(settings, corpus, embedded):
     first = index_mod.ensure(settings)
     assert _sources(first) == {FAQ.name, "care.md", "diet.html"}
-    assert sum(embedded) == first.manifest["embedded_chunks"] == len(first.chunks)
+    # every chunk, plus one title per file
+    assert sum(embedded) - 3 == first.manifest["embedded_chunks"] == len(first.chunks)
 
     embedded.clear()
     assert index_mod.ensure(settings).manifest == first.manifest  # fresh: loaded, nothing embedded
@@ -72,7 +73,7 @@ def test_incremental_ingest_embeds_only_what_changed(settings, corpus, embedded)
                                     encoding="utf-8")
     second = index_mod.ensure(settings)
     care = [c for c in second.chunks if c.source == "care.md"]
-    assert sum(embedded) == second.manifest["embedded_chunks"] == len(care) == 2
+    assert sum(embedded) - 1 == second.manifest["embedded_chunks"] == len(care) == 2
     assert any("no baths" in c.text for c in care)
     assert len(second.chunks) == second.faiss.ntotal
 
@@ -92,6 +93,9 @@ def test_vectors_match_the_chunks_after_an_update(settings, corpus):
     stored = index.vectors(list(range(len(index.chunks))))
     fresh = models.embed([c.embed_text for c in index.chunks])
     assert np.allclose(stored, fresh, atol=1e-4)
+    titles = list(dict.fromkeys(c.doc_title for c in index.chunks))  # one per file, in chunk order
+    assert "Driving" in titles and len(titles) == len(index.sources)
+    assert np.allclose(index_mod.load(settings.index_dir).title_vectors, models.embed(titles), atol=1e-4)
 
 
 def test_killed_ingest_resumes_without_redoing_finished_files(settings, monkeypatch, embedded):
@@ -112,7 +116,8 @@ def test_killed_ingest_resumes_without_redoing_finished_files(settings, monkeypa
     monkeypatch.setattr(models, "embed", real)
     embedded.clear()
     index = index_mod.ensure(settings)
-    assert sum(embedded) == index.manifest["embedded_chunks"] == len(index.chunks) - done
+    # the two files left, each with its title (the first file's `done` texts included its title)
+    assert sum(embedded) - 2 == index.manifest["embedded_chunks"] == len(index.chunks) - (done - 1)
 
 
 def test_crash_while_swapping_leaves_the_previous_index_loadable(settings, corpus, monkeypatch):
@@ -139,9 +144,10 @@ def test_crash_while_swapping_leaves_the_previous_index_loadable(settings, corpu
     assert not list(settings.index_dir.glob(".*"))  # no temporary files left behind
 
 
-def test_corrupted_index_is_detected_and_rebuilt(settings, embedded, caplog):
+@pytest.mark.parametrize("part", ["faiss_file", "titles_file"])
+def test_corrupted_index_is_detected_and_rebuilt(settings, embedded, caplog, part):
     built = index_mod.ensure(settings)
-    path = settings.index_dir / built.manifest["faiss_file"]
+    path = settings.index_dir / built.manifest[part]
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
@@ -177,7 +183,7 @@ def test_staleness_on_model_or_chunking_change(settings, monkeypatch, embedded):
     embedded.clear()
     rebuilt = index_mod.ensure(settings)
     assert rebuilt.manifest["embedder"] == "another-model==1.0"
-    assert sum(embedded) == len(rebuilt.chunks)  # new model: every chunk embedded again
+    assert sum(embedded) == len(rebuilt.chunks) + 3  # new model: every chunk and title embedded again
 
 
 def test_bad_files_are_skipped_and_the_rest_indexed(settings, corpus):

@@ -32,7 +32,7 @@ def test_hits_carry_the_dense_cosine_whatever_the_mode(faq_index, mode):
 
 
 def test_dense_mode_is_the_faiss_ranking(faq_index):
-    hits = Retriever(faq_index, mode="dense").search(QUESTION, 5)
+    hits = Retriever(faq_index, mode="dense", diversity=0).search(QUESTION, 5)
     _, ids = faq_index.search(models.embed([QUESTION]), 5)
     assert [h.chunk.id for h in hits] == [faq_index.chunks[i].id for i in ids[0]]
     assert all(h.score == h.dense for h in hits)
@@ -45,13 +45,40 @@ def test_bm25_finds_a_rare_exact_word(faq_index):
     assert Retriever(faq_index, mode="bm25").search("zebra xylophone", 3) == []  # no word matches
 
 
-def test_blend_adds_the_scaled_bm25_to_the_cosine(faq_index):
-    retriever = Retriever(faq_index, lexical_weight=0.2, mode="blend")
+def test_blend_adds_the_scaled_bm25_and_the_title_similarity_to_the_cosine(faq_index):
+    retriever = Retriever(faq_index, lexical_weight=0.2, mode="blend", title_weight=0.3, diversity=0)
     lexical = retriever.lexical(QUESTION)
     assert lexical.max() == pytest.approx(1.0)
+    title = float(models.embed([faq_index.chunks[0].doc_title])[0] @ models.embed([QUESTION])[0])
     for h in retriever.search(QUESTION, 4):
         i = faq_index.chunks.index(h.chunk)
-        assert h.score == pytest.approx(h.dense + 0.2 * lexical[i])
+        assert h.score == pytest.approx(h.dense + 0.2 * lexical[i] + 0.3 * title, abs=1e-5)
+
+
+def test_diversity_keeps_a_one_file_ranking_as_it_is(faq_index):
+    plain = Retriever(faq_index, diversity=0).search(QUESTION, 6)
+    diverse = Retriever(faq_index, diversity=0.5).search(QUESTION, 6)
+    assert [h.chunk.id for h in diverse] == [h.chunk.id for h in plain]
+    assert [h.score for h in diverse][1:] < [h.score for h in plain][1:]  # scored down, same order
+
+
+def test_diversity_brings_in_other_documents(tmp_path):
+    from chatbot import index as index_mod
+    from chatbot.config import load_settings
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "walking.md").write_text("\n\n".join(
+        f"# Walking, week {w}\n\nWalk {w * 10} minutes a day after back surgery, twice a day."
+        for w in range(1, 7)), encoding="utf-8")
+    (corpus / "pool.md").write_text("# Swimming\n\nAfter back surgery, swim once the wound has healed.",
+                                    encoding="utf-8")
+    index = index_mod.ensure(load_settings(corpus_dir=corpus, index_dir=tmp_path / "index"))
+    question = "How much should I walk each day after back surgery?"
+    plain = [h.chunk.source for h in Retriever(index, diversity=0).search(question, 3)]
+    diverse = [h.chunk.source for h in Retriever(index, diversity=0.5).search(question, 3)]
+    assert plain == ["walking.md"] * 3
+    assert diverse[0] == "walking.md" and "pool.md" in diverse
 
 
 def test_rrf_scores_are_reciprocal_ranks(faq_index):
@@ -71,7 +98,8 @@ def test_retrieval_works_on_an_hnsw_index(faq_index, settings):
 
     hnsw = index_mod.make_faiss(faq_index.vectors(list(range(len(faq_index.chunks)))),
                                 settings.replace(hnsw_min_chunks=1))
-    approx = index_mod.Index(hnsw, faq_index.chunks, faq_index.manifest)
+    approx = index_mod.Index(hnsw, faq_index.chunks, faq_index.manifest,
+                             title_vectors=faq_index.title_vectors)
     for mode in MODES:
         got = [h.chunk.id for h in Retriever(approx, mode=mode).search(QUESTION, 3)]
         want = [h.chunk.id for h in Retriever(faq_index, mode=mode).search(QUESTION, 3)]
