@@ -29,6 +29,13 @@ NUMBER_WORDS = frozenset("""
 one two three four five six seven eight nine ten eleven twelve twenty thirty forty fifty hundred
 thousand half quarter third dozen once twice
 """.split())
+_NUMBER_NAMES = dict(zip("1 2 3 4 5 6 7 8 9 10 11 12 20 30 40 50 100 1000".split(), """
+one two three four five six seven eight nine ten eleven twelve twenty thirty forty fifty hundred thousand
+""".split()))
+# A name in code: typing.override, os.path.join (not "e.g.": both parts need two characters;
+# not a file name such as notes.txt).
+_CODE_NAME = re.compile(r"\b[A-Za-z_]\w+(?:\.[A-Za-z_]\w*)*\.([A-Za-z_]\w+)")
+_NOT_CODE = frozenset("txt csv json py html htm md pdf log cfg ini toml yaml xml zip gz com org net".split())
 # Words people frame questions with; their absence from a passage says nothing about coverage.
 QUESTION_FRAME = frozenset("""
 option options mine named name mentioned mention exist exists okay ok instead gets getting seeing
@@ -60,15 +67,27 @@ def uncovered_terms(question: str, evidence_text: str, zipf: float,
                     embed: Callable[[list[str]], np.ndarray], min_similarity: float) -> list[str]:
     """Words of the question that name something the evidence never mentions, not even by a
     close synonym (vertebrae ~ spine is covered; ibuprofen, cost, smoking are not): the question
-    is about something the documents do not cover."""
+    is about something the documents do not cover. (Digits: see missing_literals.)"""
     vocab = vocabulary(evidence_text)
     missing = list(dict.fromkeys(w for w in content_words(question) if w not in QUESTION_FRAME
-                                 and is_rare(w, zipf) and not _matches(stem(w), vocab)))
+                                 and not w[0].isdigit() and is_rare(w, zipf) and not _matches(stem(w), vocab)))
     if not missing:
         return []
     evidence_words = sorted({w for w in content_words(evidence_text) if len(w) > 2})
     sims = embed(missing) @ embed(evidence_words).T
     return [w for w, row in zip(missing, sims) if row.max() < min_similarity]
+
+
+def missing_literals(question: str, evidence_text: str) -> list[str]:
+    """Numbers and names in code that the question uses and the evidence lacks. No synonym or
+    close meaning stands in for these: 3.13 is not 3.12, and a passage on `typing.final` (which
+    says "overridden") does not answer a question on `typing.override`. A number may be spelled out."""
+    evidence = set(words(evidence_text))
+    numbers = [w for w in content_words(question)
+               if w[0].isdigit() and w not in evidence and _NUMBER_NAMES.get(w) not in evidence]
+    names = [m.group(0) for m in _CODE_NAME.finditer(question) if m.group(1).lower() not in _NOT_CODE
+             and not re.search(rf"\b{re.escape(m.group(1))}\b", evidence_text, re.IGNORECASE)]
+    return list(dict.fromkeys(numbers + names))
 
 
 def negated(text: str) -> bool:

@@ -157,13 +157,15 @@ class Chatbot:
             return
         sentences = self._sentences(hits)
         evidence, strength = self._select(qvec[0], sentences)
-        if strength < s.strong_match:
-            # The new question's own words: the earlier one carried along was checked in its turn.
-            missing = grounding.uncovered_terms(question, " ".join(h.chunk.text for h in hits[:3]),
-                                                s.question_zipf, models.embed, s.synonym_similarity)
-            if missing:
-                yield self._refuse(base, hits, "they do not mention " + ", ".join(missing), ms, timings)
-                return
+        # The new question's own words: the earlier one carried along was checked in its turn.
+        closest = " ".join(h.chunk.text for h in hits[:3])
+        missing = grounding.missing_literals(question, closest)
+        if strength < s.strong_match:  # a close paraphrase may use other words, but not other numbers
+            missing += grounding.uncovered_terms(question, closest, s.question_zipf, models.embed,
+                                                 s.synonym_similarity)
+        if missing:
+            yield self._refuse(base, hits, "they do not mention " + ", ".join(missing), ms, timings)
+            return
         if not evidence:  # the closest passages hold no statement (headings, fragments)
             yield self._refuse(base, hits, "no sentence in the closest passages answers it", ms, timings)
             return

@@ -25,6 +25,15 @@ def test_uncovered_terms_names_what_the_passage_never_mentions():
                                      models.embed, 0.6) == []
 
 
+def test_missing_literals_wants_numbers_and_code_names_as_they_are():
+    passage = "Wait six weeks before driving. Changed in version 3.12. See typing.final: it cannot be overridden."
+    assert grounding.missing_literals("Can I drive after 6 weeks?", passage) == []  # spelled out
+    assert grounding.missing_literals("What changed in 3.12?", passage) == []
+    assert grounding.missing_literals("What changed in Python 3.13 after 8 weeks?", passage) == ["3.13", "8"]
+    assert grounding.missing_literals("How do I use @typing.override?", passage) == ["typing.override"]
+    assert grounding.missing_literals("Is typing.final for methods, e.g. in notes.txt?", passage) == []
+
+
 def _judge(claim: str, passage: str):
     """Same settings as the pipeline's defaults (config.Settings)."""
     sentences = [passage[s:e] for s, e in sentence_spans(passage)]
