@@ -45,6 +45,8 @@ class Settings:
     claim_zipf: float = 4.0  # an answer word rarer than this in English must be in the passage
     question_zipf: float = 5.3  # ...else a question word rarer than this must be in the passages
     synonym_similarity: float = 0.6  # ...or have a passage word at least this similar
+    common_word_share: float = 0.05  # ...unless the corpus uses it in this share of its documents
+    common_word_min_docs: int = 20  # ...and in at least this many (a small corpus has no common words)
 
     # Generation: "local" (SmolLM2 via transformers), "extractive" (no LLM), "openai" (HTTP server).
     generator: str = "local"

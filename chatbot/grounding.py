@@ -35,6 +35,7 @@ one two three four five six seven eight nine ten eleven twelve twenty thirty for
 # A name in code: typing.override, os.path.join (not "e.g.": both parts need two characters;
 # not a file name such as notes.txt).
 _CODE_NAME = re.compile(r"\b[A-Za-z_]\w+(?:\.[A-Za-z_]\w*)*\.([A-Za-z_]\w+)")
+_SNAKE_NAME = re.compile(r"\b[A-Za-z][A-Za-z0-9]*_\w*[A-Za-z0-9]\b")  # top_down, lru_cache
 _NOT_CODE = frozenset("txt csv json py html htm md pdf log cfg ini toml yaml xml zip gz com org net".split())
 # Words people frame questions with; their absence from a passage says nothing about coverage.
 QUESTION_FRAME = frozenset("""
@@ -64,13 +65,17 @@ def is_rare(word: str, zipf: float) -> bool:
 
 
 def uncovered_terms(question: str, evidence_text: str, zipf: float,
-                    embed: Callable[[list[str]], np.ndarray], min_similarity: float) -> list[str]:
+                    embed: Callable[[list[str]], np.ndarray], min_similarity: float,
+                    common: Callable[[str], bool] = lambda stem_: False) -> list[str]:
     """Words of the question that name something the evidence never mentions, not even by a
     close synonym (vertebrae ~ spine is covered; ibuprofen, cost, smoking are not): the question
-    is about something the documents do not cover. (Digits: see missing_literals.)"""
+    is about something the documents do not cover. A word whose stem is `common` in the corpus
+    (used in many of its documents: "automatically", "block" in the Python docs) does not count:
+    it belongs to how the corpus talks, not to a topic it may lack. (Digits: see missing_literals.)"""
     vocab = vocabulary(evidence_text)
     missing = list(dict.fromkeys(w for w in content_words(question) if w not in QUESTION_FRAME
-                                 and not w[0].isdigit() and is_rare(w, zipf) and not _matches(stem(w), vocab)))
+                                 and not w[0].isdigit() and is_rare(w, zipf)
+                                 and not _matches(stem(w), vocab) and not common(stem(w))))
     if not missing:
         return []
     evidence_words = sorted({w for w in content_words(evidence_text) if len(w) > 2})
@@ -80,13 +85,16 @@ def uncovered_terms(question: str, evidence_text: str, zipf: float,
 
 def missing_literals(question: str, evidence_text: str) -> list[str]:
     """Numbers and names in code that the question uses and the evidence lacks. No synonym or
-    close meaning stands in for these: 3.13 is not 3.12, and a passage on `typing.final` (which
-    says "overridden") does not answer a question on `typing.override`. A number may be spelled out."""
+    close meaning stands in for these: 3.13 is not 3.12, a passage on `typing.final` (which says
+    "overridden") does not answer a question on `typing.override`, nor one on `os.walk(topdown=)`
+    a question on `top_down`. A number may be spelled out; of a dotted name, the last part is enough."""
     evidence = set(words(evidence_text))
     numbers = [w for w in content_words(question)
                if w[0].isdigit() and w not in evidence and _NUMBER_NAMES.get(w) not in evidence]
     names = [m.group(0) for m in _CODE_NAME.finditer(question) if m.group(1).lower() not in _NOT_CODE
              and not re.search(rf"\b{re.escape(m.group(1))}\b", evidence_text, re.IGNORECASE)]
+    names += [m.group(0) for m in _SNAKE_NAME.finditer(question)
+              if not re.search(rf"\b{re.escape(m.group(0))}\b", evidence_text, re.IGNORECASE)]
     return list(dict.fromkeys(numbers + names))
 
 

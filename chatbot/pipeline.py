@@ -161,8 +161,10 @@ class Chatbot:
         closest = " ".join(h.chunk.text for h in hits[:3])
         missing = grounding.missing_literals(question, closest)
         if strength < s.strong_match:  # a close paraphrase may use other words, but not other numbers
+            df = self.index.document_frequency
+            many = max(s.common_word_min_docs, s.common_word_share * len(self.index.sources))
             missing += grounding.uncovered_terms(question, closest, s.question_zipf, models.embed,
-                                                 s.synonym_similarity)
+                                                 s.synonym_similarity, common=lambda w: df[w] >= many)
         if missing:
             yield self._refuse(base, hits, "they do not mention " + ", ".join(missing), ms, timings)
             return

@@ -23,6 +23,9 @@ def test_uncovered_terms_names_what_the_passage_never_mentions():
     # A close synonym counts as covered: the question is about something the passage names.
     assert grounding.uncovered_terms("Are drugs part of the treatment?", passage, 5.3,
                                      models.embed, 0.6) == []
+    # A word the corpus uses everywhere says nothing about what it covers.
+    assert grounding.uncovered_terms("What dose of ibuprofen should I take?", passage, 5.3, models.embed, 0.6,
+                                     common=lambda stem: stem == "dose") == ["ibuprofen"]
 
 
 def test_missing_literals_wants_numbers_and_code_names_as_they_are():
@@ -32,6 +35,7 @@ def test_missing_literals_wants_numbers_and_code_names_as_they_are():
     assert grounding.missing_literals("What changed in Python 3.13 after 8 weeks?", passage) == ["3.13", "8"]
     assert grounding.missing_literals("How do I use @typing.override?", passage) == ["typing.override"]
     assert grounding.missing_literals("Is typing.final for methods, e.g. in notes.txt?", passage) == []
+    assert grounding.missing_literals("What do top_down and typing_final mean?", passage) == ["top_down", "typing_final"]
 
 
 def _judge(claim: str, passage: str):

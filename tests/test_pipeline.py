@@ -121,3 +121,26 @@ def test_a_passage_with_no_statement_is_not_an_answer(tmp_path):
                              generator="extractive")
     answer = Chatbot(settings).answer("What are pedicle screws?")
     assert answer.refused and "no sentence" in answer.note
+
+
+def test_a_word_many_documents_use_does_not_make_a_question_uncovered(tmp_path):
+    """'automatically' is in 20 of 21 files, just not in the passages that answer: it is how this
+    corpus talks, not a topic it lacks. Below the common-word bar the same word refuses."""
+    from chatbot.config import load_settings
+    from chatbot.pipeline import Chatbot
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for n in range(20):
+        (corpus / f"tool{n:02}.md").write_text(
+            f"# Tool {n}\n\nTool {n} backs up the database automatically every night at {n} o'clock.\n")
+    (corpus / "rotate.md").write_text(
+        "# Log rotation\n\nThe rotate command deletes old log files and keeps the newest ones.\n\n"
+        "# Rotation schedule\n\nLog rotation runs once a week and compresses last week's log files.\n\n"
+        "# Rotation settings\n\nThe keep setting says how many old log files rotation leaves in place.\n")
+    question = "Which log files get deleted automatically?"
+    settings = load_settings(corpus_dir=corpus, index_dir=tmp_path / "index", generator="extractive")
+    answer = Chatbot(settings).answer(question)
+    assert not answer.refused and answer.citations[0].chunk.source == "rotate.md"
+    strict = Chatbot(settings.replace(common_word_min_docs=50)).answer(question)
+    assert strict.refused and strict.note == "they do not mention automatically"
