@@ -18,8 +18,10 @@ from wordfreq import zipf_frequency
 from chatbot.chunking import sentence_spans
 from chatbot.text import content_words, is_negation, stem, words
 
-_CITE = re.compile(r"\s*\[(\d+)\]")
-_LEADING_CITES = re.compile(r"^(?:\[\d+\]\s*)+")
+# Citation markers as the pipeline writes them: one space after the text, then [1] or [1][3].
+# Brackets in quoted code are not markers: sys.argv[0], or "[30] .note" at the start of a line.
+_CITES = re.compile(r"(?<=\S) ((?:\[\d+\])+)")
+_LEADING_CITES = re.compile(r"^(?:\[\d+\])+")
 # Words that change how much a claim says; a claim may not use one its passage does not.
 QUANTIFIERS = frozenset("""
 always all every everyone never none most majority minority rare rarely only must guaranteed
@@ -104,7 +106,8 @@ def negated(text: str) -> bool:
 
 def split_citations(sentence: str) -> tuple[str, list[int]]:
     """Text without its [n] markers, and the numbers it cited, in order."""
-    return _CITE.sub("", sentence).strip(), [int(n) for n in _CITE.findall(sentence)]
+    numbers = [int(n) for group in _CITES.findall(sentence) for n in re.findall(r"\d+", group)]
+    return _CITES.sub("", sentence).strip(), numbers
 
 
 def answer_sentences(text: str) -> list[str]:
@@ -114,7 +117,7 @@ def answer_sentences(text: str) -> list[str]:
     for s, e in sentence_spans(text):
         piece = text[s:e]
         lead = _LEADING_CITES.match(piece)
-        if lead and out:
+        if lead and out and text[s - 1] == " " and not text[s - 2].isspace():
             out[-1] += " " + lead.group(0).strip()
             piece = piece[lead.end():].strip()
         if piece:

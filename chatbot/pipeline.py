@@ -251,7 +251,7 @@ class Chatbot:
                 spans[d.hit].append(d.span)
             n = list(spans).index(d.hit) + 1
             claims.append(Claim(d.text, True, (n,)))
-            parts.append(f"{d.text} [{n}]")
+            parts.append(f"{d.text.rstrip()} [{n}]")
         citations = [Citation(n, hits[h].chunk, tuple(sorted(spans[h]))) for n, h in enumerate(spans, 1)]
         return Answer(text=" ".join(parts), refused=False, citations=citations, hits=hits,
                       claims=claims, note=note, timings=timings, **base)

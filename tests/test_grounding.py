@@ -13,6 +13,9 @@ LABELS = Path(__file__).parent / "data" / "support_labels.jsonl"
 def test_split_citations_strips_markers_and_keeps_numbers():
     assert grounding.split_citations("Screws hold the spine [1][3].") == ("Screws hold the spine.", [1, 3])
     assert grounding.split_citations("No markers here.") == ("No markers here.", [])
+    # brackets in quoted code are not markers
+    assert grounding.split_citations("It uses sys.argv[0] and a[1][2] by default. [2]") == (
+        "It uses sys.argv[0] and a[1][2] by default.", [2])
 
 
 @pytest.mark.slow
@@ -72,6 +75,8 @@ def test_answer_sentences_keep_markers_with_the_sentence_they_follow():
     text = "Screws hold the spine. [1] Loose screws can hurt. [2][3] Bending is risky [1]."
     assert grounding.answer_sentences(text) == [
         "Screws hold the spine. [1]", "Loose screws can hurt. [2][3]", "Bending is risky [1]."]
+    code = "Check the sections:\n\n[30] .note.stapsdt NOTE. [1] Then rebuild. [2]"
+    assert [grounding.split_citations(s)[1] for s in grounding.answer_sentences(code)] == [[1], [2]]
 
 
 def test_statements_skip_headings_questions_and_labels():
