@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Container
 
 import numpy as np
 from wordfreq import zipf_frequency
@@ -68,16 +68,16 @@ def is_rare(word: str, zipf: float) -> bool:
 
 def uncovered_terms(question: str, evidence_text: str, zipf: float,
                     embed: Callable[[list[str]], np.ndarray], min_similarity: float,
-                    common: Callable[[str], bool] = lambda stem_: False) -> list[str]:
+                    common: Container[str] = frozenset()) -> list[str]:
     """Words of the question that name something the evidence never mentions, not even by a
     close synonym (vertebrae ~ spine is covered; ibuprofen, cost, smoking are not): the question
-    is about something the documents do not cover. A word whose stem is `common` in the corpus
-    (used in many of its documents: "automatically", "block" in the Python docs) does not count:
+    is about something the documents do not cover. A word whose stem is in `common` (stems the
+    corpus uses in many documents: "automatically", "block" in the Python docs) does not count:
     it belongs to how the corpus talks, not to a topic it may lack. (Digits: see missing_literals.)"""
     vocab = vocabulary(evidence_text)
     missing = list(dict.fromkeys(w for w in content_words(question) if w not in QUESTION_FRAME
                                  and not w[0].isdigit() and is_rare(w, zipf)
-                                 and not _matches(stem(w), vocab) and not common(stem(w))))
+                                 and not _matches(stem(w), vocab) and stem(w) not in common))
     if not missing:
         return []
     evidence_words = sorted({w for w in content_words(evidence_text) if len(w) > 2})

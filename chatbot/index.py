@@ -59,7 +59,7 @@ class Index:
 
     @cached_property
     def document_frequency(self) -> Counter[str]:
-        """How many documents use each word stem (computed on first use: ~1 s at 14k chunks)."""
+        """How many documents use each word stem (computed when first asked: ~1 s at 14k chunks)."""
         stems: dict[str, set[str]] = {}
         for c in self.chunks:
             stems.setdefault(c.source, set()).update(terms(c.text))

@@ -106,6 +106,15 @@ def standalone_query(question: str, history: Sequence[str]) -> str:
     return question
 
 
+def common_stems(index: index_mod.Index, settings: Settings) -> frozenset[str]:
+    """Word stems the corpus uses in many of its documents; none in a corpus of few files."""
+    n = len(index.sources)
+    if n < settings.common_word_min_docs:
+        return frozenset()
+    many = max(settings.common_word_min_docs, settings.common_word_share * n)
+    return frozenset(w for w, df in index.document_frequency.items() if df >= many)
+
+
 class Chatbot:
     def __init__(self, settings: Settings, index: index_mod.Index | None = None,
                  generator: Generator | None = None):
@@ -114,12 +123,14 @@ class Chatbot:
         models.embedder()  # load now, not on the first question (a fresh index needs no embedding)
         self.generator = generator or make_generator(settings)
         self.retriever = Retriever.from_settings(self.index, settings)
+        self.common = common_stems(self.index, settings)
 
     def reindex(self) -> index_mod.Index:
         """Bring the index up to date with the corpus folder (after an upload, say) without a restart.
         Questions already running keep the index they started with."""
         fresh = index_mod.ensure(self.settings)
         self.index, self.retriever = fresh, Retriever.from_settings(fresh, self.settings)
+        self.common = common_stems(fresh, self.settings)
         return fresh
 
     def answer(self, question: str, history: Sequence[str] = ()) -> Answer:
@@ -161,10 +172,8 @@ class Chatbot:
         closest = " ".join(h.chunk.text for h in hits[:3])
         missing = grounding.missing_literals(question, closest)
         if strength < s.strong_match:  # a close paraphrase may use other words, but not other numbers
-            df = self.index.document_frequency
-            many = max(s.common_word_min_docs, s.common_word_share * len(self.index.sources))
             missing += grounding.uncovered_terms(question, closest, s.question_zipf, models.embed,
-                                                 s.synonym_similarity, common=lambda w: df[w] >= many)
+                                                 s.synonym_similarity, common=self.common)
         if missing:
             yield self._refuse(base, hits, "they do not mention " + ", ".join(missing), ms, timings)
             return
