@@ -112,7 +112,8 @@ def split_citations(sentence: str) -> tuple[str, list[int]]:
 
 def answer_sentences(text: str) -> list[str]:
     """The sentences of an answer, each with the [n] markers written after it (the splitter alone
-    would start the next sentence with them: "... spine. [1] Loose ...")."""
+    would start the next sentence with them: "... spine. [1] Loose ..."), and split after every
+    marker (the splitter alone would join "... print(file) [1] This module ... [2]")."""
     out: list[str] = []
     for s, e in sentence_spans(text):
         piece = text[s:e]
@@ -120,8 +121,10 @@ def answer_sentences(text: str) -> list[str]:
         if lead and out and text[s - 1] == " " and not text[s - 2].isspace():
             out[-1] += " " + lead.group(0).strip()
             piece = piece[lead.end():].strip()
-        if piece:
-            out.append(piece)
+        # a marker also ends a claim whose text has no full stop (a quoted code block, say)
+        cuts = [0, *(m.end() for m in _CITES.finditer(piece) if re.match(r"\s+\S", piece[m.end():])),
+                len(piece)]
+        out += [piece[a:b].strip() for a, b in zip(cuts, cuts[1:]) if piece[a:b].strip()]
     return out
 
 

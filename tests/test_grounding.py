@@ -77,6 +77,9 @@ def test_answer_sentences_keep_markers_with_the_sentence_they_follow():
         "Screws hold the spine. [1]", "Loose screws can hurt. [2][3]", "Bending is risky [1]."]
     code = "Check the sections:\n\n[30] .note.stapsdt NOTE. [1] Then rebuild. [2]"
     assert [grounding.split_citations(s)[1] for s in grounding.answer_sentences(code)] == [[1], [2]]
+    # a marker ends a claim even without a full stop before it
+    assert grounding.answer_sentences("for f in files:\n    print(f) [1] This module matches names. [2]") == [
+        "for f in files:\n    print(f) [1]", "This module matches names. [2]"]
 
 
 def test_statements_skip_headings_questions_and_labels():
