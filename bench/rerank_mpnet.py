@@ -21,7 +21,7 @@ from pathlib import Path
 
 from sentence_transformers import SentenceTransformer
 
-from bench.retrieval_pydocs import QUESTION_SETS, load_rows
+from bench.retrieval_pydocs import QUESTION_SETS, load_rows, ranking_scores
 from chatbot import index as index_mod
 from chatbot.config import load_settings
 from chatbot.retrieval import Retriever, diversify
@@ -38,13 +38,14 @@ def main() -> None:
     index = index_mod.load(settings.index_dir)
     first = Retriever.from_settings(index, settings.replace(diversity=0.0))
     mpnet = SentenceTransformer(str(args.model), device="cpu")
+    position = {c.id: i for i, c in enumerate(index.chunks)}
 
     sets = {name: [r for r in load_rows(path) if r["answerable"]] for name, path in QUESTION_SETS.items()}
     candidates, cosines, seconds = {}, {}, []
     for rows in sets.values():
         for row in rows:
             hits = first.search(row["question"], args.n)
-            ids = [index.chunks.index(h.chunk) for h in hits]
+            ids = [position[h.chunk.id] for h in hits]
             t0 = time.perf_counter()
             vectors = mpnet.encode([row["question"]] + [f"{h.chunk.doc_title}\n{h.chunk.embed_text}" for h in hits],
                                    normalize_embeddings=True, batch_size=16)
@@ -59,16 +60,14 @@ def main() -> None:
     for weight in (0.0, 0.3, 0.5, 0.7, 1.0):
         cells = []
         for rows in sets.values():
-            hit1 = hit5 = rr = 0.0
+            rankings = []
             for row in rows:
                 scores = {i: weight * cosines[row["id"]][i] + (1 - weight) * s
                           for i, s in candidates[row["id"]].items()}
                 ranked = list(diversify(scores, index.chunks, settings.diversity))[:10]
-                relevant = [index.chunks[i].source in row["expected_sources"] for i in ranked]
-                hit1 += relevant[0]
-                hit5 += any(relevant[:5])
-                rr += next((1 / (k + 1) for k, ok in enumerate(relevant) if ok), 0.0)
-            cells.append(f"{hit1 / len(rows):.2f} | {hit5 / len(rows):.2f} | {rr / len(rows):.2f}")
+                rankings.append(([index.chunks[i].source for i in ranked], row["expected_sources"]))
+            m = ranking_scores(rankings)
+            cells.append(f"{m['hit@1']:.2f} | {m['hit@5']:.2f} | {m['mrr']:.2f}")
         print(f"| {weight} | " + " | ".join(cells) + " |")
 
 

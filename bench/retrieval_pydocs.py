@@ -22,6 +22,7 @@ import statistics
 import time
 from pathlib import Path
 
+from chatbot import evaluation
 from chatbot import index as index_mod
 from chatbot.config import load_settings
 from chatbot.retrieval import Retriever
@@ -67,24 +68,24 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
 
+def ranking_scores(rankings: list[tuple[list[str], list[str]]]) -> dict:
+    """hit@1, hit@5 and MRR over (ranked sources, expected sources) pairs, as `chatbot eval` scores them."""
+    scored = [evaluation.retrieval_metrics(evaluation.first_hit_rank([{"source": s} for s in ranked], expected), 5)
+              for ranked, expected in rankings]
+    return {name: sum(m[key] for m in scored) / len(scored)
+            for name, key in (("hit@1", "hit@1"), ("hit@5", "hit@5"), ("mrr", "rr"))}
+
+
 def evaluate(retriever: Retriever, rows: list[dict], k: int = 10) -> dict:
     """hit@1, hit@5, MRR@k over answerable questions; latency (ms) of every question."""
-    hit1 = hit5 = rr = 0.0
-    latencies = []
-    answerable = [r for r in rows if r["answerable"]]
+    latencies, rankings = [], []
     for row in rows:
         t0 = time.perf_counter()
         hits = retriever.search(row["question"], k)
         latencies.append((time.perf_counter() - t0) * 1000)
-        if not row["answerable"]:
-            continue
-        relevant = [h.chunk.source in row["expected_sources"] for h in hits]
-        hit1 += relevant[:1] == [True]
-        hit5 += any(relevant[:5])
-        rr += next((1 / (i + 1) for i, ok in enumerate(relevant) if ok), 0.0)
-    n = len(answerable)
-    return {"hit@1": hit1 / n, "hit@5": hit5 / n, "mrr": rr / n,
-            "latencies_ms": latencies}
+        if row["answerable"]:
+            rankings.append(([h.chunk.source for h in hits], row["expected_sources"]))
+    return {**ranking_scores(rankings), "latencies_ms": latencies}
 
 
 def _without_latencies(metrics: dict) -> dict:

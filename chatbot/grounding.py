@@ -27,13 +27,10 @@ QUANTIFIERS = frozenset("""
 always all every everyone never none most majority minority rare rarely only must guaranteed
 certainly definitely completely permanently immediately usually often seldom few
 """.split())
-NUMBER_WORDS = frozenset("""
-one two three four five six seven eight nine ten eleven twelve twenty thirty forty fifty hundred
-thousand half quarter third dozen once twice
-""".split())
 _NUMBER_NAMES = dict(zip("1 2 3 4 5 6 7 8 9 10 11 12 20 30 40 50 100 1000".split(), """
 one two three four five six seven eight nine ten eleven twelve twenty thirty forty fifty hundred thousand
 """.split()))
+NUMBER_WORDS = frozenset(_NUMBER_NAMES.values()) | {"half", "quarter", "third", "dozen", "once", "twice"}
 # A name in code: typing.override, os.path.join (not "e.g.": both parts need two characters;
 # not a file name such as notes.txt).
 _CODE_NAME = re.compile(r"\b[A-Za-z_]\w+(?:\.[A-Za-z_]\w*)*\.([A-Za-z_]\w+)")
