@@ -32,7 +32,9 @@ def _print_answer(answer, as_json: bool) -> None:
     print(answer.text)
     for c in answer.citations:
         print(f"  [{c.n}] {c.chunk.source} — {c.chunk.title}")
-    if answer.note and not answer.refused:
+    if answer.coverage.value == "partial":
+        print("  (partial answer: the documents do not answer exactly this)")
+    elif answer.note and not answer.refused:
         print(f"  (note: {answer.note})")
 
 

@@ -38,15 +38,20 @@ class Settings:
 
     # Evidence selection and grounding (thresholds calibrated on tests/data/*.jsonl).
     max_evidence_sentences: int = 3
-    strong_match: float = 0.62  # a passage sentence this similar to the question answers it...
     evidence_margin: float = 0.15  # also quote sentences this close to the top passage's best one
     second_passage_score: float = 0.5  # another passage's best sentence must also reach this
     support_threshold: float = 0.75  # blended support a claim needs (strict: a false "supported" is the costly error)
     claim_zipf: float = 4.0  # an answer word rarer than this in English must be in the passage
-    question_zipf: float = 5.3  # ...else a question word rarer than this must be in the passages
-    synonym_similarity: float = 0.6  # ...or have a passage word at least this similar
-    common_word_share: float = 0.05  # ...unless the corpus uses it in this share of its documents
-    common_word_min_docs: int = 20  # ...and in at least this many (a small corpus has no common words)
+
+    # Answerability (answerability.py): P(answerable) from a logistic regression over signals,
+    # fitted on tuning questions only by `python -m bench.answerability --fit`.
+    answer_full: float = 0.5  # P at or above this: a full answer
+    answer_partial: float = 0.2  # P at or above this (below answer_full): a partial answer
+    partial_quotes: int = 2  # sentences a partial answer quotes from the nearest topic
+    question_zipf: float = 5.3  # a question word rarer than this is a topic the passages must cover
+    synonym_similarity: float = 0.6  # a passage word this similar covers it (named when missing)
+    common_word_share: float = 0.05  # a word the corpus uses in this share of its documents...
+    common_word_min_docs: int = 20  # ...and in at least this many is always covered
 
     # Generation: "local" (SmolLM2 via transformers), "extractive" (no LLM), "openai" (HTTP server).
     generator: str = "local"

@@ -189,13 +189,18 @@ def judge_sentence(judge: Judge, claim: str, cited: Sequence[int], passages: dic
 
 def answer_metrics(result: dict, case: Case, judge: Judge) -> dict:
     """Per-question answer metrics from the JSON answer alone."""
-    m: dict = {"refused": result["refused"]}
+    m: dict = {"refused": result["refused"], "coverage": result["coverage"],
+               "cites_expected": any(passage_matches(c, e) for c in result.get("citations", [])
+                                     for e in case.expected_sources)}
+    if case.must_mention_any:
+        m["mentions"] = not result["refused"] and any(
+            t.lower() in result["answer"].lower() for t in case.must_mention_any)
     if result["refused"]:
         return m
     passages = {c["n"]: passage_statements(c["text"]) for c in result["citations"]}
-    sentences = [judge_sentence(judge, text, ns, passages) for text, ns in cited_sentences(result["answer"])]
+    body = result["answer"][len(result.get("preamble", "")):]  # a partial answer's framing cites nothing
+    sentences = [judge_sentence(judge, text, ns, passages) for text, ns in cited_sentences(body)]
     valid, marks = citation_validity(result)
-    answer_lower = result["answer"].lower()
     pipeline_ok = {c["text"] for c in result.get("claims", []) if c["supported"]}
     m.update(
         sentences=sentences, citations=marks, valid_citations=valid,
@@ -204,13 +209,11 @@ def answer_metrics(result: dict, case: Case, judge: Judge) -> dict:
         support_score=float(np.mean([s["score"] for s in sentences])) if sentences else 0.0,
         dropped_claims=sum(1 for c in result.get("claims", []) if not c["supported"]),
         kept_claims=sum(1 for c in result.get("claims", []) if c["supported"]),
-        # nothing of the model's draft survived the check, so the answer quotes the passages
-        quoted_fallback=bool(result.get("note")),
+        # whose words are served: the model's checked draft, or the passages' own sentences
+        model_wording=result.get("wording") == "model",
         # sentences the pipeline passed but the re-run judge rejects: a bug in assembling answers
         judge_disagreements=[s["text"] for s in sentences if s["text"] in pipeline_ok and not s["supported"]],
     )
-    if case.must_mention_any:
-        m["mentions"] = any(t.lower() in answer_lower for t in case.must_mention_any)
     return m
 
 
@@ -239,6 +242,11 @@ def summarize(rows: Sequence[dict], k: int, retrieval_only: bool) -> dict:
     answered = [r["metrics"] for r in rows if not r["metrics"]["refused"]]
     marks = sum(m["citations"] for m in answered)
     mentions = [m["mentions"] for m in answerable if "mentions" in m]
+    labelled = [r["metrics"] for r in rows if r["answerable"] and r["expected_sources"]]
+
+    def share(group: Sequence[dict], coverage: str) -> float | None:
+        return _mean([m["coverage"] == coverage for m in group])
+
     latencies = [r["latency_ms"] for r in rows]
     out["answers"] = {
         "answered": len(answered),
@@ -246,9 +254,15 @@ def summarize(rows: Sequence[dict], k: int, retrieval_only: bool) -> dict:
         "citation_recall": _mean([m["citation_recall"] for m in answered]),
         "citation_precision": _mean([m["citation_precision"] for m in answered]),
         "must_mention_rate": _mean(mentions),
-        "refusal_accuracy": _mean([m["refused"] for m in unanswerable]),
+        "answerable_full": share(answerable, "full"),
+        "answerable_full_cited": _mean([m["coverage"] == "full" and m["cites_expected"]
+                                        for m in labelled]),
+        "answerable_partial": share(answerable, "partial"),
         "false_refusal_rate": _mean([m["refused"] for m in answerable]),
-        "quoted_fallback_rate": _mean([m["quoted_fallback"] for m in answered]),
+        "unanswerable_full": share(unanswerable, "full"),
+        "unanswerable_partial": share(unanswerable, "partial"),
+        "refusal_accuracy": _mean([m["refused"] for m in unanswerable]),
+        "model_wording_rate": _mean([m["model_wording"] for m in answered]),
         "dropped_claims": sum(m["dropped_claims"] for m in answered),
         "judge_disagreements": sum(len(m["judge_disagreements"]) for m in answered),
     }
@@ -349,8 +363,10 @@ def failures(rows: Sequence[dict], k: int, retrieval_only: bool) -> list[dict]:
             if r["answerable"]:
                 found.append((3, r, f"false refusal: {r['note']}"))
             continue
-        if not r["answerable"]:
-            found.append((0, r, "answered a question the documents do not cover"))
+        if not r["answerable"] and m["coverage"] == "full":
+            found.append((0, r, "answered in full a question the documents do not cover"))
+        if r["answerable"] and m["coverage"] == "partial":
+            found.append((3, r, f"only a partial answer: {r['note']}"))
         unsupported = [s for s in m["sentences"] if not s["supported"]]
         if unsupported:
             found.append((1, r, "; ".join(f"unsupported “{s['text']}” ({s['reason']})" for s in unsupported)))
@@ -459,11 +475,17 @@ def render_report(summary: dict, fails: Sequence[dict], plots: Sequence[Path], p
             ["citation validity", a["citation_validity"], "[n] markers naming a retrieved passage (must be 1)"],
             ["citation recall", a["citation_recall"], "answer sentences supported by the passages they cite"],
             ["citation precision", a["citation_precision"], "citations needed for that support"],
-            ["must-mention rate", a["must_mention_rate"], "answered answerables naming a key fact"],
-            ["refusal accuracy", a["refusal_accuracy"], "unanswerable questions refused"],
+            ["must-mention rate", a["must_mention_rate"], "answerable questions whose answer names a key fact"],
+            ["answerable: full", a["answerable_full"], "answered in full"],
+            ["answerable: full, right passage cited", a["answerable_full_cited"],
+             "answered in full, citing an expected passage"],
+            ["answerable: partial", a["answerable_partial"], "only a partial answer"],
             ["false-refusal rate", a["false_refusal_rate"], "answerable questions refused"],
-            ["quoted fallback rate", a["quoted_fallback_rate"],
-             "answers where no sentence of the draft survived, so the passages are quoted"],
+            ["unanswerable: full", a["unanswerable_full"], "answered in full (must be 0)"],
+            ["unanswerable: partial", a["unanswerable_partial"], "missing part named, nearest topic quoted"],
+            ["refusal accuracy", a["refusal_accuracy"], "unanswerable questions refused"],
+            ["model wording rate", a["model_wording_rate"],
+             "answers in the model's checked words (the rest quote the passages)"],
             ["dropped claims", a["dropped_claims"], "draft sentences the pipeline removed as unsupported"],
             ["judge disagreements", a["judge_disagreements"],
              "sentences the pipeline passed but the re-run judge rejects"],

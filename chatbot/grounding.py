@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Callable, Container
 
 import numpy as np
 from wordfreq import zipf_frequency
@@ -44,7 +43,7 @@ else kind type types called mean means
 """.split())
 
 
-def _matches(stem_: str, vocabulary: set[str]) -> bool:
+def matches(stem_: str, vocabulary: set[str]) -> bool:
     """Same stem, or one a long prefix of the other (chiropractor ~ chiropractic)."""
     if stem_ in vocabulary:
         return True
@@ -63,25 +62,6 @@ def is_rare(word: str, zipf: float) -> bool:
     return word[0].isdigit() or word in NUMBER_WORDS or zipf_frequency(word, "en") < zipf
 
 
-def uncovered_terms(question: str, evidence_text: str, zipf: float,
-                    embed: Callable[[list[str]], np.ndarray], min_similarity: float,
-                    common: Container[str] = frozenset()) -> list[str]:
-    """Words of the question that name something the evidence never mentions, not even by a
-    close synonym (vertebrae ~ spine is covered; ibuprofen, cost, smoking are not): the question
-    is about something the documents do not cover. A word whose stem is in `common` (stems the
-    corpus uses in many documents: "automatically", "block" in the Python docs) does not count:
-    it belongs to how the corpus talks, not to a topic it may lack. (Digits: see missing_literals.)"""
-    vocab = vocabulary(evidence_text)
-    missing = list(dict.fromkeys(w for w in content_words(question) if w not in QUESTION_FRAME
-                                 and not w[0].isdigit() and is_rare(w, zipf)
-                                 and not _matches(stem(w), vocab) and stem(w) not in common))
-    if not missing:
-        return []
-    evidence_words = sorted({w for w in content_words(evidence_text) if len(w) > 2})
-    sims = embed(missing) @ embed(evidence_words).T
-    return [w for w, row in zip(missing, sims) if row.max() < min_similarity]
-
-
 def missing_literals(question: str, evidence_text: str) -> list[str]:
     """Numbers and names in code that the question uses and the evidence lacks. No synonym or
     close meaning stands in for these: 3.13 is not 3.12, a passage on `typing.final` (which says
@@ -95,6 +75,25 @@ def missing_literals(question: str, evidence_text: str) -> list[str]:
     names += [m.group(0) for m in _SNAKE_NAME.finditer(question)
               if not re.search(rf"\b{re.escape(m.group(0))}\b", evidence_text, re.IGNORECASE)]
     return list(dict.fromkeys(numbers + names))
+
+
+# What opens a sentence without being part of its claim: a label ("Introduction:", "Treatments."
+# is its own sentence already), a connective whose antecedent is not quoted ("Therefore,"), an
+# attribution to a source the reader never sees ("Chappuis,", "Light says that").
+_LEAD_IN = re.compile(
+    r"^(?:[A-Z][\w-]*(?: [\w-]+){0,2}:\s+"
+    r"|(?:Therefore|Thus|Hence|However|So|Also|Additionally|Moreover|Furthermore|In addition"
+    r"|As a result|Consequently|In fact),\s+"
+    r"|(?P<name>[A-Z][a-z]+)(?:,\s+| (?:says|said|reports|notes|writes) that\s+))")
+
+
+def lead_in(sentence: str) -> int:
+    """How many leading characters of a quoted sentence are lead-in, not claim (0 if none)."""
+    m = _LEAD_IN.match(sentence)
+    if not m or (m.group("name") and zipf_frequency(m.group("name"), "en") >= 3.0
+                 and " that" not in m.group(0)):
+        return 0
+    return m.end() if len(words(sentence[m.end():])) >= 4 else 0
 
 
 def negated(text: str) -> bool:
@@ -155,7 +154,7 @@ def support(claim: str, claim_vec: np.ndarray, passage: list[str], passage_vecs:
     similarity = float(sims[best])
     vocab = vocabulary(" ".join(passage))
     cw = content_words(claim)
-    novel = tuple(dict.fromkeys(w for w in cw if not _matches(stem(w), vocab)))
+    novel = tuple(dict.fromkeys(w for w in cw if not matches(stem(w), vocab)))
     coverage = 1.0 - len(novel) / max(1, len(cw))
     score = 0.5 * similarity + 0.5 * coverage
     rare = [w for w in novel if is_rare(w, zipf)]

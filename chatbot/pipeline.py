@@ -1,79 +1,32 @@
-"""question (+ history) -> retrieval -> evidence -> draft -> grounding -> Answer.
+"""question (+ history) -> retrieval -> evidence -> answerability -> draft -> grounding -> Answer.
 
-The program, not the model, decides what may be said: it refuses when retrieval is weak, when
-no passage sentence answers the question, or when the question asks about something the
-passages never mention; it checks every sentence of the model's draft against the passage it
-cites, drops what is unsupported, and falls back to the passages' own words when nothing is left.
+The program, not the model, decides what may be said. A calibrated scorer (answerability.py)
+reads how well the closest passages match the question and decides full, partial or no
+coverage; a full answer's draft is checked sentence by sentence against the passage it cites,
+unsupported sentences are dropped, and the passages' own words stand in when nothing is left; a
+partial answer names what the documents lack and quotes what they say on the nearest topic.
 """
 from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import numpy as np
 
-from chatbot import grounding, index as index_mod, models
-from chatbot.chunking import Chunk
+from chatbot import answerability, grounding, index as index_mod, models
+from chatbot.answer import REFUSAL, Answer, Citation, Claim, Code, Outcome
+from chatbot.answerability import Coverage
 from chatbot.config import Settings
 from chatbot.generation import Generator, make_generator
 from chatbot.retrieval import Hit, Retriever
 from chatbot.text import content_words, words
 
-REFUSAL = "The documents I have do not cover this."
+__all__ = ["REFUSAL", "Answer", "Chatbot", "Citation", "Claim", "standalone_query"]
 _ANAPHORA = frozenset("it its that this they them their those these there he she him her".split())
-_INJECTION = re.compile(
-    r"\b(ignore|disregard|forget|override|bypass)\b.{0,40}\b(instructions?|rules?|prompts?|documents?"
-    r"|context|guidelines|above|previous|everything)\b|\bsystem prompt\b|\bjailbreak|\byou are now\b"
-    r"|\bpretend (to be|you)\b|\bact as\b", re.I)
-
-
-@dataclass(frozen=True)
-class Citation:
-    n: int
-    chunk: Chunk
-    spans: tuple[tuple[int, int], ...]  # the supporting sentences, as offsets into the source
-
-
-@dataclass(frozen=True)
-class Claim:
-    """One answer sentence and the verdict of the support check."""
-    text: str
-    supported: bool
-    citations: tuple[int, ...] = ()
-    reason: str = ""
-
-
-@dataclass
-class Answer:
-    question: str
-    query: str  # the standalone query used for retrieval (differs for follow-ups)
-    text: str
-    refused: bool
-    citations: list[Citation] = field(default_factory=list)
-    hits: list[Hit] = field(default_factory=list)
-    claims: list[Claim] = field(default_factory=list)  # dropped ones too, for the UI to flag
-    note: str = ""  # why it refused, or why the passages' own words were used
-    sources: list[str] = field(default_factory=list)  # every document searched
-    timings: dict[str, float] = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        """The `ask --json` shape."""
-        return {
-            "question": self.question, "query": self.query, "answer": self.text,
-            "refused": self.refused, "note": self.note,
-            "citations": [{"n": c.n, "source": c.chunk.source, "title": c.chunk.title,
-                           "start": c.chunk.start, "end": c.chunk.end, "text": c.chunk.text,
-                           "spans": [list(sp) for sp in c.spans],
-                           "quotes": [c.chunk.text[a - c.chunk.start:b - c.chunk.start] for a, b in c.spans]}
-                          for c in self.citations],
-            "retrieved": [{"source": h.chunk.source, "title": h.chunk.title,
-                           "score": round(h.score, 4), "text": h.chunk.text} for h in self.hits],
-            "claims": [{"text": c.text, "supported": c.supported, "citations": list(c.citations),
-                        "reason": c.reason} for c in self.claims],
-            "timings": {k: round(v, 1) for k, v in self.timings.items()},
-        }
+_TOPIC_SWITCH = re.compile(r"\b(different|separate|unrelated|another|new|other) (question|thing|"
+                           r"topic|subject)\b|\bunrelated\b|\bchanging the subject\b", re.I)
 
 
 @dataclass(frozen=True)
@@ -98,8 +51,9 @@ def _best(hits: list[Hit]) -> float:
 
 
 def standalone_query(question: str, history: Sequence[str]) -> str:
-    """A follow-up that leans on the last question ("how is it treated?") carries it along."""
-    if not history:
+    """A follow-up that leans on the last question ("how is it treated?") carries it along; one
+    that says it changes the subject ("different question: is it ok to fly?") stands alone."""
+    if not history or _TOPIC_SWITCH.search(question):
         return question
     if any(w in _ANAPHORA for w in words(question)) or len(content_words(question)) <= 1:
         return f"{question} ({history[-1]})"
@@ -117,11 +71,14 @@ def common_stems(index: index_mod.Index, settings: Settings) -> frozenset[str]:
 
 class Chatbot:
     def __init__(self, settings: Settings, index: index_mod.Index | None = None,
-                 generator: Generator | None = None):
+                 generator: Generator | None = None,
+                 scorer: answerability.Scorer | None = None):
         self.settings = settings
         self.index = index or index_mod.ensure(settings)
         models.embedder()  # load now, not on the first question (a fresh index needs no embedding)
         self.generator = generator or make_generator(settings)
+        self.scorer = scorer or answerability.Scorer.load(settings.answer_full,
+                                                          settings.answer_partial)
         self.retriever = Retriever.from_settings(self.index, settings)
         self.common = common_stems(self.index, settings)
 
@@ -144,11 +101,7 @@ class Chatbot:
         query = standalone_query(question.strip(), history)
         base = dict(question=question, query=query, sources=self.index.sources)
         if not question.strip():
-            yield Answer(text="Please ask a question.", refused=True, note="empty question", **base)
-            return
-        if _INJECTION.search(question):
-            yield self._refuse(base, [], "it asks me to change my rules; I only answer from the "
-                               "documents", ms)
+            yield self._refuse(base, [], Outcome(Code.EMPTY, "Please ask a question"), ms)
             return
         retriever = self.retriever  # one index for the whole question, even if reindex() runs
         qvec = models.embed([query])
@@ -164,24 +117,38 @@ class Chatbot:
                 base["query"] = query
         timings = {"retrieve_ms": ms()}
         if _best(hits) < s.min_score:
-            yield self._refuse(base, hits, "no passage is close to the question", ms, timings)
+            yield self._refuse(base, hits, Outcome(Code.NO_CLOSE_PASSAGE,
+                                                   "no passage is close to the question"), ms, timings)
             return
         sentences = self._sentences(hits)
-        evidence, strength = self._select(qvec[0], sentences)
-        # The new question's own words: the earlier one carried along was checked in its turn.
-        closest = " ".join(h.chunk.text for h in hits[:3])
-        missing = grounding.missing_literals(question, closest)
-        if strength < s.strong_match:  # a close paraphrase may use other words, but not other numbers
-            missing += grounding.uncovered_terms(question, closest, s.question_zipf, models.embed,
-                                                 s.synonym_similarity, common=self.common)
-        if missing:
-            yield self._refuse(base, hits, "they do not mention " + ", ".join(missing), ms, timings)
-            return
+        evidence = self._select(qvec[0], sentences)
         if not evidence:  # the closest passages hold no statement (headings, fragments)
-            yield self._refuse(base, hits, "no sentence in the closest passages answers it", ms, timings)
+            yield self._refuse(base, hits, Outcome(
+                Code.NO_STATEMENT, "no sentence in the closest passages answers it"), ms, timings)
             return
-        used = sorted({e.hit for e in evidence})
+        # The new question's own words: the earlier one carried along was checked in its turn.
+        top = hits[:3]
+        titles = models.embed(list(dict.fromkeys(h.chunk.title for h in top))) @ qvec[0]
+        closest = max(float(x.vec @ qvec[0]) for x in sentences if x.hit < len(top))
+        sig = answerability.signals(
+            question, _best(hits), closest, float(titles.max()),
+            " ".join(h.chunk.text for h in top), [e.text for e in evidence], models.embed,
+            self.common, s.question_zipf, s.synonym_similarity)
+        p = self.scorer.probability(sig)
+        coverage = self.scorer.decide(p)
+        base["signals"] = {**sig.to_dict(), "p_answerable": round(p, 4)}
         timings["select_ms"] = ms()
+        if coverage is Coverage.NONE:
+            missing = ", ".join(sig.missing)
+            why = f"they do not mention {missing}" if missing else \
+                "no passage answers it closely enough"
+            yield self._refuse(base, hits, Outcome(Code.NOT_COVERED, why), ms, timings)
+            return
+        if coverage is Coverage.PARTIAL:
+            yield self._partial(base, hits, evidence, sig, timings, ms)
+            return
+        used = sorted({e.hit for e in evidence}, key=lambda h: min(
+            i for i, e in enumerate(evidence) if e.hit == h))
         facts = [(n, " ".join(e.text for e in evidence if e.hit == h)) for n, h in enumerate(used, 1)]
         draft = []
         for piece in self.generator.stream(query, facts):
@@ -191,36 +158,44 @@ class Chatbot:
         timings["generate_ms"] = ms()
         claims, note = self._ground("".join(draft), used, sentences, evidence)
         timings["total_ms"] = ms()
-        yield self._compose(base, hits, claims, note, timings)
+        outcome = Outcome(Code.ANSWERED, note)
+        yield self._compose(base, hits, claims, outcome, timings,
+                            wording="quotes" if note or self.generator.name == "extractive"
+                            else "model")
 
     # -- steps ---------------------------------------------------------------------------------
 
     def _sentences(self, hits: list[Hit]) -> list[_Sentence]:
-        spans = [(i, sp) for i, h in enumerate(hits) for sp in grounding.statements(h.chunk.text, h.chunk.start)]
-        texts = [hits[i].chunk.text[a - hits[i].chunk.start:b - hits[i].chunk.start] for i, (a, b) in spans]
+        """The statements of the retrieved passages, each without its lead-in ("Therefore,")."""
+        spans = []
+        for i, h in enumerate(hits):
+            for a, b in grounding.statements(h.chunk.text, h.chunk.start):
+                cut = grounding.lead_in(h.chunk.text[a - h.chunk.start:b - h.chunk.start])
+                spans.append((i, (a + cut, b)))
+        texts = [hits[i].chunk.text[a - hits[i].chunk.start:b - hits[i].chunk.start]
+                 for i, (a, b) in spans]
         vecs = models.embed(texts) if texts else np.zeros((0, 1), "float32")
         return [_Sentence(i, sp, t, v) for (i, sp), t, v in zip(spans, texts, vecs)]
 
-    def _select(self, qvec: np.ndarray, sentences: list[_Sentence]) -> tuple[list[_Sentence], float]:
-        """The sentences that best answer the question, in document order, and how well the best
-        one matches. The top passage is trusted even when no single sentence matches well (a FAQ
+    def _select(self, qvec: np.ndarray, sentences: list[_Sentence]) -> list[_Sentence]:
+        """The sentences that best answer the question, best first. The top passage is trusted even when no single sentence matches well (a FAQ
         answer often shares no words with its question); a lower passage adds its best sentence
         only when that sentence matches about as well as the top passage's best."""
         s = self.settings
         scored = sorted(((float(x.vec @ qvec), x) for x in sentences), key=lambda p: -p[0])
         top = [(sc, x) for sc, x in scored if x.hit == 0]
         if not top:
-            return [], 0.0
+            return []
         best = top[0][0]
-        keep = [x for sc, x in top if sc >= best - s.evidence_margin][: s.max_evidence_sentences]
+        keep = [(sc, x) for sc, x in top if sc >= best - s.evidence_margin][: s.max_evidence_sentences]
         for h in sorted({x.hit for _, x in scored} - {0}):
             sc, x = next(p for p in scored if p[1].hit == h)
             if sc >= max(s.second_passage_score, best - s.evidence_margin):
-                keep.append(x)
-        return sorted(keep, key=lambda x: (x.hit, x.span)), best
+                keep.append((sc, x))
+        return [x for _, x in sorted(keep, key=lambda p: -p[0])]
 
     def _ground(self, draft: str, used: list[int], sentences: list[_Sentence],
-                evidence: list[_Sentence]) -> tuple[list[Claim], str]:
+                evidence: list[_Sentence]) -> tuple[list[_ClaimDraft], str]:
         """Check each draft sentence against the passages it may cite; keep what is supported."""
         s = self.settings
         passages = {h: [x for x in sentences if x.hit == h] for h in used}
@@ -229,7 +204,8 @@ class Chatbot:
         vecs = models.embed([t for t, _ in pieces]) if pieces else []
         claims = []
         for (text, cited), vec in zip(pieces, vecs):
-            verdicts = {h: grounding.support(text, vec, [x.text for x in ps], np.stack([x.vec for x in ps]),
+            verdicts = {h: grounding.support(text, vec, [x.text for x in ps],
+                                             np.stack([x.vec for x in ps]),
                                              s.support_threshold, s.claim_zipf)
                         for h, ps in passages.items()}
             # Prefer a passage the model cited (fact numbers are 1-based positions in `used`).
@@ -242,12 +218,25 @@ class Chatbot:
             claims.append(_ClaimDraft(text, v.supported, h, span, v.reason))
         if any(c.supported for c in claims):
             return claims, ""
-        fallback = [_ClaimDraft(e.text, True, e.hit, e.span, "") for e in evidence]
         note = "the model's wording was not supported by the passages, so this answer quotes them"
-        return [*claims, *fallback] if claims else fallback, note
+        return [*claims, *_quotes(evidence)] if claims else _quotes(evidence), note
 
-    def _compose(self, base: dict, hits: list[Hit], drafts: list[_ClaimDraft], note: str,
-                 timings: dict) -> Answer:
+    def _partial(self, base: dict, hits: list[Hit], evidence: list[_Sentence],
+                 sig: answerability.Signals, timings: dict, ms) -> Answer:
+        """Say what the documents lack, then quote what they say on the nearest topic."""
+        lacking = ("The documents do not mention " + ", ".join(sig.missing) + "."
+                   if sig.missing else "The documents do not say exactly this.")
+        title = hits[evidence[0].hit].chunk.title
+        preamble = f"{lacking} On “{title}” they say:"
+        quotes = _quotes(evidence[: self.settings.partial_quotes])
+        timings["total_ms"] = ms()
+        outcome = Outcome(Code.PARTIAL, lacking.removesuffix("."))
+        return self._compose(base, hits, quotes, outcome, timings, wording="quotes",
+                             coverage=Coverage.PARTIAL, preamble=preamble)
+
+    def _compose(self, base: dict, hits: list[Hit], drafts: list[_ClaimDraft], outcome: Outcome,
+                 timings: dict, wording: str, coverage: Coverage = Coverage.FULL,
+                 preamble: str = "") -> Answer:
         """Number cited passages by first use; one [n] per passage, highlighting every span used."""
         spans: dict[int, list[tuple[int, int]]] = {}
         claims, parts = [], []
@@ -261,15 +250,28 @@ class Chatbot:
             n = list(spans).index(d.hit) + 1
             claims.append(Claim(d.text, True, (n,)))
             parts.append(f"{d.text.rstrip()} [{n}]")
-        citations = [Citation(n, hits[h].chunk, tuple(sorted(spans[h]))) for n, h in enumerate(spans, 1)]
-        return Answer(text=" ".join(parts), refused=False, citations=citations, hits=hits,
-                      claims=claims, note=note, timings=timings, **base)
+        citations = [Citation(n, hits[h].chunk, tuple(sorted(spans[h])))
+                     for n, h in enumerate(spans, 1)]
+        text = " ".join([preamble, *parts] if preamble else parts)
+        return Answer(text=text, coverage=coverage, outcome=outcome, citations=citations,
+                      hits=hits, claims=claims, preamble=preamble, wording=wording,
+                      timings=timings, **base)
 
-    def _refuse(self, base: dict, hits: list[Hit], why: str, ms, timings: dict | None = None) -> Answer:
-        searched = ", ".join(base["sources"][:5]) + (" ..." if len(base["sources"]) > 5 else "")
-        closest = "; ".join(dict.fromkeys(f"“{h.chunk.title}” ({h.chunk.source})" for h in hits[:3]))
-        text = f"{REFUSAL} ({why}.) I searched: {searched}."
-        if closest:
-            text += f" Closest passages: {closest}."
-        return Answer(text=text, refused=True, hits=hits, note=why,
+    def _refuse(self, base: dict, hits: list[Hit], outcome: Outcome, ms,
+                timings: dict | None = None) -> Answer:
+        if outcome.code is Code.EMPTY:
+            text = outcome.detail + "."
+        else:
+            searched = ", ".join(base["sources"][:5]) + (" ..." if len(base["sources"]) > 5 else "")
+            closest = "; ".join(dict.fromkeys(f"“{h.chunk.title}” ({h.chunk.source})"
+                                              for h in hits[:3]))
+            text = f"{REFUSAL} ({outcome.detail}.) I searched: {searched}."
+            if closest:
+                text += f" Closest passages: {closest}."
+        return Answer(text=text, coverage=Coverage.NONE, outcome=outcome, hits=hits,
                       timings={**(timings or {}), "total_ms": ms()}, **base)
+
+
+def _quotes(evidence: list[_Sentence]) -> list[_ClaimDraft]:
+    """The passages' own sentences as claims, capitalised where a lead-in was cut off."""
+    return [_ClaimDraft(e.text[:1].upper() + e.text[1:], True, e.hit, e.span, "") for e in evidence]

@@ -1,0 +1,147 @@
+"""Do the retrieved passages answer the question? A few measured signals, one calibrated score,
+three outcomes.
+
+No single word rule survives questions written by people who do not share the documents'
+vocabulary ("metalwork" for hardware, "my op" for surgery), so the decision is a logistic
+regression over a handful of continuous signals, fitted on tuning questions only
+(`python -m bench.answerability --fit` writes `chatbot/data/answerability.json`) and reported on
+blind ones. The probability maps to an outcome:
+
+  full     the passages answer it: a checked, cited answer
+  partial  they cover the topic but not exactly this: say what is missing, quote the nearest
+  none     they do not cover it: refuse, saying where we looked
+
+A partial answer is the safe middle for a patient: it never claims the documents answer what
+they do not, and it still shows what they do say.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Callable, Container, Iterable, Sequence
+
+import numpy as np
+from wordfreq import zipf_frequency
+
+from chatbot import grounding
+from chatbot.text import content_words, stem, words
+
+WEIGHTS_FILE = Path(__file__).resolve().parent / "data" / "answerability.json"
+FEATURES = ("dense", "sentence", "title", "term_min", "term_mean", "literals", "quantity")
+# Questions that ask for an amount; answered only by a sentence that gives one.
+_ASKS_QUANTITY = re.compile(
+    r"\bhow (many|much|long|often|soon|old|far)\b|\bwhat (percentage|percent|proportion|dose|"
+    r"dosage|age)\b|\b(how likely|success rate|odds|chances?)\b", re.I)
+_QUANTITY_WORDS = frozenset("""
+day days week weeks month months year years hour hours minute minutes percent percentage
+several few most majority half
+""".split()) | grounding.NUMBER_WORDS
+
+
+class Coverage(str, Enum):
+    FULL = "full"
+    PARTIAL = "partial"
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class Signals:
+    """What the scorer reads, each in a fixed range so weights stay comparable."""
+    dense: float  # cosine of the question and the closest chunk
+    sentence: float  # cosine of the question and the closest statement in the top passages
+    title: float  # cosine of the question and the closest heading (a FAQ's own question)
+    term_min: float  # how well the least-covered specific question word is covered (1 = literally)
+    term_mean: float  # specificity-weighted mean coverage of the question's words
+    literals: float  # numbers and code names of the question absent from the passages (count)
+    quantity: float  # 1 if the question asks for an amount and no top sentence gives one
+    missing: tuple[str, ...] = ()  # the uncovered words, named in a partial answer
+
+    def vector(self) -> np.ndarray:
+        return np.array([getattr(self, f) for f in FEATURES], dtype="float64")
+
+    def to_dict(self) -> dict:
+        return {k: (round(v, 4) if isinstance(v, float) else list(v)) for k, v in asdict(self).items()}
+
+
+def specificity(word: str) -> float:
+    """0 for everyday words ("take", "normal"), 1 for rare ones ("ibuprofen", "pedicle")."""
+    return float(np.clip((6.0 - zipf_frequency(word, "en")) / 2.5, 0.0, 1.0))
+
+
+def term_coverage(question: str, evidence: str, embed: Callable[[list[str]], np.ndarray],
+                  common: Container[str] = frozenset(),
+                  ignore: Iterable[str] = grounding.QUESTION_FRAME) -> dict[str, float]:
+    """Each content word of the question -> how well the evidence covers it: 1 when its stem (or
+    a long shared prefix) is there or the corpus uses it everywhere, else the cosine of the
+    word's embedding to the closest evidence word (vertebrae ~ spine is high, ibuprofen ~ anything
+    in a spine FAQ is low)."""
+    vocab = grounding.vocabulary(evidence)
+    frame = {stem(w) for w in ignore}
+    asked = [w for w in dict.fromkeys(content_words(question))
+             if stem(w) not in frame and not w[0].isdigit() and len(w) > 2]
+    cover = {w: 1.0 for w in asked if grounding.matches(stem(w), vocab) or stem(w) in common}
+    rest = [w for w in asked if w not in cover]
+    if rest:
+        pool = sorted({w for w in content_words(evidence) if len(w) > 2})
+        sims = embed(rest) @ embed(pool).T if pool else np.zeros((len(rest), 1))
+        cover.update({w: float(max(0.0, row.max())) for w, row in zip(rest, sims)})
+    return {w: cover[w] for w in asked}
+
+
+def gives_quantity(text: str) -> bool:
+    return any(w[0].isdigit() or w in _QUANTITY_WORDS for w in words(text))
+
+
+def signals(question: str, dense: float, sentence: float, title: float, evidence: str,
+            top_sentences: Sequence[str], embed: Callable[[list[str]], np.ndarray],
+            common: Container[str] = frozenset(), rare_zipf: float = 5.3,
+            synonym_similarity: float = 0.6) -> Signals:
+    """The signals for one question against its closest passages (`evidence`, their text) and the
+    sentences that match it best (`top_sentences`); the cosines come from the caller, which
+    has the vectors already."""
+    cover = term_coverage(question, evidence, embed, common)
+    rare = {w: c for w, c in cover.items() if zipf_frequency(w, "en") < rare_zipf}
+    weights = {w: specificity(w) for w in cover}
+    total = sum(weights.values())
+    mean = sum(weights[w] * cover[w] for w in cover) / total if total else 1.0
+    literals = grounding.missing_literals(question, evidence)
+    asks = bool(_ASKS_QUANTITY.search(question))
+    quantity = float(asks and not any(gives_quantity(s) for s in top_sentences))
+    missing = tuple(literals) + tuple(w for w, c in sorted(rare.items(), key=lambda p: p[1])
+                                      if c < synonym_similarity)
+    return Signals(dense=float(dense), sentence=float(sentence), title=float(title),
+                   term_min=min(rare.values(), default=1.0), term_mean=float(mean),
+                   literals=float(len(literals)), quantity=quantity, missing=missing)
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """Logistic regression over Signals. The cut-offs `full` and `partial` are settings
+    (answer_full, answer_partial), chosen on tuning data; the weights are data, in WEIGHTS_FILE."""
+    weights: tuple[float, ...]
+    bias: float
+    mean: tuple[float, ...]  # feature standardisation, fitted with the weights
+    scale: tuple[float, ...]
+    full: float  # P(answerable) at or above this: a full answer
+    partial: float  # at or above this (below `full`): a partial answer; below: refuse
+
+    @classmethod
+    def load(cls, full: float, partial: float, path: Path = WEIGHTS_FILE) -> "Scorer":
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        if tuple(data["features"]) != FEATURES:
+            raise ValueError(f"{path} was fitted on features {data['features']}, not {FEATURES}; "
+                             "refit with `python -m bench.answerability --fit`")
+        return cls(tuple(data["weights"]), data["bias"], tuple(data["mean"]), tuple(data["scale"]),
+                   full, partial)
+
+    def probability(self, s: Signals) -> float:
+        z = (s.vector() - np.array(self.mean)) / np.array(self.scale)
+        return float(1.0 / (1.0 + np.exp(-(z @ np.array(self.weights) + self.bias))))
+
+    def decide(self, p: float) -> Coverage:
+        if p >= self.full:
+            return Coverage.FULL
+        return Coverage.PARTIAL if p >= self.partial else Coverage.NONE

@@ -1,0 +1,54 @@
+"""The answerability signals and the calibrated three-way decision, with the real embedder."""
+import pytest
+
+from chatbot import answerability, models
+from chatbot.answerability import Coverage, Scorer, Signals
+from chatbot.config import Settings
+
+TREATMENTS = ("Treatment for failed back surgery syndrome may include physical therapy, nerve "
+              "blocks, medications, injections, or a chronic pain management program.")
+
+
+def _signals(**changes) -> Signals:
+    base = dict(dense=0.6, sentence=0.6, title=0.6, term_min=1.0, term_mean=1.0, literals=0.0, quantity=0.0)
+    return Signals(**{**base, **changes})
+
+
+def test_the_shipped_weights_load_and_order_the_obvious_cases():
+    s = Settings()
+    scorer = Scorer.load(s.answer_full, s.answer_partial)
+    covered = scorer.probability(_signals(dense=0.75, sentence=0.75, title=0.75))
+    missing_topic = scorer.probability(_signals(term_min=0.2, term_mean=0.5))
+    unrelated = scorer.probability(_signals(dense=0.2, sentence=0.2, title=0.2, term_min=0.1, term_mean=0.2))
+    assert covered > missing_topic > unrelated
+    assert scorer.decide(covered) is Coverage.FULL
+    assert scorer.decide(unrelated) is Coverage.NONE
+
+
+def test_decide_maps_probability_to_three_outcomes():
+    n = len(answerability.FEATURES)
+    scorer = Scorer((1.0,) * n, 0.0, (0.0,) * n, (1.0,) * n, full=0.6, partial=0.3)
+    assert [scorer.decide(p) for p in (0.9, 0.6, 0.45, 0.3, 0.1)] == [
+        Coverage.FULL, Coverage.FULL, Coverage.PARTIAL, Coverage.PARTIAL, Coverage.NONE]
+
+
+@pytest.mark.slow
+def test_term_coverage_is_literal_first_then_by_meaning():
+    cover = answerability.term_coverage("Would acupuncture or injections help?", TREATMENTS,
+                                        models.embed)
+    assert cover["injections"] == 1.0  # literally there
+    assert cover["acupuncture"] < 0.6  # a treatment the passage never names
+    # Question framing ("happened", "kind") is not a topic the passage must cover.
+    assert "happened" not in answerability.term_coverage("What kind of thing happened?",
+                                                         TREATMENTS, models.embed)
+
+
+@pytest.mark.slow
+def test_signals_name_what_is_missing_and_see_an_unmet_quantity():
+    sig = answerability.signals("How many days of acupuncture would help?", 0.5, 0.5, 0.5, TREATMENTS,
+                                [TREATMENTS], models.embed)
+    assert "acupuncture" in sig.missing
+    assert sig.quantity == 1.0 and sig.term_min < 0.6
+    given = answerability.signals("How many weeks of physical therapy?", 0.5, 0.5, 0.5, TREATMENTS,
+                                  ["Physical therapy lasts six weeks."], models.embed)
+    assert given.quantity == 0.0
