@@ -55,6 +55,15 @@ class Settings:
     openai_base_url: str = "http://127.0.0.1:8000/v1"
     openai_model: str = "default"
 
+    # Web uploads (issue #13): changing the corpus is an admin action, off unless the operator
+    # asks for it; chatting never needs a login. See README "Security and privacy".
+    allow_uploads: bool = False  # `serve --allow-uploads`: show "Add documents" (needs admin_token)
+    admin_token: str = field(default="", repr=False)  # shared secret an upload must carry; never logged
+    admin_max_failures: int = 5  # wrong tokens from one client address before it is locked out...
+    admin_lockout_minutes: float = 15.0  # ...for this long: 5 guesses per 15 min stops brute force
+    audit_log: Path = Path("audit.log")  # JSON line per upload, accepted or not; relative to index_dir
+    replaced_dir: Path = Path("replaced")  # old versions of replaced documents; relative to index_dir
+
     disclaimer: str = (
         "This assistant only repeats what its documents say, with sources. "
         "It is not medical advice: ask your care team about your own situation."
@@ -65,9 +74,20 @@ class Settings:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
+def _boolean(raw) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text not in ("1", "true", "yes", "on", "0", "false", "no", "off", ""):
+        raise ValueError(f"{raw!r} is not a yes/no value; use true or false")
+    return text in ("1", "true", "yes", "on")
+
+
 def _coerce(kind, raw):
     if kind in (Path, "Path"):
         return Path(raw).expanduser()
+    if kind in (bool, "bool"):
+        return _boolean(raw)
     if kind in (int, "int"):
         return int(raw)
     if kind in (float, "float"):
