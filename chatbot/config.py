@@ -55,8 +55,10 @@ class Settings:
     openai_base_url: str = "http://127.0.0.1:8000/v1"
     openai_model: str = "default"
 
-    # Web uploads (issue #13): changing the corpus is an admin action, off unless the operator
+    # The web server (issue #13). Changing the corpus is an admin action, off unless the operator
     # asks for it; chatting never needs a login. See README "Security and privacy".
+    queue_size: int = 64  # questions waiting beyond this are told the server is busy (~2 min of work)
+    sessions_kept: int = 1000  # conversations held in memory (~70 KB each); the oldest is forgotten
     allow_uploads: bool = False  # `serve --allow-uploads`: show "Add documents" (needs admin_token)
     admin_token: str = field(default="", repr=False)  # shared secret an upload must carry; never logged
     admin_max_failures: int = 5  # wrong tokens from one client address before it is locked out...

@@ -567,16 +567,19 @@ def create_app(bot: Chatbot, uploads: bool = False) -> gr.Blocks:
 
 def launch(app: gr.Blocks, settings: Settings, host: str = "127.0.0.1", port: int = 7860,
            block: bool = True, uploads: bool = False) -> None:
-    """Queue (one model, so one question at a time) and start serving. Without uploads Gradio's
+    """Queue (one model, so one question at a time) and serve. The queue and the sessions kept
+    are bounded, so a flood of clients costs neither unbounded memory nor waits (a forgotten
+    session's next follow-up is read on its own). Without uploads Gradio's
     own file route accepts nothing; with them its limit is given in the binary megabytes its
     error message counts in, so that message names the same number as the label, and
     `check_upload` (decimal MB, like the loader) is the limit that holds."""
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                               font_mono=["ui-monospace", "monospace"])  # local fonts: works offline
     max_bytes = int(settings.max_file_mb * 2**20) if uploads else 0
-    app.queue(default_concurrency_limit=1).launch(
+    app.queue(default_concurrency_limit=1, max_size=settings.queue_size).launch(
         server_name=host, server_port=port, prevent_thread_lock=not block, css=CSS, theme=theme,
-        max_file_size=max_bytes, ssr_mode=False, show_error=True, quiet=True, footer_links=["api"])
+        max_file_size=max_bytes, state_session_capacity=settings.sessions_kept, ssr_mode=False,
+        show_error=True, quiet=True, footer_links=["api"])
 
 
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 7860) -> None:

@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -15,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from serving import free_port
 
 from chatbot import documents, ui
 from chatbot.chunking import Chunk
@@ -25,12 +25,6 @@ ROOT = Path(__file__).resolve().parents[1]
 FAQ = ROOT / "corpus" / "failed-fusion-faq.txt"
 TOKEN = "correct-horse-battery-staple"
 WHO = {"user": None, "ip": "192.0.2.7"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -6,25 +6,18 @@ Timings and memory are logged (run with `-o log_cli=true --log-cli-level=INFO` t
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import psutil
 import pytest
+from serving import FAQ, served
 
 from chatbot.ui import DRAFT_LABEL
 
 pytestmark = pytest.mark.slow
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parents[1]
-FAQ = ROOT / "corpus" / "failed-fusion-faq.txt"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
@@ -50,49 +43,13 @@ FINAL_JS = """([selector, before, label, question]) => {
 }"""
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_until_served(url: str, proc: subprocess.Popen, logfile: Path, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"server exited with {proc.returncode}:\n{logfile.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    pytest.fail(f"server not serving after {timeout} s:\n{logfile.read_text()[-3000:]}")
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """The real CLI entry point on a copy of the FAQ, uploads on with an admin token; yields its URL."""
-    tmp = tmp_path_factory.mktemp("serve")
-    (tmp / "corpus").mkdir()
-    shutil.copy(FAQ, tmp / "corpus" / FAQ.name)
-    port, logfile = free_port(), tmp / "server.log"
-    t0 = time.monotonic()
-    with open(logfile, "w") as out:
-        # Run from tmp with relative folders, as a user would: the screenshots show `corpus`.
-        proc = subprocess.Popen([sys.executable, "-m", "chatbot", "serve", "--port", str(port),
-                                 "--corpus", "corpus", "--index", "index", "--allow-uploads"],
-                                cwd=tmp, stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, "CHATBOT_ADMIN_TOKEN": TOKEN, "PYTHONPATH": str(ROOT)})
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        _wait_until_served(url, proc, logfile)
-        log.info("page ready %.1f s after process start", time.monotonic() - t0)
+    with served(tmp_path_factory.mktemp("serve"), "--allow-uploads",
+                env={"CHATBOT_ADMIN_TOKEN": TOKEN}) as (url, proc):
         yield url, proc
         log.info("server RSS %.0f MB", psutil.Process(proc.pid).memory_info().rss / 1e6)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
 
 
 @pytest.fixture(scope="module")
