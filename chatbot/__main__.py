@@ -68,7 +68,7 @@ def cmd_serve(args) -> int:
     from chatbot import ui
 
     settings = _settings(args)  # CHATBOT_ALLOW_UPLOADS works too; the flag can only turn them on
-    ui.serve(settings.replace(allow_uploads=args.allow_uploads or None), host=args.host, port=args.port)
+    ui.serve(settings.replace(allow_uploads=args.allow_uploads or None), args.host, args.port)
     return 0
 
 

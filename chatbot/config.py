@@ -57,14 +57,14 @@ class Settings:
 
     # The web server (issue #13). Changing the corpus is an admin action, off unless the operator
     # asks for it; chatting never needs a login. See README "Security and privacy".
-    queue_size: int = 64  # questions waiting beyond this are told the server is busy (~2 min of work)
+    queue_size: int = 64  # questions waiting beyond this are told "busy" (~2 min of work)
     sessions_kept: int = 1000  # conversations held in memory (~70 KB each); the oldest is forgotten
     allow_uploads: bool = False  # `serve --allow-uploads`: show "Add documents" (needs admin_token)
-    admin_token: str = field(default="", repr=False)  # shared secret an upload must carry; never logged
+    admin_token: str = field(default="", repr=False)  # the secret an upload carries; never logged
     admin_max_failures: int = 5  # wrong tokens from one client address before it is locked out...
     admin_lockout_minutes: float = 15.0  # ...for this long: 5 guesses per 15 min stops brute force
-    audit_log: Path = Path("audit.log")  # JSON line per upload, accepted or not; relative to index_dir
-    replaced_dir: Path = Path("replaced")  # old versions of replaced documents; relative to index_dir
+    audit_log: Path = Path("audit.log")  # a JSON line per upload, accepted or not; under index_dir
+    replaced_dir: Path = Path("replaced")  # old versions of replaced documents; under index_dir
 
     disclaimer: str = (
         "This assistant only repeats what its documents say, with sources. "

@@ -52,11 +52,12 @@ CSS = """
 #disclaimer { font-size: 0.9em; border-left: 3px solid #f59e0b; padding-left: 0.6em; }
 #status, #status p { font-size: 0.85em; color: var(--body-text-color-subdued); }
 #sources .citation { scroll-margin-top: 0.5em; }
-#sources .citation:target { outline: 3px solid #f59e0b; }  /* the card an [n] in the chat links to */
+#sources .citation:target { outline: 3px solid #f59e0b; }  /* the card an [n] links to */
 @media (max-width: 640px) {  /* phone: the box gets the row, Send and Stop stay button-sized */
   #ask-row { justify-content: flex-end; }
   #ask-row > .form { flex: 1 1 100% !important; }  /* the question box is wrapped in .form */
-  #ask-row > button { flex: 0 0 auto !important; width: auto !important; min-width: 6em !important; }
+  #ask-row > button { flex: 0 0 auto !important; width: auto !important;
+                      min-width: 6em !important; }
 }
 """
 
@@ -138,8 +139,8 @@ def sources_html(answer: Answer, turn: int = 1) -> str:
     else:
         for c in answer.citations:
             head = f'[{c.n}] <span class="title">{esc(c.chunk.title)}</span> {_where(c.chunk)}'
-            parts.append(_passage_card("citation", head, highlight(c.chunk.text, c.chunk.start, c.spans),
-                                       cite_id(turn, c.n)))
+            body = highlight(c.chunk.text, c.chunk.start, c.spans)
+            parts.append(_passage_card("citation", head, body, cite_id(turn, c.n)))
         parts.append(_dropped_html(answer))
         if answer.note:
             parts.append(f'<p class="note">Note: {esc(answer.note)}.</p>')
@@ -231,7 +232,8 @@ def uploads_on(settings: Settings, host: str) -> bool:
         if not is_loopback(host):
             raise ValueError(f"refusing to serve uploads on {host} without CHATBOT_ADMIN_TOKEN; "
                              "set it or drop --allow-uploads")
-        log.warning("Uploads stay off: --allow-uploads needs an admin token; set CHATBOT_ADMIN_TOKEN")
+        log.warning("Uploads stay off: --allow-uploads needs an admin token; "
+                    "set CHATBOT_ADMIN_TOKEN")
         return False
     versions_dir(settings)
     log.info("Uploads on: each needs the admin token; audit log %s",
@@ -312,9 +314,11 @@ def recent_changes(settings: Settings, count: int = 3) -> str:
             records.append(record)
         if len(records) == count:
             break
-    changes = [f"{r['time']}: {r.get('saved_as', r['file'])} {r['action']}" for r in records]
-    return "Recent changes: " + md_escape("; ".join(changes)) + "." if changes else \
-        "No documents uploaded yet."
+    if not records:
+        return "No documents uploaded yet."
+    changes = "; ".join(f"{r['time']}: {r.get('saved_as', r['file'])} {r['action']}"
+                        for r in records)
+    return f"Recent changes: {md_escape(changes)}."
 
 
 def _safe_name(name: str) -> str:
@@ -367,7 +371,8 @@ def check_upload(path: Path, name: str, max_mb: float) -> str | None:
     return None
 
 
-def add_documents(bot: Chatbot, paths: list[str], progress, who: dict, replace: bool = False) -> str:
+def add_documents(bot: Chatbot, paths: list[str], progress, who: dict,
+                  replace: bool = False) -> str:
     """Save the good files into the corpus (renamed, or replacing with the old version kept, when
     the name is taken) and re-index; audit every file; report every file's fate in Markdown."""
     settings, corpus = bot.settings, bot.settings.corpus_dir
@@ -386,8 +391,8 @@ def add_documents(bot: Chatbot, paths: list[str], progress, who: dict, replace: 
             kept = keep_old_version(target, settings)
             how, details = f"the old version is kept as {kept}", {"old_version": str(kept)}
         elif action == "renamed":
-            how = (f"a document named {_safe_name(path.name)} is already in the corpus, so this one "
-                   "was added beside it (tick Replace to replace it)")
+            how = (f"a document named {_safe_name(path.name)} is already in the corpus, so "
+                   "this one was added beside it (tick Replace to replace it)")
         shutil.copyfile(path, target)
         audit(settings, who, path, action, saved_as=target.name, **details)
         saved.append((action.capitalize(), target.name, how))
@@ -403,7 +408,8 @@ def add_documents(bot: Chatbot, paths: list[str], progress, who: dict, replace: 
                 outcome = "searchable now"
             else:
                 label = f"{label}, not indexed"
-                outcome = next((p for p in manifest["skipped"] if p.startswith(name)), "no text to index")
+                outcome = next((p for p in manifest["skipped"] if p.startswith(name)),
+                               "no text to index")
             lines.append((label, f"{name}: {outcome}" + (f"; {how}" if how else "")))
     return "\n\n".join(f"**{label}:** {md_escape(text)}" for label, text in lines)
 
@@ -445,7 +451,8 @@ class Interrupts:
 
 def create_app(bot: Chatbot, uploads: bool = False) -> gr.Blocks:
     """The Blocks app; `launch` (or `serve`) runs it. Each browser session has its own history.
-    The "Add documents" panel is built only with `uploads` (see `uploads_on`): absent, not hidden."""
+    The "Add documents" panel is built only with `uploads` (see `uploads_on`): absent, not
+    hidden."""
     settings = bot.settings
 
     interrupts = Interrupts()
@@ -503,7 +510,8 @@ def create_app(bot: Chatbot, uploads: bool = False) -> gr.Blocks:
             yield (gr.skip(),) * 4
             return
         yield f"Checking {len(paths)} file(s)…", gr.skip(), gr.skip(), gr.skip()
-        report = handle_upload(bot, gate, paths, token or "", bool(replace), requester(request), progress)
+        report = handle_upload(bot, gate, paths, token or "", bool(replace), requester(request),
+                               progress)
         yield report, status_markdown(bot), None, False  # "Replace" holds for one upload only
 
     def refresh() -> tuple[str, ...]:  # on page load: another tab may have changed the corpus
@@ -537,14 +545,15 @@ def create_app(bot: Chatbot, uploads: bool = False) -> gr.Blocks:
                     with gr.Accordion("Add documents (admin)", open=False, elem_id="add-documents"):
                         token = gr.Textbox(label="Admin token", type="password", max_lines=1,
                                            elem_id="admin-token")
-                        replace = gr.Checkbox(label="Replace a document of the same name (the old "
-                                                    "version is kept); otherwise it is added as name-2",
-                                              elem_id="replace")
+                        replace = gr.Checkbox(elem_id="replace", label=(
+                            "Replace a document of the same name (the old version is kept); "
+                            "otherwise it is added as name-2"))
                         files = gr.File(label=f"Upload {', '.join(UPLOAD_SUFFIXES)} files, up to "
                                               f"{settings.max_file_mb:g} MB each",
                                         file_count="multiple", file_types=list(UPLOAD_SUFFIXES),
                                         elem_id="upload")
-                        upload_report = gr.Markdown(recent_changes(settings), elem_id="upload-report")
+                        upload_report = gr.Markdown(recent_changes(settings),
+                                                    elem_id="upload-report")
 
         outputs = [box, chat, history, sources, others, others_box]
         for trigger in (box.submit, send.click):
@@ -569,10 +578,10 @@ def launch(app: gr.Blocks, settings: Settings, host: str = "127.0.0.1", port: in
            block: bool = True, uploads: bool = False) -> None:
     """Queue (one model, so one question at a time) and serve. The queue and the sessions kept
     are bounded, so a flood of clients costs neither unbounded memory nor waits (a forgotten
-    session's next follow-up is read on its own). Without uploads Gradio's
-    own file route accepts nothing; with them its limit is given in the binary megabytes its
-    error message counts in, so that message names the same number as the label, and
-    `check_upload` (decimal MB, like the loader) is the limit that holds."""
+    session's next follow-up is read on its own). Without uploads Gradio's own file route
+    accepts nothing; with them its limit is given in the binary megabytes its error message
+    counts in, so that message names the same number as the label, and `check_upload`
+    (decimal MB, like the loader) is the limit that holds."""
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                               font_mono=["ui-monospace", "monospace"])  # local fonts: works offline
     max_bytes = int(settings.max_file_mb * 2**20) if uploads else 0

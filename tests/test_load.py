@@ -112,7 +112,8 @@ def test_ten_concurrent_chats_keep_their_own_history(server):
     requests = ROUNDS * sum(len(conversation(i)) for i in range(CHATS))
     log.info("%d chats x %d rounds, %d answers in %.1f s (%.2f s each); told busy %d times; "
              "server RSS %.0f MB after warm-up, %s MB after each round", CHATS, ROUNDS, requests,
-             elapsed, elapsed / requests, busy_total, start_mb, ", ".join(f"{mb:.0f}" for mb in after))
+             elapsed, elapsed / requests, busy_total, start_mb,
+             ", ".join(f"{mb:.0f}" for mb in after))
     assert elapsed < DEADLINE_S
     assert after[-1] - after[0] < RSS_ROUND_GROWTH_MB
     assert after[-1] - start_mb < RSS_TOTAL_GROWTH_MB

@@ -70,9 +70,9 @@ def test_sessions_keep_their_own_history(url):
 
 # -- who may change the corpus ---------------------------------------------------------------
 
-@pytest.mark.parametrize("host, loopback", [("127.0.0.1", True), ("::1", True), ("localhost", True),
-                                            ("0.0.0.0", False), ("::", False), ("192.168.1.5", False),
-                                            ("chat.example.org", False)])
+@pytest.mark.parametrize("host, loopback", [
+    ("127.0.0.1", True), ("::1", True), ("localhost", True), ("0.0.0.0", False), ("::", False),
+    ("192.168.1.5", False), ("chat.example.org", False)])
 def test_loopback_hosts(host, loopback):
     assert ui.is_loopback(host) is loopback
 
@@ -83,7 +83,7 @@ def test_uploads_are_off_unless_asked_for_and_need_a_token(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="chatbot.ui"):
         assert not ui.uploads_on(base.replace(allow_uploads=True), "127.0.0.1")  # no token: off
     assert "CHATBOT_ADMIN_TOKEN" in caplog.text
-    with pytest.raises(ValueError, match="refusing to serve uploads on 0.0.0.0 without CHATBOT_ADMIN_TOKEN"):
+    with pytest.raises(ValueError, match="refusing to serve uploads on 0.0.0.0 without CHATBOT_"):
         ui.uploads_on(base.replace(allow_uploads=True), "0.0.0.0")
     assert ui.uploads_on(base.replace(allow_uploads=True, admin_token=TOKEN), "0.0.0.0")
 
@@ -101,12 +101,13 @@ def test_upload_settings_from_the_environment(monkeypatch):
 
 def test_serving_uploads_on_all_interfaces_without_a_token_exits_2_with_one_line(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "CHATBOT_ADMIN_TOKEN"}
-    done = subprocess.run([sys.executable, "-m", "chatbot", "serve", "--host", "0.0.0.0", "--allow-uploads",
-                           "--corpus", str(tmp_path), "--index", str(tmp_path / "index")],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    command = [sys.executable, "-m", "chatbot", "serve", "--host", "0.0.0.0", "--allow-uploads",
+               "--corpus", str(tmp_path), "--index", str(tmp_path / "index")]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        "ERROR refusing to serve uploads on 0.0.0.0 without CHATBOT_ADMIN_TOKEN; set it or drop --allow-uploads"]
+        "ERROR refusing to serve uploads on 0.0.0.0 without CHATBOT_ADMIN_TOKEN; "
+        "set it or drop --allow-uploads"]
     assert not (tmp_path / "index").exists()  # refused before loading anything
 
 
@@ -136,7 +137,7 @@ def test_a_taken_name_is_renamed_unless_replace_is_asked_for(tmp_path):
     assert ui.place(tmp_path, "new.txt", replace=False) == (tmp_path / "new.txt", "added")
     assert ui.place(tmp_path, "faq.txt", replace=False) == (tmp_path / "faq-3.txt", "renamed")
     assert ui.place(tmp_path, "faq.txt", replace=True) == (tmp_path / "faq.txt", "replaced")
-    assert ui.place(tmp_path, "../../etc/faq.TXT", replace=False) == (tmp_path / "faq-3.txt", "renamed")
+    assert ui.place(tmp_path, "../../etc/faq.TXT", False) == (tmp_path / "faq-3.txt", "renamed")
 
 
 # -- uploads end to end (a bot of its own, so the shared FAQ index stays as it was) --------
@@ -158,7 +159,8 @@ def no_progress(*args, **kwargs):
 
 
 def audit_lines(settings) -> list[dict]:
-    return [json.loads(line) for line in (settings.index_dir / settings.audit_log).read_text().splitlines()]
+    lines = (settings.index_dir / settings.audit_log).read_text().splitlines()
+    return [json.loads(line) for line in lines]
 
 
 @pytest.mark.slow
@@ -173,9 +175,11 @@ def test_upload_makes_a_document_searchable(upload_bot, tmp_path):
     assert not answer.refused
     assert answer.citations[0].chunk.source == "Bone-growth-stimulators.md"
     [line] = audit_lines(upload_bot.settings)
-    assert line["action"] == "added" and line["ip"] == WHO["ip"] and line["size"] == doc.stat().st_size
+    assert (line["action"], line["ip"], line["user"]) == ("added", WHO["ip"], None)
+    assert line["size"] == doc.stat().st_size
     assert line["sha256"] == hashlib.sha256(doc.read_bytes()).hexdigest()
-    assert line["file"] == doc.name and line["saved_as"] == "Bone-growth-stimulators.md" and "T" in line["time"]
+    assert (line["file"], line["saved_as"]) == (doc.name, "Bone-growth-stimulators.md")
+    assert line["time"].endswith("+00:00")  # ISO time, UTC
     assert "Recent changes" in ui.recent_changes(upload_bot.settings)
 
 
@@ -206,14 +210,15 @@ def test_a_wrong_token_adds_nothing_and_is_audited(upload_bot, tmp_path, caplog)
     doc.write_text("Some notes about fusion.\n")
     gate = ui.AdminGate(settings)
     with caplog.at_level(logging.INFO, logger="chatbot.ui"):
-        report = ui.handle_upload(upload_bot, gate, [str(doc)], "not-the-token", False, WHO, no_progress)
+        report = ui.handle_upload(upload_bot, gate, [str(doc)], "not-it", False, WHO, no_progress)
         assert "Rejected" in report and "wrong admin token" in report
         assert not (settings.corpus_dir / "notes.txt").exists()
         report = ui.handle_upload(upload_bot, gate, [str(doc)], TOKEN, False, WHO, no_progress)
     assert "searchable now" in report
     rejected, added = audit_lines(settings)
-    assert (rejected["action"], rejected["reason"], added["action"]) == ("rejected", "wrong admin token", "added")
-    assert TOKEN not in caplog.text and "not-the-token" not in caplog.text
+    assert (rejected["action"], rejected["reason"]) == ("rejected", "wrong admin token")
+    assert added["action"] == "added"
+    assert TOKEN not in caplog.text and "not-it" not in caplog.text
     assert TOKEN not in (settings.index_dir / settings.audit_log).read_text()
 
 
@@ -268,7 +273,8 @@ def test_citation_markers_link_to_their_cards_and_nothing_else_becomes_markup():
     text = ("Screws <b>hold</b> **bone** [1](javascript:alert(1)) [1] while it fuses [2]. "
             "A footnote mark [3] of the document. [x]")
     out = ui.answer_message(_answer(text, [1, 2]), turn=4)
-    assert out == (r"Screws &lt;b&gt;hold&lt;/b&gt; \*\*bone\*\* [\[1\]](#cite-4-1)\(javascript:alert\(1\)\) "
+    assert out == (r"Screws &lt;b&gt;hold&lt;/b&gt; \*\*bone\*\* "
+                   r"[\[1\]](#cite-4-1)\(javascript:alert\(1\)\) "
                    r"[\[1\]](#cite-4-1) while it fuses [\[2\]](#cite-4-2). "
                    r"A footnote mark \[3\] of the document. \[x\]")
     panel = ui.sources_html(_answer(text, [1, 2]), turn=4)

@@ -45,7 +45,7 @@ FINAL_JS = """([selector, before, label, question]) => {
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """The real CLI entry point on a copy of the FAQ, uploads on with an admin token; yields its URL."""
+    """The real CLI entry point on a copy of the FAQ, uploads on with an admin token."""
     with served(tmp_path_factory.mktemp("serve"), "--allow-uploads",
                 env={"CHATBOT_ADMIN_TOKEN": TOKEN}) as (url, proc):
         yield url, proc
@@ -133,7 +133,8 @@ def test_answer_with_sources_and_follow_up(page, tmp_path):
     assert page.locator(BOT).count() == 2
     assert "pedicle screws" in page.locator("#sources .query").inner_text()  # standalone query shown
     assert "loosen" in page.locator("#sources .citation mark").first.inner_text()
-    assert set(page.evaluate("window.othersWhileSearching")) == {""}  # the last answer's passages went
+    # ...and while it was searched, the first answer's other passages were gone
+    assert set(page.evaluate("window.othersWhileSearching")) == {""}
     page.screenshot(path=tmp_path / "follow-up.png")
     log.info("screenshots in %s", tmp_path)
 
