@@ -76,20 +76,20 @@ class Settings:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
-def _boolean(raw) -> bool:
+def _boolean(raw, name: str) -> bool:
     if isinstance(raw, bool):
         return raw
     text = str(raw).strip().lower()
     if text not in ("1", "true", "yes", "on", "0", "false", "no", "off", ""):
-        raise ValueError(f"{raw!r} is not a yes/no value; use true or false")
+        raise ValueError(f"setting {name} = {raw!r} is not a yes/no value; use true or false")
     return text in ("1", "true", "yes", "on")
 
 
-def _coerce(kind, raw):
+def _coerce(kind, raw, name: str):
     if kind in (Path, "Path"):
         return Path(raw).expanduser()
     if kind in (bool, "bool"):
-        return _boolean(raw)
+        return _boolean(raw, name)
     if kind in (int, "int"):
         return int(raw)
     if kind in (float, "float"):
@@ -113,4 +113,4 @@ def load_settings(config_file: Path | None = None, **overrides) -> Settings:
     unknown = set(values) - set(known)
     if unknown:
         raise ValueError(f"unknown setting(s) {sorted(unknown)}; known: {sorted(known)}")
-    return Settings().replace(**{k: _coerce(known[k], v) for k, v in values.items()})
+    return Settings().replace(**{k: _coerce(known[k], v, k) for k, v in values.items()})
