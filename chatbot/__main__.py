@@ -69,7 +69,8 @@ def cmd_chat(args) -> int:
 def cmd_serve(args) -> int:
     from chatbot import ui
 
-    ui.serve(_settings(args), host=args.host, port=args.port)
+    settings = _settings(args)  # CHATBOT_ALLOW_UPLOADS works too; the flag can only turn them on
+    ui.serve(settings.replace(allow_uploads=args.allow_uploads or None), args.host, args.port)
     return 0
 
 
@@ -107,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--generator", choices=["local", "extractive", "openai"])
+    p.add_argument("--allow-uploads", action="store_true",
+                   help="offer an \"Add documents\" panel; each upload needs CHATBOT_ADMIN_TOKEN")
     p.set_defaults(func=cmd_serve)
     p = common(sub.add_parser("eval", help="grounding evaluation of a questions file"))
     p.add_argument("questions", type=Path, help="JSONL file of questions")

@@ -60,6 +60,17 @@ class Settings:
     openai_base_url: str = "http://127.0.0.1:8000/v1"
     openai_model: str = "default"
 
+    # The web server (issue #13). Changing the corpus is an admin action, off unless the operator
+    # asks for it; chatting never needs a login. See README "Security and privacy".
+    queue_size: int = 64  # questions waiting beyond this are told "busy" (~2 min of work)
+    sessions_kept: int = 1000  # conversations held in memory (~70 KB each); the oldest is forgotten
+    allow_uploads: bool = False  # `serve --allow-uploads`: show "Add documents" (needs admin_token)
+    admin_token: str = field(default="", repr=False)  # the secret an upload carries; never logged
+    admin_max_failures: int = 5  # wrong tokens from one client address before it is locked out...
+    admin_lockout_minutes: float = 15.0  # ...for this long: 5 guesses per 15 min stops brute force
+    audit_log: Path = Path("audit.log")  # a JSON line per upload, accepted or not; under index_dir
+    replaced_dir: Path = Path("replaced")  # old versions of replaced documents; under index_dir
+
     disclaimer: str = (
         "This assistant only repeats what its documents say, with sources. "
         "It is not medical advice: ask your care team about your own situation."
@@ -70,9 +81,20 @@ class Settings:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
-def _coerce(kind, raw):
+def _boolean(raw, name: str) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text not in ("1", "true", "yes", "on", "0", "false", "no", "off", ""):
+        raise ValueError(f"setting {name} = {raw!r} is not a yes/no value; use true or false")
+    return text in ("1", "true", "yes", "on")
+
+
+def _coerce(kind, raw, name: str):
     if kind in (Path, "Path"):
         return Path(raw).expanduser()
+    if kind in (bool, "bool"):
+        return _boolean(raw, name)
     if kind in (int, "int"):
         return int(raw)
     if kind in (float, "float"):
@@ -96,4 +118,4 @@ def load_settings(config_file: Path | None = None, **overrides) -> Settings:
     unknown = set(values) - set(known)
     if unknown:
         raise ValueError(f"unknown setting(s) {sorted(unknown)}; known: {sorted(known)}")
-    return Settings().replace(**{k: _coerce(known[k], v) for k, v in values.items()})
+    return Settings().replace(**{k: _coerce(known[k], v, k) for k, v in values.items()})

@@ -2,15 +2,23 @@
 
 Everything that comes from a document or a user is data: it is HTML-escaped (and, inside chat
 messages, Markdown-escaped) before it reaches the page, so a document can never inject markup.
+Changing the corpus is an admin action: the upload panel exists only when the operator turned it
+on and set a token, never replaces a document silently, and every attempt goes to an audit log.
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import html
+import ipaddress
+import json
 import logging
 import re
 import shutil
 import tempfile
+import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
@@ -43,6 +51,14 @@ CSS = """
   color: var(--body-text-color-subdued); }
 #disclaimer { font-size: 0.9em; border-left: 3px solid #f59e0b; padding-left: 0.6em; }
 #status, #status p { font-size: 0.85em; color: var(--body-text-color-subdued); }
+#sources .citation { scroll-margin-top: 0.5em; }
+#sources .citation:target { outline: 3px solid #f59e0b; }  /* the card an [n] links to */
+@media (max-width: 640px) {  /* phone: the box gets the row, Send and Stop stay button-sized */
+  #ask-row { justify-content: flex-end; }
+  #ask-row > .form { flex: 1 1 100% !important; }  /* the question box is wrapped in .form */
+  #ask-row > button { flex: 0 0 auto !important; width: auto !important;
+                      min-width: 6em !important; }
+}
 """
 
 
@@ -83,8 +99,16 @@ def _where(chunk) -> str:
     return f'<span class="src">{esc(chunk.source)}{page}</span>'
 
 
-def _passage_card(cls: str, head: str, body: str) -> str:
-    return f'<div class="{cls}"><div class="cite-head">{head}</div><div class="passage">{body}</div></div>'
+def _passage_card(cls: str, head: str, body: str, anchor: str = "") -> str:
+    anchor = f' id="{anchor}"' if anchor else ""
+    return (f'<div class="{cls}"{anchor}><div class="cite-head">{head}</div>'
+            f'<div class="passage">{body}</div></div>')
+
+
+def cite_id(turn: int, n: int) -> str:
+    """The anchor of citation card n of a session's turn-th answer: an [n] in an older bubble
+    must not jump to the newest answer's card n (the panel only holds the newest)."""
+    return f"cite-{turn}-{n}"
 
 
 def _refusal_html(answer: Answer) -> str:
@@ -107,7 +131,7 @@ def _duration(ms: float) -> str:
     return f"{ms:.0f} ms" if ms < 1000 else f"{ms / 1000:.1f} s"
 
 
-def sources_html(answer: Answer) -> str:
+def sources_html(answer: Answer, turn: int = 1) -> str:
     """The panel beside the chat: query used, then cited passages, removed sentences or a refusal."""
     parts = [f'<div class="query">Searched for: <q>{esc(answer.query)}</q></div>']
     if answer.refused:
@@ -115,7 +139,8 @@ def sources_html(answer: Answer) -> str:
     else:
         for c in answer.citations:
             head = f'[{c.n}] <span class="title">{esc(c.chunk.title)}</span> {_where(c.chunk)}'
-            parts.append(_passage_card("citation", head, highlight(c.chunk.text, c.chunk.start, c.spans)))
+            body = highlight(c.chunk.text, c.chunk.start, c.spans)
+            parts.append(_passage_card("citation", head, body, cite_id(turn, c.n)))
         parts.append(_dropped_html(answer))
         if answer.note:
             parts.append(f'<p class="note">Note: {esc(answer.note)}.</p>')
@@ -135,15 +160,29 @@ def others_html(answer: Answer) -> tuple[str, int]:
     return "".join(cards) or "<p>None.</p>", len(rest)
 
 
-def answer_message(answer: Answer) -> str:
-    """The chat bubble for a checked answer; a refusal is set apart as a quote."""
+_ESCAPED_MARKER = re.compile(r"\\\[(\d+)\\\]")  # "[n]" after md_escape: \[n\]
+
+
+def link_citations(escaped: str, numbers: set[int], turn: int) -> str:
+    """Make each escaped [n] of a known citation a link to its card in the Sources panel. Only
+    the marker becomes markup: the text around it stays escaped, and an [n] that is no
+    citation of this answer (a document's own footnote mark, say) stays plain text."""
+    def link(m: re.Match) -> str:
+        n = int(m.group(1))
+        return f"[{m.group(0)}](#{cite_id(turn, n)})" if n in numbers else m.group(0)
+    return _ESCAPED_MARKER.sub(link, escaped)
+
+
+def answer_message(answer: Answer, turn: int = 1) -> str:
+    """The chat bubble for a checked answer, [n] linked to its source; a refusal is a quote."""
     if answer.refused:
         lead = md_escape(REFUSAL)
         return "> " + md_escape(answer.text).replace(lead, f"**{lead}**", 1)
     dropped = sum(not c.supported for c in answer.claims)
     notes = [f"{dropped} unsupported sentence{'s' * (dropped > 1)} removed (see Sources)"] if dropped else []
     notes += [answer.note] if answer.note else []
-    return md_escape(answer.text) + (f"\n\n*{md_escape('; '.join(notes))}.*" if notes else "")
+    text = link_citations(md_escape(answer.text), {c.n for c in answer.citations}, turn)
+    return text + (f"\n\n*{md_escape('; '.join(notes))}.*" if notes else "")
 
 
 def status_markdown(bot: Chatbot) -> str:
@@ -161,15 +200,159 @@ def example_questions(bot: Chatbot, count: int = 4) -> list[str]:
     return titles[::step][:count]
 
 
-# -- uploads --------------------------------------------------------------------------------
+# -- uploads: an admin action ----------------------------------------------------------------
+
+def is_loopback(host: str) -> bool:
+    """Whether only this machine can reach `host`; a host name other than localhost may not be."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def versions_dir(settings: Settings) -> Path:
+    """Where replaced documents are kept: under the index folder, which the indexer never reads,
+    and never inside the corpus, where the old version would be indexed again."""
+    folder = settings.index_dir / settings.replaced_dir
+    if folder.resolve().is_relative_to(settings.corpus_dir.resolve()):
+        raise ValueError(f"{folder} (old versions of replaced documents) is inside the corpus "
+                         f"{settings.corpus_dir}, so it would be indexed; use an --index folder "
+                         "outside the corpus")
+    return folder
+
+
+def uploads_on(settings: Settings, host: str) -> bool:
+    """Whether to offer "Add documents". Uploads asked for on a non-loopback address without a
+    token raise ValueError (the CLI exits 2): anyone on the network could rewrite the corpus."""
+    if not settings.allow_uploads:
+        return False
+    if not settings.admin_token:
+        if not is_loopback(host):
+            raise ValueError(f"refusing to serve uploads on {host} without CHATBOT_ADMIN_TOKEN; "
+                             "set it or drop --allow-uploads")
+        log.warning("Uploads stay off: --allow-uploads needs an admin token; "
+                    "set CHATBOT_ADMIN_TOKEN")
+        return False
+    versions_dir(settings)
+    log.info("Uploads on: each needs the admin token; audit log %s",
+             settings.index_dir / settings.audit_log)
+    return True
+
+
+class AdminGate:
+    """Checks the admin token of an upload. A client address that sends `admin_max_failures`
+    wrong tokens is locked out for `admin_lockout_minutes`, so the token cannot be guessed by
+    brute force (behind a reverse proxy every client has the proxy's address: see docs/ui.md)."""
+
+    def __init__(self, settings: Settings):
+        self._token = settings.admin_token.encode()
+        self._max = settings.admin_max_failures
+        self._lockout_s = settings.admin_lockout_minutes * 60
+        self._failures: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def check(self, token: str, client: str, now: float | None = None) -> str | None:
+        """Why this upload is not allowed, or None if it is."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            recent = [t for t in self._failures.pop(client, []) if now - t < self._lockout_s]
+            if len(recent) >= self._max:
+                self._failures[client] = recent
+                wait = (recent[0] + self._lockout_s - now) / 60
+                return f"too many wrong admin tokens; try again in {wait:.0f} min"
+            if self._token and hmac.compare_digest(token.encode(), self._token):
+                return None
+            self._failures[client] = [*recent, now]
+            return "wrong admin token" if token else "type the admin token first"
+
+
+def requester(request: gr.Request) -> dict:
+    """Who sent a request, for the audit log: the Gradio user if logged in, and the address."""
+    return {"user": getattr(request, "username", None),
+            "ip": getattr(getattr(request, "client", None), "host", None)}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def audit(settings: Settings, who: dict, path: Path, action: str, **details) -> dict:
+    """Append one JSON line about an upload (accepted or not) to the audit log, and log it."""
+    record = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"), **who,
+              "file": path.name, "size": path.stat().st_size, "sha256": _sha256(path),
+              "action": action, **details}
+    line = json.dumps(record, ensure_ascii=False)
+    target = settings.index_dir / settings.audit_log
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target, "a", encoding="utf-8") as fh:
+        fh.write(line + "\n")
+    log.info("upload audit %s", line)  # JSON: a file name cannot forge another log line
+    return record
+
+
+def recent_changes(settings: Settings, count: int = 3) -> str:
+    """The last accepted corpus changes from the audit log, newest first, for the upload panel."""
+    path = settings.index_dir / settings.audit_log
+    if not path.exists():
+        return "No documents uploaded yet."
+    with open(path, "rb") as fh:  # the tail is enough: the log only grows
+        fh.seek(max(fh.seek(0, 2) - 65536, 0))
+        lines = fh.read().decode("utf-8", errors="replace").splitlines()
+    records = []
+    for line in reversed(lines):
+        try:
+            record = json.loads(line)
+        except ValueError:  # the first line of the tail may be cut
+            continue
+        if record.get("action") != "rejected":
+            records.append(record)
+        if len(records) == count:
+            break
+    if not records:
+        return "No documents uploaded yet."
+    changes = "; ".join(f"{r['time']}: {r.get('saved_as', r['file'])} {r['action']}"
+                        for r in records)
+    return f"Recent changes: {md_escape(changes)}."
+
 
 def _safe_name(name: str) -> str:
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(name).stem).strip(".-") or "document"
     return stem + Path(name).suffix.lower()
 
 
+def place(corpus: Path, name: str, replace: bool) -> tuple[Path, str]:
+    """Where an upload goes in the corpus and what that does: "added", "replaced" (only when the
+    admin asked to) or "renamed" (`name-2.txt`: a document of that name is already there)."""
+    target = corpus / _safe_name(name)
+    if not target.exists():
+        return target, "added"
+    if replace:
+        return target, "replaced"
+    n = 2
+    while (renamed := corpus / f"{target.stem}-{n}{target.suffix}").exists():
+        n += 1
+    return renamed, "renamed"
+
+
+def keep_old_version(path: Path, settings: Settings) -> Path:
+    """Move a document about to be replaced to the versions folder, under a UTC time stamp."""
+    folder = versions_dir(settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    kept = folder / f"{stamp}-{path.name}"
+    shutil.move(path, kept)
+    return kept
+
+
 def check_upload(path: Path, name: str, max_mb: float) -> str | None:
-    """Why this file cannot go into the corpus, or None if it can."""
+    """Why this file cannot go into the corpus, or None if it can. Megabytes are decimal
+    (10^6 bytes), as in `documents.load`, the label and every message."""
     suffix = Path(name).suffix.lower()
     if suffix not in UPLOAD_SUFFIXES:
         return f"{name}: wrong file type {suffix or '(none)'}; accepted: {', '.join(UPLOAD_SUFFIXES)}"
@@ -188,34 +371,58 @@ def check_upload(path: Path, name: str, max_mb: float) -> str | None:
     return None
 
 
-def add_documents(bot: Chatbot, paths: list[str], progress) -> str:
-    """Save the good files into the corpus and re-index; report every file's fate in Markdown."""
-    lines, saved = [], []
-    corpus = bot.settings.corpus_dir
+def add_documents(bot: Chatbot, paths: list[str], progress, who: dict,
+                  replace: bool = False) -> str:
+    """Save the good files into the corpus (renamed, or replacing with the old version kept, when
+    the name is taken) and re-index; audit every file; report every file's fate in Markdown."""
+    settings, corpus = bot.settings, bot.settings.corpus_dir
+    rejected, saved = [], []  # saved: (label, corpus name, how)
     for i, raw in enumerate(paths):
         progress((i, len(paths) + 1), desc="Checking files")
         path = Path(raw)
-        problem = check_upload(path, path.name, bot.settings.max_file_mb)
+        problem = check_upload(path, path.name, settings.max_file_mb)
         if problem:
-            lines.append(("Rejected", problem))
+            audit(settings, who, path, "rejected", reason=problem)
+            rejected.append(("Rejected", problem))
             continue
-        target = corpus / _safe_name(path.name)
-        if target.exists():
-            lines.append(("Replacing", f"{target.name}: a file of that name was already in the corpus"))
+        target, action = place(corpus, path.name, replace)
+        how, details = "", {}
+        if action == "replaced":
+            kept = keep_old_version(target, settings)
+            how, details = f"the old version is kept as {kept}", {"old_version": str(kept)}
+        elif action == "renamed":
+            how = (f"a document named {_safe_name(path.name)} is already in the corpus, so "
+                   "this one was added beside it (tick Replace to replace it)")
         shutil.copyfile(path, target)
-        saved.append(target.relative_to(corpus).as_posix())
+        audit(settings, who, path, action, saved_as=target.name, **details)
+        saved.append((action.capitalize(), target.name, how))
+    lines = rejected
     if saved:
         progress((len(paths), len(paths) + 1), desc="Re-indexing")
         t0 = time.perf_counter()
         manifest = bot.reindex().manifest
-        log.info("Re-indexed after upload of %s in %.1f s", saved, time.perf_counter() - t0)
-        for name in saved:
+        log.info("Re-indexed after upload of %s in %.1f s", [n for _, n, _ in saved],
+                 time.perf_counter() - t0)
+        for label, name, how in saved:
             if name in manifest["files"]:
-                lines.append(("Added", f"{name}: searchable now"))
+                outcome = "searchable now"
             else:
-                why = [p for p in manifest["skipped"] if p.startswith(name)] or ["not indexed"]
-                lines.append(("Not indexed", why[0]))
+                label = f"{label}, not indexed"
+                outcome = next((p for p in manifest["skipped"] if p.startswith(name)),
+                               "no text to index")
+            lines.append((label, f"{name}: {outcome}" + (f"; {how}" if how else "")))
     return "\n\n".join(f"**{label}:** {md_escape(text)}" for label, text in lines)
+
+
+def handle_upload(bot: Chatbot, gate: AdminGate, paths: list[str], token: str, replace: bool,
+                  who: dict, progress) -> str:
+    """One upload from the page: the token first, then the files."""
+    denied = gate.check(token, who["ip"] or "unknown")
+    if denied is None:
+        return add_documents(bot, paths, progress, who, replace)
+    for raw in paths:
+        audit(bot.settings, who, Path(raw), "rejected", reason=denied)
+    return f"**Rejected:** {md_escape(denied)}; nothing was added."
 
 
 # -- the app --------------------------------------------------------------------------------
@@ -242,8 +449,10 @@ class Interrupts:
         self._wanted.pop(session, None)
 
 
-def create_app(bot: Chatbot) -> gr.Blocks:
-    """The Blocks app; `launch` (or `serve`) runs it. Each browser session has its own history."""
+def create_app(bot: Chatbot, uploads: bool = False) -> gr.Blocks:
+    """The Blocks app; `launch` (or `serve`) runs it. Each browser session has its own history.
+    The "Add documents" panel is built only with `uploads` (see `uploads_on`): absent, not
+    hidden."""
     settings = bot.settings
 
     interrupts = Interrupts()
@@ -256,8 +465,9 @@ def create_app(bot: Chatbot) -> gr.Blocks:
             return
         chat = [*chat, {"role": "user", "content": md_escape(question)},
                 {"role": "assistant", "content": DRAFT_LABEL}]
-        yield "", chat, history, SEARCHING_PANEL, gr.skip(), gr.skip()
-        draft, session = "", request.session_hash
+        # The previous answer's passages go too: they are not about this question.
+        yield "", chat, history, SEARCHING_PANEL, "", gr.Accordion(label="Other retrieved passages")
+        draft, session, turn = "", request.session_hash, len(history) + 1
         interrupts.start(session)
         try:
             for event in bot.stream(question, history):
@@ -266,9 +476,9 @@ def create_app(bot: Chatbot) -> gr.Blocks:
                     yield reset if wanted == "new" else ("", chat, history, EMPTY_PANEL, gr.skip(), gr.skip())
                     return
                 if isinstance(event, Answer):
-                    chat[-1] = {"role": "assistant", "content": answer_message(event)}
+                    chat[-1] = {"role": "assistant", "content": answer_message(event, turn)}
                     others, count = others_html(event)
-                    yield ("", chat, [*history, question], sources_html(event), others,
+                    yield ("", chat, [*history, question], sources_html(event, turn), others,
                            gr.Accordion(label=f"Other retrieved passages ({count})"))
                 else:
                     draft += event
@@ -292,9 +502,20 @@ def create_app(bot: Chatbot) -> gr.Blocks:
         interrupts.request(request.session_hash, "new")
         return reset
 
-    def upload(paths: list[str] | None, progress=gr.Progress()) -> tuple[str, str, None]:
-        report = add_documents(bot, paths or [], progress) if paths else gr.skip()
-        return report, status_markdown(bot), None
+    gate = AdminGate(settings) if uploads else None
+
+    def upload(paths: list[str] | None, token: str, replace: bool, request: gr.Request,
+               progress=gr.Progress()) -> Iterator[tuple]:
+        if not paths:
+            yield (gr.skip(),) * 4
+            return
+        yield f"Checking {len(paths)} file(s)…", gr.skip(), gr.skip(), gr.skip()
+        report = handle_upload(bot, gate, paths, token or "", bool(replace), requester(request),
+                               progress)
+        yield report, status_markdown(bot), None, False  # "Replace" holds for one upload only
+
+    def refresh() -> tuple[str, ...]:  # on page load: another tab may have changed the corpus
+        return (status_markdown(bot), recent_changes(settings)) if uploads else status_markdown(bot)
 
     # delete_cache: Gradio's temp copies of uploads go after an hour (the corpus keeps its own copy).
     with gr.Blocks(title="Grounded document chat", analytics_enabled=False,
@@ -307,7 +528,7 @@ def create_app(bot: Chatbot) -> gr.Blocks:
             with gr.Column(scale=3):
                 chat = gr.Chatbot(label="Conversation", elem_id="chat", height=440, latex_delimiters=[],
                                   feedback_options=None, buttons=["copy"])
-                with gr.Row():
+                with gr.Row(elem_id="ask-row"):
                     box = gr.Textbox(show_label=False, placeholder="Ask a question and press Enter",
                                      elem_id="question", scale=6, autofocus=True, max_lines=4)
                     send = gr.Button("Send", variant="primary", scale=1, min_width=80)
@@ -320,11 +541,19 @@ def create_app(bot: Chatbot) -> gr.Blocks:
                 sources = gr.HTML(EMPTY_PANEL, elem_id="sources")
                 with gr.Accordion("Other retrieved passages", open=False, elem_id="others-box") as others_box:
                     others = gr.HTML("", elem_id="others")
-                with gr.Accordion("Add documents", open=False):
-                    files = gr.File(label=f"Upload {', '.join(UPLOAD_SUFFIXES)} files, up to "
-                                          f"{settings.max_file_mb:g} MB each",
-                                    file_count="multiple", file_types=list(UPLOAD_SUFFIXES), elem_id="upload")
-                    upload_report = gr.Markdown(elem_id="upload-report")
+                if uploads:
+                    with gr.Accordion("Add documents (admin)", open=False, elem_id="add-documents"):
+                        token = gr.Textbox(label="Admin token", type="password", max_lines=1,
+                                           elem_id="admin-token")
+                        replace = gr.Checkbox(elem_id="replace", label=(
+                            "Replace a document of the same name (the old version is kept); "
+                            "otherwise it is added as name-2"))
+                        files = gr.File(label=f"Upload {', '.join(UPLOAD_SUFFIXES)} files, up to "
+                                              f"{settings.max_file_mb:g} MB each",
+                                        file_count="multiple", file_types=list(UPLOAD_SUFFIXES),
+                                        elem_id="upload")
+                        upload_report = gr.Markdown(recent_changes(settings),
+                                                    elem_id="upload-report")
 
         outputs = [box, chat, history, sources, others, others_box]
         for trigger in (box.submit, send.click):
@@ -332,7 +561,11 @@ def create_app(bot: Chatbot) -> gr.Blocks:
         stop.click(stop_answer, None, None, queue=False, api_visibility="private")
         for trigger in (new.click, chat.clear):  # the chat's own bin icon starts over too
             trigger(new_conversation, None, outputs, queue=False, api_visibility="private")
-        files.upload(upload, files, [upload_report, status, files], api_visibility="private", **CONCURRENCY)
+        if uploads:
+            files.upload(upload, [files, token, replace], [upload_report, status, files, replace],
+                         api_visibility="private", **CONCURRENCY)
+        app.load(refresh, None, [status, upload_report] if uploads else [status], queue=False,
+                 api_visibility="private")
 
         # The JSON API, sharing the session's history so follow-ups work from gradio_client too.
         api_question, api_answer = gr.Textbox(visible=False), gr.JSON(visible=False)
@@ -342,21 +575,29 @@ def create_app(bot: Chatbot) -> gr.Blocks:
 
 
 def launch(app: gr.Blocks, settings: Settings, host: str = "127.0.0.1", port: int = 7860,
-           block: bool = True) -> None:
-    """Queue (one model, so one question at a time) and start serving."""
+           block: bool = True, uploads: bool = False) -> None:
+    """Queue (one model, so one question at a time) and serve. The queue and the sessions kept
+    are bounded, so a flood of clients costs neither unbounded memory nor waits (a forgotten
+    session's next follow-up is read on its own). Without uploads Gradio's own file route
+    accepts nothing; with them its limit is given in the binary megabytes its error message
+    counts in, so that message names the same number as the label, and `check_upload`
+    (decimal MB, like the loader) is the limit that holds."""
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                               font_mono=["ui-monospace", "monospace"])  # local fonts: works offline
-    app.queue(default_concurrency_limit=1).launch(
+    max_bytes = int(settings.max_file_mb * 2**20) if uploads else 0
+    app.queue(default_concurrency_limit=1, max_size=settings.queue_size).launch(
         server_name=host, server_port=port, prevent_thread_lock=not block, css=CSS, theme=theme,
-        max_file_size=int(settings.max_file_mb * 1e6), ssr_mode=False, show_error=True, quiet=True,
-        footer_links=["api"])
+        max_file_size=max_bytes, state_session_capacity=settings.sessions_kept, ssr_mode=False,
+        show_error=True, quiet=True, footer_links=["api"])
 
 
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 7860) -> None:
-    """Load the index and models first, then serve: the first visitor never waits for a model."""
+    """Load the index and models first, then serve: the first visitor never waits for a model.
+    Whether uploads may be served is decided before anything loads, so a refusal is instant."""
+    uploads = uploads_on(settings, host)
     t0 = time.perf_counter()
     bot = Chatbot(settings)
-    app = create_app(bot)
+    app = create_app(bot, uploads)
     log.info("Models and index ready in %.1f s; serving on http://%s:%d",
              time.perf_counter() - t0, host, port)
-    launch(app, settings, host, port)
+    launch(app, settings, host, port, uploads=uploads)

@@ -1,28 +1,34 @@
-"""The web app, started in-process on the real models and driven through its public /ask API."""
+"""The web app: its public /ask API on the real models (started in-process), the upload rules
+(an admin action: token, rename or replace with the old version kept, audit log) and rendering."""
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import os
 import shutil
-import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
+from serving import free_port
 
-from chatbot import ui
-from chatbot.config import load_settings
+from chatbot import documents, ui
+from chatbot.chunking import Chunk
+from chatbot.config import Settings, load_settings
+from chatbot.pipeline import Answer, Citation
 
-FAQ = Path(__file__).resolve().parents[1] / "corpus" / "failed-fusion-faq.txt"
-
-pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+ROOT = Path(__file__).resolve().parents[1]
+FAQ = ROOT / "corpus" / "failed-fusion-faq.txt"
+TOKEN = "correct-horse-battery-staple"
+WHO = {"user": None, "ip": "192.0.2.7"}
 
 
 @pytest.fixture(scope="module")
-def url(bot):
+def url(bot):  # the chat-only app: uploads are off by default
     app = ui.create_app(bot)
     port = free_port()
     ui.launch(app, bot.settings, port=port, block=False)
@@ -36,6 +42,7 @@ def client(url):
     return Client(url, verbose=False)
 
 
+@pytest.mark.slow
 def test_ask_answers_with_a_citation(url):
     result = client(url).predict("What do pedicle screws do?", api_name="/ask")
     assert not result["refused"]
@@ -43,12 +50,14 @@ def test_ask_answers_with_a_citation(url):
     assert any("splint" in c["text"] for c in result["citations"])
 
 
+@pytest.mark.slow
 def test_ask_refuses_off_topic(url):
     result = client(url).predict("What is the capital of Australia?", api_name="/ask")
     assert result["refused"]
     assert not result["citations"]
 
 
+@pytest.mark.slow
 def test_sessions_keep_their_own_history(url):
     a, b = client(url), client(url)
     a.predict("What do pedicle screws do?", api_name="/ask")
@@ -59,7 +68,79 @@ def test_sessions_keep_their_own_history(url):
     assert "pedicle" not in other["query"]
 
 
-# -- uploads (a bot of its own, so the shared FAQ index stays as it was) -------------------
+# -- who may change the corpus ---------------------------------------------------------------
+
+@pytest.mark.parametrize("host, loopback", [
+    ("127.0.0.1", True), ("::1", True), ("localhost", True), ("0.0.0.0", False), ("::", False),
+    ("192.168.1.5", False), ("chat.example.org", False)])
+def test_loopback_hosts(host, loopback):
+    assert ui.is_loopback(host) is loopback
+
+
+def test_uploads_are_off_unless_asked_for_and_need_a_token(tmp_path, caplog):
+    base = Settings(corpus_dir=tmp_path / "corpus", index_dir=tmp_path / "index")
+    assert not ui.uploads_on(base, "0.0.0.0")
+    with caplog.at_level(logging.WARNING, logger="chatbot.ui"):
+        assert not ui.uploads_on(base.replace(allow_uploads=True), "127.0.0.1")  # no token: off
+    assert "CHATBOT_ADMIN_TOKEN" in caplog.text
+    with pytest.raises(ValueError, match="refusing to serve uploads on 0.0.0.0 without CHATBOT_"):
+        ui.uploads_on(base.replace(allow_uploads=True), "0.0.0.0")
+    assert ui.uploads_on(base.replace(allow_uploads=True, admin_token=TOKEN), "0.0.0.0")
+
+
+def test_upload_settings_from_the_environment(monkeypatch):
+    monkeypatch.setenv("CHATBOT_ALLOW_UPLOADS", "1")
+    monkeypatch.setenv("CHATBOT_ADMIN_TOKEN", TOKEN)
+    settings = load_settings()
+    assert settings.allow_uploads is True and settings.admin_token == TOKEN
+    assert TOKEN not in repr(settings)  # a logged Settings never shows the secret
+    monkeypatch.setenv("CHATBOT_ALLOW_UPLOADS", "maybe")
+    with pytest.raises(ValueError, match="yes/no"):
+        load_settings()
+
+
+def test_serving_uploads_on_all_interfaces_without_a_token_exits_2_with_one_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "CHATBOT_ADMIN_TOKEN"}
+    command = [sys.executable, "-m", "chatbot", "serve", "--host", "0.0.0.0", "--allow-uploads",
+               "--corpus", str(tmp_path), "--index", str(tmp_path / "index")]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "ERROR refusing to serve uploads on 0.0.0.0 without CHATBOT_ADMIN_TOKEN; "
+        "set it or drop --allow-uploads"]
+    assert not (tmp_path / "index").exists()  # refused before loading anything
+
+
+def test_old_versions_are_never_kept_inside_the_corpus(tmp_path):
+    settings = Settings(corpus_dir=tmp_path, index_dir=tmp_path / "index", allow_uploads=True,
+                        admin_token=TOKEN)
+    with pytest.raises(ValueError, match="inside the corpus"):
+        ui.uploads_on(settings, "127.0.0.1")
+
+
+def test_admin_gate_checks_the_token_and_locks_out_guessers():
+    gate = ui.AdminGate(Settings(admin_token=TOKEN, admin_max_failures=3, admin_lockout_minutes=10))
+    assert gate.check(TOKEN, "a", now=0) is None
+    assert gate.check("", "a", now=1) == "type the admin token first"
+    assert gate.check(TOKEN[:-1], "a", now=2) == "wrong admin token"
+    assert gate.check("guess", "a", now=3) == "wrong admin token"
+    assert "too many wrong admin tokens" in gate.check(TOKEN, "a", now=4)  # even the right one
+    assert gate.check(TOKEN, "b", now=4) is None  # another address is not locked out
+    assert gate.check(TOKEN, "a", now=1 + 600) is None  # the oldest failure expired
+    no_token = ui.AdminGate(Settings(admin_token=""))
+    assert no_token.check("", "a", now=0) == "type the admin token first"  # never "" == ""
+
+
+def test_a_taken_name_is_renamed_unless_replace_is_asked_for(tmp_path):
+    (tmp_path / "faq.txt").write_text("x")
+    (tmp_path / "faq-2.txt").write_text("x")
+    assert ui.place(tmp_path, "new.txt", replace=False) == (tmp_path / "new.txt", "added")
+    assert ui.place(tmp_path, "faq.txt", replace=False) == (tmp_path / "faq-3.txt", "renamed")
+    assert ui.place(tmp_path, "faq.txt", replace=True) == (tmp_path / "faq.txt", "replaced")
+    assert ui.place(tmp_path, "../../etc/faq.TXT", False) == (tmp_path / "faq-3.txt", "renamed")
+
+
+# -- uploads end to end (a bot of its own, so the shared FAQ index stays as it was) --------
 
 @pytest.fixture
 def upload_bot(bot, tmp_path):
@@ -68,7 +149,8 @@ def upload_bot(bot, tmp_path):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     shutil.copy(FAQ, corpus / FAQ.name)
-    settings = load_settings(corpus_dir=corpus, index_dir=tmp_path / "index", max_file_mb=0.01)
+    settings = load_settings(corpus_dir=corpus, index_dir=tmp_path / "index", max_file_mb=0.01,
+                             allow_uploads=True, admin_token=TOKEN)
     return Chatbot(settings, generator=bot.generator)  # models are cached per process: cheap
 
 
@@ -76,19 +158,71 @@ def no_progress(*args, **kwargs):
     pass
 
 
+def audit_lines(settings) -> list[dict]:
+    lines = (settings.index_dir / settings.audit_log).read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+@pytest.mark.slow
 def test_upload_makes_a_document_searchable(upload_bot, tmp_path):
     doc = tmp_path / "Bone growth stimulators.md"
     doc.write_text("# Bone growth stimulators\n\nA bone growth stimulator sends a weak electrical "
                    "current to the fusion site to help the bone heal after spinal fusion surgery.\n")
-    report = ui.add_documents(upload_bot, [str(doc)], no_progress)
+    report = ui.add_documents(upload_bot, [str(doc)], no_progress, WHO)
     assert "Added" in report and "searchable now" in report
     assert (upload_bot.settings.corpus_dir / "Bone-growth-stimulators.md").exists()
-    assert "Replacing" in ui.add_documents(upload_bot, [str(doc)], no_progress)  # same name again
     answer = upload_bot.answer("What does a bone growth stimulator do?")
     assert not answer.refused
     assert answer.citations[0].chunk.source == "Bone-growth-stimulators.md"
+    [line] = audit_lines(upload_bot.settings)
+    assert (line["action"], line["ip"], line["user"]) == ("added", WHO["ip"], None)
+    assert line["size"] == doc.stat().st_size
+    assert line["sha256"] == hashlib.sha256(doc.read_bytes()).hexdigest()
+    assert (line["file"], line["saved_as"]) == (doc.name, "Bone-growth-stimulators.md")
+    assert line["time"].endswith("+00:00")  # ISO time, UTC
+    assert "Recent changes" in ui.recent_changes(upload_bot.settings)
 
 
+@pytest.mark.slow
+def test_an_upload_never_silently_replaces_a_curated_document(upload_bot, tmp_path):
+    """The tester's attack: a file named like the FAQ, with harmful text."""
+    settings, original = upload_bot.settings, FAQ.read_bytes()
+    poison = tmp_path / FAQ.name
+    poison.write_text("Stop taking all your medication after a failed fusion.\n")
+    report = ui.add_documents(upload_bot, [str(poison)], no_progress, WHO).replace("\\", "")
+    assert "Renamed" in report and "failed-fusion-faq-2.txt" in report
+    assert (settings.corpus_dir / FAQ.name).read_bytes() == original
+
+    report = ui.add_documents(upload_bot, [str(poison)], no_progress, WHO, replace=True)
+    assert "Replaced" in report and "old version is kept" in report
+    [kept] = (settings.index_dir / settings.replaced_dir).iterdir()
+    assert kept.read_bytes() == original and kept.name.endswith("-" + FAQ.name)
+    assert kept not in documents.corpus_files(settings.corpus_dir)  # the indexer never reads it
+    assert kept.name not in upload_bot.index.manifest["files"]
+    assert [a["action"] for a in audit_lines(settings)] == ["renamed", "replaced"]
+    assert audit_lines(settings)[1]["old_version"] == str(kept)
+
+
+@pytest.mark.slow
+def test_a_wrong_token_adds_nothing_and_is_audited(upload_bot, tmp_path, caplog):
+    settings = upload_bot.settings
+    doc = tmp_path / "notes.txt"
+    doc.write_text("Some notes about fusion.\n")
+    gate = ui.AdminGate(settings)
+    with caplog.at_level(logging.INFO, logger="chatbot.ui"):
+        report = ui.handle_upload(upload_bot, gate, [str(doc)], "not-it", False, WHO, no_progress)
+        assert "Rejected" in report and "wrong admin token" in report
+        assert not (settings.corpus_dir / "notes.txt").exists()
+        report = ui.handle_upload(upload_bot, gate, [str(doc)], TOKEN, False, WHO, no_progress)
+    assert "searchable now" in report
+    rejected, added = audit_lines(settings)
+    assert (rejected["action"], rejected["reason"]) == ("rejected", "wrong admin token")
+    assert added["action"] == "added"
+    assert TOKEN not in caplog.text and "not-it" not in caplog.text
+    assert TOKEN not in (settings.index_dir / settings.audit_log).read_text()
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("name, content, error", [
     ("notes.exe", b"MZ binary", "wrong file type"),
     ("empty.txt", b"", "empty"),
@@ -98,9 +232,26 @@ def test_upload_makes_a_document_searchable(upload_bot, tmp_path):
 def test_bad_uploads_are_refused_with_a_reason(upload_bot, tmp_path, name, content, error):
     path = tmp_path / name
     path.write_bytes(content)
-    report = ui.add_documents(upload_bot, [str(path)], no_progress)
+    report = ui.add_documents(upload_bot, [str(path)], no_progress, WHO)
     assert "Rejected" in report and error in report.replace("\\", "")
     assert not (upload_bot.settings.corpus_dir / name).exists()
+    [line] = audit_lines(upload_bot.settings)
+    assert line["action"] == "rejected" and error in line["reason"]
+
+
+@pytest.mark.slow
+def test_without_uploads_the_panel_is_absent_and_gradio_takes_no_files(url):
+    with urllib.request.urlopen(url + "config") as response:
+        config = json.load(response)
+    ids = {c.get("props", {}).get("elem_id") for c in config["components"]}
+    assert "sources" in ids and not ids & {"upload", "admin-token", "add-documents"}
+    body = (b"--x\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a.txt\"\r\n\r\n"
+            b"hello\r\n--x--\r\n")
+    request = urllib.request.Request(url + "gradio_api/upload", data=body, method="POST",
+                                     headers={"Content-Type": "multipart/form-data; boundary=x"})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(request)
+    assert err.value.code == 413
 
 
 # -- rendering -----------------------------------------------------------------------------
@@ -112,12 +263,32 @@ def test_document_text_is_escaped_and_spans_marked():
     assert out == ("Intro. <mark>&lt;img src=x onerror=alert(1)&gt; is cited.</mark> Tail.")
 
 
+def _answer(text: str, numbers: list[int]) -> Answer:
+    chunk = Chunk("c", "faq.txt", "Title", 0, 10, "Some text.")
+    return Answer(question="q", query="q", text=text, refused=False,
+                  citations=[Citation(n, chunk, ((0, 10),)) for n in numbers])
+
+
+def test_citation_markers_link_to_their_cards_and_nothing_else_becomes_markup():
+    text = ("Screws <b>hold</b> **bone** [1](javascript:alert(1)) [1] while it fuses [2]. "
+            "A footnote mark [3] of the document. [x]")
+    out = ui.answer_message(_answer(text, [1, 2]), turn=4)
+    assert out == (r"Screws &lt;b&gt;hold&lt;/b&gt; \*\*bone\*\* "
+                   r"[\[1\]](#cite-4-1)\(javascript:alert\(1\)\) "
+                   r"[\[1\]](#cite-4-1) while it fuses [\[2\]](#cite-4-2). "
+                   r"A footnote mark \[3\] of the document. \[x\]")
+    panel = ui.sources_html(_answer(text, [1, 2]), turn=4)
+    assert panel.count('id="cite-4-1"') == 1 and 'id="cite-4-2"' in panel
+    assert "(#cite-" not in ui.answer_message(Answer("q", "q", "No [1] here.", refused=True))
+
+
 def test_markdown_in_answers_is_shown_literally():
     assert ui.md_escape("**bold** [1] <b>") == r"\*\*bold\*\* \[1\] &lt;b&gt;"
     assert ui.md_escape("the model's #1 & more") == r"the model's \#1 &amp; more"
     assert ui.md_escape("1. not a list") == r"1\. not a list"
 
 
+@pytest.mark.slow
 def test_sources_panel_for_answer_and_refusal(bot):
     answer = bot.answer("What do pedicle screws do?")
     panel = ui.sources_html(answer)
