@@ -149,11 +149,16 @@ def main() -> None:
     settings = load_settings()
     weights = json.loads(answerability.WEIGHTS_FILE.read_text())
     model = [np.array(weights[k]) for k in ("weights", "bias", "mean", "scale")]
-    print(f"cut-offs: full {settings.answer_full}, partial {settings.answer_partial}")
+    print(f"cut-offs: full {settings.answer_full}, partial {settings.answer_partial}\n")
+    print("| set | role | answerable | full | full, right passage cited | partial | refused "
+          "| unanswerable | refused | partial | full |\n|" + "---|" * 11)
     for name, rows in data.items():
-        res = outcomes(rows, probabilities(rows, *model), settings.answer_full,
-                       settings.answer_partial)
-        print(f"{name:24s} {SETS[name][2]:6s} {res}")
+        r = outcomes(rows, probabilities(rows, *model), settings.answer_full,
+                     settings.answer_partial)
+        print(f"| {name} | {SETS[name][2]} | {r['answerable']} | {r['full']:.2f} | "
+              f"{r['full_cited']:.2f} | {r['partial_or_refused'] - r['refused']:.2f} | "
+              f"{r['refused']:.2f} | {r['unanswerable']} | {r['una_refused']:.2f} | "
+              f"{r['una_safe'] - r['una_refused']:.2f} | {r['una_full']} |")
     print("\nablation (refit on tuning without one signal; cut-offs re-chosen on tuning):")
     for drop in (None, *FEATURES):
         feats = tuple(f for f in FEATURES if f != drop)

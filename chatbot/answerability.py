@@ -37,7 +37,6 @@ _ASKS_QUANTITY = re.compile(
     r"dosage|age)\b|\b(how likely|success rate|odds|chances?)\b", re.I)
 _QUANTITY_WORDS = frozenset("""
 day days week weeks month months year years hour hours minute minutes percent percentage
-several few most majority half
 """.split()) | grounding.NUMBER_WORDS
 
 

@@ -33,8 +33,11 @@ class Settings:
     lexical_weight: float = 0.2  # BM25's share in the blended score; 0 = dense only
     title_weight: float = 0.2  # share of the question's similarity to the document title (blend)
     diversity: float = 0.1  # each further chunk of an already ranked document loses this share
-    min_score: float = 0.30  # best dense score below this: the documents do not cover the question
-    follow_up_margin: float = 0.15  # a follow-up scoring below min_score + this is read with the last question
+    # Best dense score below this: nothing in the documents is near the question; refuse before
+    # scoring. Low on purpose: patients' words ("metalwork", "knitting") scored 0.2-0.3 against
+    # the passages that answer them; the answerability scorer decides the rest.
+    min_score: float = 0.15
+    follow_up_margin: float = 0.30  # a follow-up scoring below min_score + this is read with the last question
 
     # Evidence selection and grounding (thresholds calibrated on tests/data/*.jsonl).
     max_evidence_sentences: int = 3

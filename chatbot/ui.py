@@ -25,6 +25,7 @@ from typing import Iterator
 import gradio as gr
 
 from chatbot import documents
+from chatbot.answerability import Coverage
 from chatbot.config import Settings
 from chatbot.pipeline import REFUSAL, Answer, Chatbot
 
@@ -44,6 +45,8 @@ CSS = """
 .cite-head .src { font-family: var(--font-mono); font-weight: 400; font-size: 0.85em; }
 .passage { white-space: pre-wrap; font-size: 0.9em; line-height: 1.45; }
 .passage mark { background: #fde68a; color: inherit; padding: 0 1px; }
+#sources .partial { border: 2px solid #d97706; background: #fffbeb; color: #78350f;
+  border-radius: 6px; padding: 0.6em 0.8em; margin-bottom: 0.6em; }
 #sources .refusal { border: 2px solid #dc2626; background: #fef2f2; color: #7f1d1d;
   border-radius: 6px; padding: 0.6em 0.8em; }
 #sources .dropped del { color: #b91c1c; }
@@ -142,7 +145,10 @@ def sources_html(answer: Answer, turn: int = 1) -> str:
             body = highlight(c.chunk.text, c.chunk.start, c.spans)
             parts.append(_passage_card("citation", head, body, cite_id(turn, c.n)))
         parts.append(_dropped_html(answer))
-        if answer.note:
+        if answer.coverage is Coverage.PARTIAL:
+            parts.insert(1, f'<div class="partial"><strong>Partial answer:</strong> '
+                            f'{esc(answer.note)}; the passages below are the nearest topic.</div>')
+        elif answer.note:
             parts.append(f'<p class="note">Note: {esc(answer.note)}.</p>')
     timings = " · ".join(f"{k.removesuffix('_ms').replace('_', ' ')} {_duration(v)}"
                          for k, v in answer.timings.items())
@@ -180,8 +186,12 @@ def answer_message(answer: Answer, turn: int = 1) -> str:
         return "> " + md_escape(answer.text).replace(lead, f"**{lead}**", 1)
     dropped = sum(not c.supported for c in answer.claims)
     notes = [f"{dropped} unsupported sentence{'s' * (dropped > 1)} removed (see Sources)"] if dropped else []
-    notes += [answer.note] if answer.note else []
-    text = link_citations(md_escape(answer.text), {c.n for c in answer.citations}, turn)
+    partial = answer.coverage is Coverage.PARTIAL
+    notes += [answer.note] if answer.note and not partial else []
+    body = answer.text[len(answer.preamble):].strip()
+    text = link_citations(md_escape(body), {c.n for c in answer.citations}, turn)
+    if partial:  # set apart, so it cannot be read as a full answer
+        text = f"**Partial answer.** {md_escape(answer.preamble)}\n\n> {text}"
     return text + (f"\n\n*{md_escape('; '.join(notes))}.*" if notes else "")
 
 
