@@ -99,7 +99,9 @@ def test_vectors_match_the_chunks_after_an_update(settings, corpus):
 
 
 def test_killed_ingest_resumes_without_redoing_finished_files(settings, monkeypatch, embedded):
-    monkeypatch.setattr(index_mod, "EMBED_BATCH_CHUNKS", 1)  # one file per batch
+    # Corpus order: care.md (2 chunks + title), diet.html (1 + title), the FAQ. Batches of 4 texts
+    # cross file boundaries: the first finishes care.md and leaves a partial entry for diet.html.
+    settings = settings.replace(embed_batch_chunks=4)
     real = models.embed  # the counting wrapper
 
     def dies_on_second_batch(texts, *args, **kwargs):
@@ -110,14 +112,19 @@ def test_killed_ingest_resumes_without_redoing_finished_files(settings, monkeypa
     monkeypatch.setattr(models, "embed", dies_on_second_batch)
     with pytest.raises(KeyboardInterrupt):
         index_mod.ensure(settings)
-    done = embedded[0]
+    assert embedded == [4]
     assert not (settings.index_dir / index_mod.MANIFEST_FILE).exists()
+    cache = settings.index_dir / index_mod.CACHE_DIR
+    assert len(list(cache.glob("*.npz"))) == 1 and len(list(cache.glob("*.part.npy"))) == 1
 
     monkeypatch.setattr(models, "embed", real)
     embedded.clear()
     index = index_mod.ensure(settings)
-    # the two files left, each with its title (the first file's `done` texts included its title)
-    assert sum(embedded) - 2 == index.manifest["embedded_chunks"] == len(index.chunks) - (done - 1)
+    assert sum(embedded) == len(index.chunks) + 3 - 4  # chunks and titles, less the first batch
+    assert index.manifest["embedded_chunks"] == len(index.chunks) - 3  # care.md's 2, diet's first
+    assert not list(cache.glob("*.part.npy"))
+    stored = index.vectors(list(range(len(index.chunks))))
+    assert np.allclose(stored, models.embed([c.embed_text for c in index.chunks]), atol=1e-4)
 
 
 def test_crash_while_swapping_leaves_the_previous_index_loadable(settings, corpus, monkeypatch):
