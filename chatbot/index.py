@@ -574,7 +574,7 @@ def staleness(index: Index, settings: Settings) -> str | None:
 
 
 def _duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+    return f"{max(seconds, 1):.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
 def _chunks_per_second(manifest: dict) -> float:
