@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (LoadError, IndexError_, ModelMissing, ValueError) as err:  # SettingsError is a ValueError
+    except (LoadError, IndexError_, ModelMissing, ValueError) as err:  # incl. SettingsError
         log.error("%s", err)
         return 2
     except OSError as err:  # a file or folder named on the command line that cannot be used

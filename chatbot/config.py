@@ -27,7 +27,7 @@ class Settings:
     chunk_overlap_sentences: int = 1
 
     # Ingest of big inputs (docs/index-safety.md).
-    max_file_mb: float = 50.0  # a bigger file is skipped with a message: ~56k chunks, ~25 min to embed
+    max_file_mb: float = 50.0  # a bigger file is skipped, said so: 50 MB is ~56k chunks, ~25 min
     embed_batch_chunks: int = 128  # chunks per embedder call, each batch cached: a kill loses ~3 s
     # ask/chat/serve embed at most this many chunks on their own (~30 s at the ~40 chunks/s
     # measured on 2 cores); a bigger change is left to `ingest` and the last index is served, stale.
@@ -87,7 +87,8 @@ CHOICES = {"generator": ("local", "extractive", "openai"),
            "retrieval_mode": ("dense", "bm25", "blend", "rrf")}
 POSITIVE = frozenset({"chunk_chars", "max_file_mb", "embed_batch_chunks", "top_k", "hnsw_m",
                       "hnsw_ef_construction", "hnsw_ef_search", "max_new_tokens"})
-_EXPECTED = {"int": "a whole number", "float": "a number", "str": "a string", "Path": "a path (string)"}
+_EXPECTED = {"int": "a whole number", "float": "a number", "str": "a string",
+             "Path": "a path (string)"}
 
 
 def _coerce(name: str, kind: str, raw, origin: str):
@@ -126,12 +127,13 @@ def _read_config(path: Path, origin: str) -> dict:
         with open(path, "rb") as fh:
             return tomllib.load(fh)
     except FileNotFoundError:
-        raise SettingsError(f"config file {path} does not exist ({origin}); check the path") from None
+        raise SettingsError(f"config file {path} does not exist ({origin}); check the path"
+                            ) from None
     except OSError as err:
         raise SettingsError(f"cannot read config file {path} ({err.strerror}; {origin})") from None
     except tomllib.TOMLDecodeError as err:
-        raise SettingsError(f"config file {path} is not valid TOML: {err}; fix that line "
-                            '(a setting looks like top_k = 4 or generator = "extractive")') from None
+        raise SettingsError(f"config file {path} is not valid TOML: {err}; fix that line (a "
+                            'setting looks like top_k = 4 or generator = "extractive")') from None
 
 
 def load_settings(config_file: Path | None = None, **overrides) -> Settings:
@@ -157,14 +159,14 @@ def load_settings(config_file: Path | None = None, **overrides) -> Settings:
         if name not in known:
             close = difflib.get_close_matches(name, known, n=1)
             hint = f"did you mean CHATBOT_{close[0].upper()}? " if close else ""
-            raise SettingsError(f"unknown setting in the environment: {var}; {hint}"
-                                "unset it, or use the name of a field of Settings in chatbot/config.py")
+            raise SettingsError(f"unknown setting in the environment: {var}; {hint}unset it, "
+                                "or use the name of a field of Settings in chatbot/config.py")
         raw[name] = (value, var)
     for name, value in overrides.items():
         if value is not None:
             if name not in known:
-                raise SettingsError(f"unknown setting {name!r}; the settings are the fields of Settings "
-                                    "in chatbot/config.py")
+                raise SettingsError(f"unknown setting {name!r}; the settings are the fields of "
+                                    "Settings in chatbot/config.py")
             raw[name] = (value, "(from an option)")
     return Settings().replace(**{name: _coerce(name, known[name], value, origin)
                                  for name, (value, origin) in raw.items()})

@@ -159,7 +159,8 @@ def _load_pdf(path: Path, source: str) -> Document:
         try:
             reader = PdfReader(path)
             if reader.is_encrypted and not reader.decrypt(""):
-                raise LoadError(f"{source}: the PDF is encrypted with a password; save an unprotected copy")
+                raise LoadError(f"{source}: the PDF is encrypted with a password; save an "
+                                "unprotected copy")
             texts = [(page.extract_text() or "").replace("\r\n", "\n").replace("\r", "\n").strip()
                      for page in reader.pages]
             meta_title = (reader.metadata or {}).get("/Title")
@@ -168,9 +169,9 @@ def _load_pdf(path: Path, source: str) -> Document:
         except Exception as err:  # pypdf raises many types on damaged files; all mean "unreadable"
             raise LoadError(f"{source}: not a readable PDF ({type(err).__name__}: {err})") from err
     if defects:
-        log.warning("%s: the PDF is damaged or non-standard (%d problem%s worked around, first: %s); "
-                    "its text was read but may be incomplete: re-save or re-export it to be sure",
-                    source, len(defects), "s" * (len(defects) > 1), defects[0])
+        log.warning("%s: the PDF is damaged or non-standard (%d problem%s worked around, first: "
+                    "%s); its text was read but may be incomplete: re-save or re-export it to be "
+                    "sure", source, len(defects), "s" * (len(defects) > 1), defects[0])
     pages, parts, offset = [], [], 0
     for text in texts:
         pages.append(offset)
@@ -210,10 +211,11 @@ def load(path: Path, root: Path, max_mb: float = 50.0) -> Document:
 def corpus_files(root: Path) -> list[Path]:
     """Every file under root that a loader understands, in a stable order; hidden files skipped."""
     if root.exists() and not root.is_dir():
-        raise LoadError(f"corpus folder {root} is a file; pass --corpus the folder that holds the documents")
+        raise LoadError(f"corpus folder {root} is a file; pass --corpus the folder that holds "
+                        "the documents")
     if not root.is_dir():
-        raise LoadError(f"corpus folder {root} does not exist; create it and put .txt/.md/.html/.pdf "
-                        "files in it, or pass --corpus")
+        raise LoadError(f"corpus folder {root} does not exist; create it and put "
+                        ".txt/.md/.html/.pdf files in it, or pass --corpus")
     try:
         return sorted(p for p in root.rglob("*")
                       if p.is_file() and p.suffix.lower() in LOADERS

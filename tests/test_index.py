@@ -251,26 +251,28 @@ def test_bm25_is_saved_and_loaded_instead_of_rebuilt(settings, monkeypatch, capl
 # -- ownership: an index folder belongs to one corpus ---------------------------------------------
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    return {p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in folder.rglob("*") if p.is_file()}
 
 
 @pytest.fixture
 def other(tmp_path) -> Path:
     folder = tmp_path / "other"
     folder.mkdir()
-    (folder / "a.txt").write_text("Another corpus entirely: notes on bread baking.", encoding="utf-8")
+    (folder / "a.txt").write_text("Another corpus entirely: notes on bread baking.")
     return folder
 
 
-def test_a_damaged_manifest_never_lets_another_corpus_touch_the_index(settings, corpus, other, embedded):
+def test_a_damaged_manifest_never_lets_another_corpus_touch_the_index(settings, corpus, other,
+                                                                       embedded):
     index_mod.ensure(settings)
     manifest = settings.index_dir / index_mod.MANIFEST_FILE
     manifest.write_bytes(manifest.read_bytes()[:100])  # issue #13: a truncated manifest
     intruder = settings.replace(corpus_dir=other)
     before = _snapshot(settings.index_dir)
     for attempt in (index_mod.ensure, index_mod.rebuild, index_mod.build):
-        with pytest.raises(index_mod.IndexError_, match=f"holds the index of {corpus.resolve()}, not of "
-                                                        f"{other.resolve()}.*ingest --force"):
+        expected = f"holds the index of {corpus.resolve()}, not of {other.resolve()}.*ingest --force"
+        with pytest.raises(index_mod.IndexError_, match=expected):
             attempt(intruder)
     # The owner file damaged too: its copy in the cache still tells.
     (settings.index_dir / index_mod.OWNER_FILE).write_text("{")
@@ -291,7 +293,7 @@ def test_a_folder_of_unknown_ownership_is_replaced_only_with_force(settings, cap
         (settings.index_dir / record).unlink()
     (settings.index_dir / index_mod.MANIFEST_FILE).write_text("{not json")
     before = _snapshot(settings.index_dir)
-    with pytest.raises(index_mod.IndexError_, match="not empty but has no readable record of its corpus"):
+    with pytest.raises(index_mod.IndexError_, match="not empty but has no readable record"):
         index_mod.ensure(settings)
     args = ["ingest", "--corpus", str(settings.corpus_dir), "--index", str(settings.index_dir)]
     with caplog.at_level(logging.ERROR):
@@ -319,7 +321,7 @@ def test_an_index_from_before_owner_records_is_proven_by_its_manifest(settings, 
         (settings.index_dir / record).unlink()
     assert index_mod.ensure(settings).manifest == built.manifest  # fresh: loaded, nothing written
     assert not (settings.index_dir / index_mod.OWNER_FILE).exists()
-    (corpus / "extra.txt").write_text("Physical therapy starts six weeks after surgery.", encoding="utf-8")
+    (corpus / "extra.txt").write_text("Physical therapy starts six weeks after surgery.")
     assert "extra.txt" in _sources(index_mod.ensure(settings))
     assert index_mod.owner(settings.index_dir) == str(corpus.resolve())
     assert (settings.index_dir / index_mod.CACHE_DIR / index_mod.OWNER_FILE).exists()
@@ -330,7 +332,7 @@ def test_an_index_from_before_owner_records_is_proven_by_its_manifest(settings, 
 def test_a_full_disk_is_one_line_and_the_old_index_keeps_answering(settings, corpus, monkeypatch,
                                                                     caplog, capsys):
     before = index_mod.ensure(settings)
-    (corpus / "extra.txt").write_text("Physical therapy starts six weeks after surgery.", encoding="utf-8")
+    (corpus / "extra.txt").write_text("Physical therapy starts six weeks after surgery.")
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -339,9 +341,9 @@ def test_a_full_disk_is_one_line_and_the_old_index_keeps_answering(settings, cor
     with caplog.at_level(logging.INFO):
         assert cli(["ingest", "--corpus", str(corpus), "--index", str(settings.index_dir)]) == 2
     (error,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-    assert error == (f"cannot write the index in {settings.index_dir} (No space left on device): free "
-                     "some disk space there, or pass --index a folder on another disk; the previous "
-                     "index is unchanged")
+    assert error == (f"cannot write the index in {settings.index_dir} (No space left on device): "
+                     "free some disk space there, or pass --index a folder on another disk; the "
+                     "previous index is unchanged")
     assert "Traceback" not in capsys.readouterr().err
     assert index_mod.load(settings.index_dir).manifest == before.manifest
 
@@ -359,7 +361,8 @@ def test_a_full_disk_is_one_line_and_the_old_index_keeps_answering(settings, cor
 
 def _numbered_facts(count: int) -> str:
     """count short sentences; with chunk_chars=80, one chunk per sentence (each shares one)."""
-    return " ".join(f"Fact {i} says that item {i} weighs {i * 7 % 100} grams." for i in range(count))
+    return " ".join(f"Fact {i} says that item {i} weighs {i * 7 % 100} grams."
+                    for i in range(count))
 
 
 def test_a_killed_ingest_of_one_huge_file_resumes_from_its_last_batch(settings, corpus, monkeypatch,
@@ -388,12 +391,13 @@ def test_a_killed_ingest_of_one_huge_file_resumes_from_its_last_batch(settings, 
     assert sum(embedded) == 2001 + 1 - 1000  # only the rest, and the title
     assert index.manifest["embedded_chunks"] == 1001
     sample = [0, 199, 200, 999, 1000, 1001, 2000]  # either side of the batch edges and the resume
-    assert np.allclose(index.vectors(sample), models.embed([index.chunks[i].embed_text for i in sample]),
-                       atol=1e-4)
+    fresh = models.embed([index.chunks[i].embed_text for i in sample])
+    assert np.allclose(index.vectors(sample), fresh, atol=1e-4)
     assert not list((settings.index_dir / index_mod.CACHE_DIR).glob("*.part.npy"))
 
 
-def test_ask_leaves_a_big_update_to_ingest_and_serves_the_last_index(settings, corpus, embedded, caplog):
+def test_ask_leaves_a_big_update_to_ingest_and_serves_the_last_index(settings, corpus, embedded,
+                                                                     caplog):
     first = index_mod.ensure(settings.replace(auto_update_max_chunks=0))  # no index: always built
     (corpus / "facts.txt").write_text(_numbered_facts(40), encoding="utf-8")
     embedded.clear()
@@ -403,9 +407,9 @@ def test_ask_leaves_a_big_update_to_ingest_and_serves_the_last_index(settings, c
     assert embedded == [] and served.manifest == first.manifest
     assert served.stale == "corpus added: facts.txt"
     (warning,) = caplog.messages
-    assert warning.startswith("The index is out of date (corpus added: facts.txt): 2 chunks to embed, "
-                              "about 1 s here, more than auto_update_max_chunks (1).")
-    assert f"run `python -m chatbot ingest --corpus {corpus} --index {settings.index_dir}`" in warning
+    assert warning.startswith("The index is out of date (corpus added: facts.txt): 2 chunks to "
+                              "embed, about 1 s here, more than auto_update_max_chunks (1).")
+    assert f"`python -m chatbot ingest --corpus {corpus} --index {settings.index_dir}`" in warning
 
     updated = index_mod.ensure(settings)  # within the limit: updated as before
     assert "facts.txt" in _sources(updated) and updated.stale is None
@@ -425,7 +429,8 @@ def test_a_killed_rebuild_leaves_the_last_good_index_answering(settings, corpus)
     cache = settings.index_dir / index_mod.CACHE_DIR
     try:
         deadline = time.monotonic() + 300
-        while not list(cache.glob("*.part.npy")) and proc.poll() is None and time.monotonic() < deadline:
+        while (not list(cache.glob("*.part.npy")) and proc.poll() is None
+               and time.monotonic() < deadline):
             time.sleep(0.2)
     finally:
         proc.send_signal(signal.SIGKILL)

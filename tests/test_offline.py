@@ -43,7 +43,8 @@ deadline, page = time.monotonic() + 400, None
 while page is None and serve.poll() is None and time.monotonic() < deadline:
     try:
         with urllib.request.urlopen("http://127.0.0.1:7860/", timeout=5) as response:
-            page = {"status": response.status, "body": response.read(20000).decode("utf-8", "replace")}
+            body = response.read(20000).decode("utf-8", "replace")
+            page = {"status": response.status, "body": body}
     except OSError:
         time.sleep(1)
 out["serve_page"] = page
@@ -62,8 +63,9 @@ def test_ask_and_serve_work_with_the_network_cut_off(tmp_path):
     (tmp_path / "driver.py").write_text(DRIVER)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHATBOT_")}
     env.update(PYTHONPATH=str(ROOT), GRADIO_ANALYTICS_ENABLED="True")  # it must cope, not be told
-    run = subprocess.run(["unshare", "-rn", "sh", "-c", f"ip link set lo up && {sys.executable} driver.py"],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    command = f"ip link set lo up && {sys.executable} driver.py"
+    run = subprocess.run(["unshare", "-rn", "sh", "-c", command], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr
     out = json.loads(run.stdout.splitlines()[-1])
     assert out["connect"].startswith("blocked") and out["dns"].startswith("blocked"), out
