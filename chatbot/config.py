@@ -27,11 +27,11 @@ class Settings:
     chunk_overlap_sentences: int = 1
 
     # Ingest of big inputs (docs/index-safety.md).
-    max_file_mb: float = 50.0  # a bigger file is skipped, said so: 50 MB is ~56k chunks, ~25 min
-    embed_batch_chunks: int = 128  # chunks per embedder call, each batch cached: a kill loses ~3 s
-    # ask/chat/serve embed at most this many chunks on their own (~30 s at the ~40 chunks/s
-    # measured on 2 cores); a bigger change is left to `ingest` and the last index is served, stale.
-    auto_update_max_chunks: int = 1200
+    max_file_mb: float = 50.0  # a bigger file is skipped, said so: 50 MB is ~48k chunks, ~30 min
+    embed_batch_chunks: int = 128  # chunks per embedder call, each cached: a kill loses ~4 s of work
+    # ask/chat/serve embed at most this many chunks on their own: ~30 s on 2 cores (29-57 chunks/s
+    # measured, long to short chunks); a bigger change is left to `ingest`, the last index served.
+    auto_update_max_chunks: int = 1000
 
     # Index scaling (docs/retrieval.md has the measurements behind the defaults).
     hnsw_min_chunks: int = 20000  # from this many chunks on, an HNSW graph replaces exact search

@@ -52,8 +52,9 @@ logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets itself to DEB
 FORMAT = 3
 MANIFEST_FILE, CACHE_DIR, OWNER_FILE = "manifest.json", "cache", "owner.json"
 # Embedding speed assumed for estimates until a build has measured this machine's: all-MiniLM-L6-v2
-# on 2 cores, chunks of ~1,300 characters (10/s measured under a load of 9, README: 42/s idle).
-DEFAULT_CHUNKS_PER_SECOND = 40.0
+# on 2 free cores, ~29 chunks/s for chunks of ~1,300 characters (256 tokens), 57/s for FAQ-sized
+# ones (docs/index-safety.md); the lower figure, so that estimates do not promise too much.
+DEFAULT_CHUNKS_PER_SECOND = 30.0
 PROGRESS_MIN_CHUNKS = 256  # smaller updates take seconds: no progress bar
 
 
