@@ -28,7 +28,7 @@ class Settings:
 
     # Ingest of big inputs (docs/index-safety.md).
     max_file_mb: float = 50.0  # a bigger file is skipped, said so: 50 MB is ~48k chunks, ~30 min
-    embed_batch_chunks: int = 128  # chunks per embedder call, each cached: a kill loses ~4 s of work
+    embed_batch_chunks: int = 128  # chunks per embedder call, each cached: a kill loses ~4 s
     # ask/chat/serve embed at most this many chunks on their own: ~30 s on 2 cores (29-57 chunks/s
     # measured, long to short chunks); a bigger change is left to `ingest`, the last index served.
     auto_update_max_chunks: int = 1000
@@ -88,37 +88,47 @@ CHOICES = {"generator": ("local", "extractive", "openai"),
 POSITIVE = frozenset({"chunk_chars", "max_file_mb", "embed_batch_chunks", "top_k", "hnsw_m",
                       "hnsw_ef_construction", "hnsw_ef_search", "max_new_tokens"})
 _EXPECTED = {"int": "a whole number", "float": "a number", "str": "a string",
-             "Path": "a path (string)"}
+             "Path": "a path (string)", "bool": "true or false"}
+_SECRET = frozenset(f.name for f in fields(Settings) if not f.repr)  # never shown in a message
+_BOOLEANS = {"1": True, "true": True, "yes": True, "on": True,
+             "0": False, "false": False, "no": False, "off": False}
+
+
+def _typed(kind: str, raw):
+    """raw (a string from the environment, a TOML value, or a flag's value) as `kind`, or None."""
+    if kind == "bool":
+        return raw if isinstance(raw, bool) else _BOOLEANS.get(str(raw).strip().lower())
+    if isinstance(raw, bool):  # TOML true is not a number
+        return None
+    if kind in ("int", "float") and isinstance(raw, str):
+        try:
+            raw = int(raw.strip()) if kind == "int" else float(raw.strip())
+        except ValueError:
+            return None
+    if kind == "int":
+        return raw if isinstance(raw, int) else None
+    if kind == "float":
+        return float(raw) if isinstance(raw, (int, float)) and math.isfinite(raw) else None
+    if isinstance(raw, (str, Path)):
+        return Path(raw).expanduser() if kind == "Path" else str(raw)
+    return None
 
 
 def _coerce(name: str, kind: str, raw, origin: str):
-    """raw (a string from the environment, a TOML value, or a flag's value) as the field's type."""
-    default = getattr(Settings(), name)
-    where = f"{origin}={raw!r}" if origin.startswith("CHATBOT_") else f"{name} = {raw!r} {origin}"
-    problem = f"is not {_EXPECTED[kind]}"
-    value = None
-    if isinstance(raw, str) and kind in ("int", "float"):
-        try:
-            value = int(raw.strip()) if kind == "int" else float(raw.strip())
-        except ValueError:
-            pass
-    elif kind == "int" and isinstance(raw, int) and not isinstance(raw, bool):
-        value = raw
-    elif kind == "float" and isinstance(raw, (int, float)) and not isinstance(raw, bool):
-        value = float(raw)
-    elif kind in ("str", "Path") and isinstance(raw, (str, Path)):
-        value = Path(raw).expanduser() if kind == "Path" else raw
-    if isinstance(value, float) and not math.isfinite(value):
-        value = None
-    if value is not None and isinstance(value, (int, float)):
+    """The value of setting `name` (of type `kind`), checked; SettingsError says what is wrong."""
+    value, problem = _typed(kind, raw), f"is not {_EXPECTED[kind]}"
+    if kind in ("int", "float") and value is not None:
         if value < 0 or (value == 0 and name in POSITIVE):
-            value, problem = None, "is out of range: must be above 0" if name in POSITIVE else \
-                "is out of range: must be 0 or more"
+            least = "above 0" if name in POSITIVE else "0 or more"
+            value, problem = None, f"is out of range: must be {least}"
     if value is not None and name in CHOICES and value not in CHOICES[name]:
         value, problem = None, f"is not one of {', '.join(CHOICES[name])}"
     if value is None:
-        str_default = str(default) if isinstance(default, Path) else default
-        raise SettingsError(f"{where} {problem} (setting {name}, default {str_default!r})")
+        shown = "'(hidden)'" if name in _SECRET else repr(raw)
+        where = f"{origin}={shown}" if origin.startswith("CHATBOT_") else f"{name} = {shown} {origin}"
+        default = getattr(Settings(), name, None)
+        default = str(default) if isinstance(default, Path) else default
+        raise SettingsError(f"{where} {problem} (setting {name}, default {default!r})")
     return value
 
 

@@ -82,3 +82,11 @@ def test_missing_config_file_says_where_the_name_came_from(tmp_path, monkeypatch
         load_settings()
     with pytest.raises(SettingsError, match="cannot read config file"):
         load_settings(tmp_path)  # a folder
+
+
+def test_yes_no_values():
+    from chatbot.config import _typed
+
+    assert [_typed("bool", v) for v in ("1", " Yes", "on", True, "0", "false", "OFF", False)] == \
+        [True] * 4 + [False] * 4
+    assert _typed("bool", "maybe") is None and _typed("int", True) is None
