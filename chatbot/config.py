@@ -88,10 +88,10 @@ CHOICES = {"generator": ("local", "extractive", "openai"),
 POSITIVE = frozenset({"chunk_chars", "max_file_mb", "embed_batch_chunks", "top_k", "hnsw_m",
                       "hnsw_ef_construction", "hnsw_ef_search", "max_new_tokens"})
 _EXPECTED = {"int": "a whole number", "float": "a number", "str": "a string",
-             "Path": "a path (string)", "bool": "true or false"}
+             "Path": "a path (string)", "bool": "a yes/no value (true or false)"}
 _SECRET = frozenset(f.name for f in fields(Settings) if not f.repr)  # never shown in a message
 _BOOLEANS = {"1": True, "true": True, "yes": True, "on": True,
-             "0": False, "false": False, "no": False, "off": False}
+             "0": False, "false": False, "no": False, "off": False, "": False}
 
 
 def _typed(kind: str, raw):
