@@ -18,10 +18,14 @@ def _settings(args):
                          top_k=getattr(args, "k", None))
 
 
+# Each command reads its settings before importing the heavy modules: a bad setting is reported
+# at once, not after seconds of loading torch.
+
 def cmd_ingest(args) -> int:
+    settings = _settings(args)
     from chatbot import index
 
-    index.rebuild(_settings(args))  # skipped files are logged, with the reason, as they are read
+    index.rebuild(settings, force=args.force)  # skipped files are logged, with the reason, as read
     return 0
 
 
@@ -39,17 +43,18 @@ def _print_answer(answer, as_json: bool) -> None:
 
 
 def cmd_ask(args) -> int:
+    settings = _settings(args)
     from chatbot.pipeline import Chatbot
 
-    bot = Chatbot(_settings(args))
+    bot = Chatbot(settings)
     _print_answer(bot.answer(args.question), args.json)
     return 0
 
 
 def cmd_chat(args) -> int:
+    settings = _settings(args)
     from chatbot.pipeline import Chatbot
 
-    settings = _settings(args)
     bot = Chatbot(settings)
     print(settings.disclaimer)
     print("Ask a question (empty line or Ctrl-D to quit).")
@@ -75,25 +80,46 @@ def cmd_serve(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    settings = _settings(args)
     from chatbot import evaluation
 
-    return evaluation.main(args, _settings(args))
+    return evaluation.main(args, settings)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line that says where the help is."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
+def _global_options(p: argparse.ArgumentParser, top_level: bool) -> None:
+    """--config and -v, accepted before and after the sub-command. After it their default is
+    SUPPRESS, so that leaving them out there keeps what was given before it."""
+    p.add_argument("--config", type=Path, default=None if top_level else argparse.SUPPRESS,
+                   help="TOML file of settings (see chatbot/config.py)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   default=False if top_level else argparse.SUPPRESS, help="debug logging")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m chatbot", description=(
+    parser = _Parser(prog="python -m chatbot", description=(
         "A grounded, offline chatbot: answers only from the documents in the corpus, with "
         "citations, and says so when the documents do not cover a question."))
-    parser.add_argument("--config", type=Path, help="TOML file of settings (see chatbot/config.py)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    _global_options(parser, top_level=True)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p):
+        _global_options(p, top_level=False)
         p.add_argument("--corpus", type=Path, help="folder of documents (default: corpus)")
         p.add_argument("--index", type=Path, help="index folder (default: index)")
         return p
 
-    common(sub.add_parser("ingest", help="build the index from the corpus")).set_defaults(func=cmd_ingest)
+    p = common(sub.add_parser("ingest", help="build the index from the corpus"))
+    p.add_argument("--force", action="store_true", help=(
+        "rebuild even an index folder that belongs to another corpus or whose owner cannot be "
+        "read (see docs/index-safety.md)"))
+    p.set_defaults(func=cmd_ingest)
     for name, func, helptext in (("ask", cmd_ask, "answer one question"),
                                  ("chat", cmd_chat, "interactive chat in the terminal, with follow-ups")):
         p = common(sub.add_parser(name, help=helptext))
@@ -140,8 +166,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (LoadError, IndexError_, ModelMissing, ValueError) as err:
+    except (LoadError, IndexError_, ModelMissing, ValueError) as err:  # incl. SettingsError
         log.error("%s", err)
+        return 2
+    except OSError as err:  # a file or folder named on the command line that cannot be used
+        log.error("%s: %s; check the path and its permissions", err.filename or "a file",
+                  err.strerror or err)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -28,8 +28,9 @@ class Chunk:
         return self.text if self.text.startswith(self.title) else f"{self.title}\n{self.text}"
 
 
-# A sentence ends at . ! or ? followed by space and an uppercase letter, digit, quote or bracket.
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+(?=[A-Z0-9\"“‘(\[])")
+# A sentence ends at . ! or ? followed by space and an uppercase letter, digit, quote or bracket;
+# closing quotes and brackets after the mark (group 1) belong to it.
+_SENTENCE_END = re.compile(r"(?<=[.!?])([\"'”’)\]]*)\s+(?=[A-Z0-9\"“‘(\[])")
 _ABBREVIATIONS = ("e.g.", "i.e.", "Dr.", "Mr.", "Mrs.", "Ms.", "vs.", "etc.", "St.", "No.", "Fig.")
 
 
@@ -37,9 +38,9 @@ def sentence_spans(text: str, offset: int = 0) -> list[tuple[int, int]]:
     """(start, end) of each sentence in text, stripped of surrounding space, shifted by offset."""
     spans, start = [], 0
     for m in _SENTENCE_END.finditer(text):
-        if text[:m.start()].endswith(_ABBREVIATIONS):
+        if text.endswith(_ABBREVIATIONS, 0, m.start()):  # no slice: a copy per sentence is O(n²)
             continue
-        spans.append((start, m.start()))
+        spans.append((start, m.end(1)))
         start = m.end()
     spans.append((start, len(text)))
     out = []

@@ -1,7 +1,14 @@
-"""All settings in one place. Precedence: defaults < config file < CHATBOT_* environment < CLI flags."""
+"""All settings in one place. Precedence: defaults < config file < CHATBOT_* environment < CLI flags.
+
+A setting that cannot be used (unknown name, wrong type, a value out of range, a missing or broken
+config file) is a SettingsError whose one-line message names the setting, the value, where it
+came from and what is expected.
+"""
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -18,7 +25,13 @@ class Settings:
     # Chunking: a FAQ entry or a heading's section stays whole up to this size.
     chunk_chars: int = 1200
     chunk_overlap_sentences: int = 1
-    max_file_mb: float = 50.0
+
+    # Ingest of big inputs (docs/index-safety.md).
+    max_file_mb: float = 50.0  # a bigger file is skipped, said so: 50 MB is ~48k chunks, ~30 min
+    embed_batch_chunks: int = 128  # chunks per embedder call, each cached: a kill loses ~4 s
+    # ask/chat/serve embed at most this many chunks on their own: ~30 s on 2 cores (29-57 chunks/s
+    # measured, long to short chunks); a bigger change is left to `ingest`, the last index served.
+    auto_update_max_chunks: int = 1000
 
     # Index scaling (docs/retrieval.md has the measurements behind the defaults).
     hnsw_min_chunks: int = 20000  # from this many chunks on, an HNSW graph replaces exact search
@@ -84,41 +97,105 @@ class Settings:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
-def _boolean(raw, name: str) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    text = str(raw).strip().lower()
-    if text not in ("1", "true", "yes", "on", "0", "false", "no", "off", ""):
-        raise ValueError(f"setting {name} = {raw!r} is not a yes/no value; use true or false")
-    return text in ("1", "true", "yes", "on")
+class SettingsError(ValueError):
+    """A setting that cannot be used; the message names it, its value and origin, and the fix."""
 
 
-def _coerce(kind, raw, name: str):
-    if kind in (Path, "Path"):
-        return Path(raw).expanduser()
-    if kind in (bool, "bool"):
-        return _boolean(raw, name)
-    if kind in (int, "int"):
-        return int(raw)
-    if kind in (float, "float"):
-        return float(raw)
-    return str(raw)
+# Values a setting may take, beyond its type.
+CHOICES = {"generator": ("local", "extractive", "openai"),
+           "retrieval_mode": ("dense", "bm25", "blend", "rrf")}
+POSITIVE = frozenset({"chunk_chars", "max_file_mb", "embed_batch_chunks", "top_k", "hnsw_m",
+                      "hnsw_ef_construction", "hnsw_ef_search", "max_new_tokens"})
+_EXPECTED = {"int": "a whole number", "float": "a number", "str": "a string",
+             "Path": "a path (string)", "bool": "a yes/no value (true or false)"}
+_SECRET = frozenset(f.name for f in fields(Settings) if not f.repr)  # never shown in a message
+_BOOLEANS = {"1": True, "true": True, "yes": True, "on": True,
+             "0": False, "false": False, "no": False, "off": False, "": False}
+
+
+def _typed(kind: str, raw):
+    """raw (a string from the environment, a TOML value, or a flag's value) as `kind`, or None."""
+    if kind == "bool":
+        return raw if isinstance(raw, bool) else _BOOLEANS.get(str(raw).strip().lower())
+    if isinstance(raw, bool):  # TOML true is not a number
+        return None
+    if kind in ("int", "float") and isinstance(raw, str):
+        try:
+            raw = int(raw.strip()) if kind == "int" else float(raw.strip())
+        except ValueError:
+            return None
+    if kind == "int":
+        return raw if isinstance(raw, int) else None
+    if kind == "float":
+        return float(raw) if isinstance(raw, (int, float)) and math.isfinite(raw) else None
+    if isinstance(raw, (str, Path)):
+        return Path(raw).expanduser() if kind == "Path" else str(raw)
+    return None
+
+
+def _coerce(name: str, kind: str, raw, origin: str):
+    """The value of setting `name` (of type `kind`), checked; SettingsError says what is wrong."""
+    value, problem = _typed(kind, raw), f"is not {_EXPECTED[kind]}"
+    if kind in ("int", "float") and value is not None:
+        if value < 0 or (value == 0 and name in POSITIVE):
+            least = "above 0" if name in POSITIVE else "0 or more"
+            value, problem = None, f"is out of range: must be {least}"
+    if value is not None and name in CHOICES and value not in CHOICES[name]:
+        value, problem = None, f"is not one of {', '.join(CHOICES[name])}"
+    if value is None:
+        shown = "'(hidden)'" if name in _SECRET else repr(raw)
+        where = f"{origin}={shown}" if origin.startswith("CHATBOT_") else f"{name} = {shown} {origin}"
+        default = getattr(Settings(), name, None)
+        default = str(default) if isinstance(default, Path) else default
+        raise SettingsError(f"{where} {problem} (setting {name}, default {default!r})")
+    return value
+
+
+def _read_config(path: Path, origin: str) -> dict:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise SettingsError(f"config file {path} does not exist ({origin}); check the path"
+                            ) from None
+    except OSError as err:
+        raise SettingsError(f"cannot read config file {path} ({err.strerror}; {origin})") from None
+    except tomllib.TOMLDecodeError as err:
+        raise SettingsError(f"config file {path} is not valid TOML: {err}; fix that line (a "
+                            'setting looks like top_k = 4 or generator = "extractive")') from None
 
 
 def load_settings(config_file: Path | None = None, **overrides) -> Settings:
-    """Build Settings from an optional TOML file, the environment and explicit overrides."""
-    values: dict = {}
-    config_file = config_file or os.environ.get("CHATBOT_CONFIG")
-    if config_file:
-        with open(config_file, "rb") as fh:
-            values.update(tomllib.load(fh))
-    for f in fields(Settings):
-        env = os.environ.get(f"CHATBOT_{f.name.upper()}")
-        if env is not None:
-            values[f.name] = env
+    """Build Settings from an optional TOML file, the environment and explicit overrides,
+    checking every value (SettingsError names the first bad one)."""
     known = {f.name: f.type for f in fields(Settings)}
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    unknown = set(values) - set(known)
-    if unknown:
-        raise ValueError(f"unknown setting(s) {sorted(unknown)}; known: {sorted(known)}")
-    return Settings().replace(**{k: _coerce(known[k], v, k) for k, v in values.items()})
+    raw: dict[str, tuple[object, str]] = {}  # setting -> (value, where it came from)
+    origin = "from --config"
+    if not config_file and os.environ.get("CHATBOT_CONFIG"):
+        config_file, origin = Path(os.environ["CHATBOT_CONFIG"]), "from CHATBOT_CONFIG"
+    if config_file:
+        for name, value in _read_config(Path(config_file), origin).items():
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f"did you mean {close[0]}? " if close else ""
+                raise SettingsError(f"unknown setting {name!r} in config file {config_file}; {hint}"
+                                    "the settings are the fields of Settings in chatbot/config.py")
+            raw[name] = (value, f"in config file {config_file}")
+    for var, value in os.environ.items():
+        if not var.startswith("CHATBOT_") or var == "CHATBOT_CONFIG":
+            continue
+        name = var.removeprefix("CHATBOT_").lower()
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"did you mean CHATBOT_{close[0].upper()}? " if close else ""
+            raise SettingsError(f"unknown setting in the environment: {var}; {hint}unset it, "
+                                "or use the name of a field of Settings in chatbot/config.py")
+        raw[name] = (value, var)
+    for name, value in overrides.items():
+        if value is not None:
+            if name not in known:
+                raise SettingsError(f"unknown setting {name!r}; the settings are the fields of "
+                                    "Settings in chatbot/config.py")
+            raw[name] = (value, "(from an option)")
+    return Settings().replace(**{name: _coerce(name, known[name], value, origin)
+                                 for name, (value, origin) in raw.items()})

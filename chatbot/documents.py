@@ -8,8 +8,11 @@ from __future__ import annotations
 import bisect
 import logging
 import re
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from bs4 import BeautifulSoup, Comment, NavigableString, Tag
 
@@ -121,20 +124,54 @@ def _load_html(path: Path, source: str) -> Document:
     return Document(source=source, text=text, title=title[:200] or _title(text, path.stem))
 
 
+class _Collect(logging.Handler):
+    def __init__(self, into: list[str]):
+        super().__init__(logging.WARNING)
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.into.append(record.getMessage())
+
+
+_PYPDF_LOG = threading.Lock()  # the pypdf logger is process-wide: one PDF at a time is collected
+
+
+@contextmanager
+def _pypdf_warnings() -> Iterator[list[str]]:
+    """pypdf logs a warning for every defect it works around ("incorrect startxref pointer",
+    dozens for one damaged file); collect them, so the file gets one line of ours instead."""
+    logger, messages = logging.getLogger("pypdf"), []
+    handler = _Collect(messages)
+    with _PYPDF_LOG:
+        logger.addHandler(handler)
+        propagate, logger.propagate = logger.propagate, False
+        try:
+            yield messages
+        finally:
+            logger.removeHandler(handler)
+            logger.propagate = propagate
+
+
 def _load_pdf(path: Path, source: str) -> Document:
     from pypdf import PdfReader
 
-    try:
-        reader = PdfReader(path)
-        if reader.is_encrypted and not reader.decrypt(""):
-            raise LoadError(f"{source}: the PDF is encrypted with a password; save an unprotected copy")
-        texts = [(page.extract_text() or "").replace("\r\n", "\n").replace("\r", "\n").strip()
-                 for page in reader.pages]
-        meta_title = (reader.metadata or {}).get("/Title")
-    except LoadError:
-        raise
-    except Exception as err:  # pypdf raises many types on damaged files; all mean "unreadable"
-        raise LoadError(f"{source}: not a readable PDF ({type(err).__name__}: {err})") from err
+    with _pypdf_warnings() as defects:
+        try:
+            reader = PdfReader(path)
+            if reader.is_encrypted and not reader.decrypt(""):
+                raise LoadError(f"{source}: the PDF is encrypted with a password; save an "
+                                "unprotected copy")
+            texts = [(page.extract_text() or "").replace("\r\n", "\n").replace("\r", "\n").strip()
+                     for page in reader.pages]
+            meta_title = (reader.metadata or {}).get("/Title")
+        except LoadError:
+            raise
+        except Exception as err:  # pypdf raises many types on damaged files; all mean "unreadable"
+            raise LoadError(f"{source}: not a readable PDF ({type(err).__name__}: {err})") from err
+    if defects:
+        log.warning("%s: the PDF is damaged or non-standard (%d problem%s worked around, first: "
+                    "%s); its text was read but may be incomplete: re-save or re-export it to be "
+                    "sure", source, len(defects), "s" * (len(defects) > 1), defects[0])
     pages, parts, offset = [], [], 0
     for text in texts:
         pages.append(offset)
@@ -160,8 +197,8 @@ def load(path: Path, root: Path, max_mb: float = 50.0) -> Document:
     except OSError as err:
         raise LoadError(f"{source}: cannot read ({err.strerror})") from err
     if size > max_mb * 1e6:
-        raise LoadError(f"{source}: {size / 1e6:.0f} MB is over the {max_mb:.0f} MB limit; split it "
-                        "or raise CHATBOT_MAX_FILE_MB")
+        raise LoadError(f"{source}: {size / 1e6:.1f} MB is over the {max_mb:g} MB limit "
+                        "(max_file_mb); split the file, or raise the limit (CHATBOT_MAX_FILE_MB)")
     try:
         doc = loader(path, source)
     except OSError as err:
@@ -173,11 +210,19 @@ def load(path: Path, root: Path, max_mb: float = 50.0) -> Document:
 
 def corpus_files(root: Path) -> list[Path]:
     """Every file under root that a loader understands, in a stable order; hidden files skipped."""
+    if root.exists() and not root.is_dir():
+        raise LoadError(f"corpus folder {root} is a file; pass --corpus the folder that holds "
+                        "the documents")
     if not root.is_dir():
-        raise LoadError(f"corpus folder {root} does not exist; create it and put .txt/.md/.html/.pdf files in it")
-    return sorted(p for p in root.rglob("*")
-                  if p.is_file() and p.suffix.lower() in LOADERS
-                  and not any(part.startswith(".") for part in p.relative_to(root).parts))
+        raise LoadError(f"corpus folder {root} does not exist; create it and put "
+                        ".txt/.md/.html/.pdf files in it, or pass --corpus")
+    try:
+        return sorted(p for p in root.rglob("*")
+                      if p.is_file() and p.suffix.lower() in LOADERS
+                      and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    except OSError as err:
+        raise LoadError(f"cannot read the corpus folder {root} ({err.strerror}: {err.filename}); "
+                        "check its permissions") from err
 
 
 def load_corpus(root: Path, max_mb: float = 50.0) -> tuple[list[Document], list[str]]:

@@ -3,17 +3,25 @@
 The manifest records what the index was built from (embedding model, chunking settings, a
 content hash per file), so a changed corpus or model is noticed. Ingest is incremental: every
 file's chunks and vectors are cached under `cache/`, keyed by what they were made from, so only
-new or changed files are re-chunked and re-embedded, and an ingest killed halfway resumes where
-it stopped. The FAISS file and the BM25 folder get new names on every save and the manifest
-naming them is written last, so a crash at any point leaves the previous index intact and loadable.
+new or changed files are re-chunked and re-embedded. Embedding runs in batches of
+`embed_batch_chunks`, and a file that spans several batches leaves a partial cache entry after
+each one, so an ingest killed halfway, even through one huge file, resumes from its last batch.
+The FAISS file and the BM25 folder get new names on every save and the manifest naming them is
+written last, so a crash at any point leaves the previous index intact and loadable.
 BM25 is saved too: tokenizing every chunk again would add seconds (pydocs) to a minute (100k
 chunks) to the first question after a start.
+
+An index folder belongs to one corpus folder, recorded in three places (`owner.json`, its copy in
+`cache/`, and the manifest): nothing is written into, or deleted from, a folder whose owner
+cannot be shown to be the corpus at hand (docs/index-safety.md).
 """
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import io
+import itertools
 import json
 import logging
 import os
@@ -21,10 +29,11 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Callable
+from typing import Iterator
 
 import bm25s
 import faiss
@@ -41,12 +50,20 @@ log = logging.getLogger(__name__)
 logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets itself to DEBUG on import
 
 FORMAT = 3
-MANIFEST_FILE, CACHE_DIR = "manifest.json", "cache"
-EMBED_BATCH_CHUNKS = 512  # chunks embedded per model call; a crash loses at most one batch
+MANIFEST_FILE, CACHE_DIR, OWNER_FILE = "manifest.json", "cache", "owner.json"
+# Embedding speed assumed for estimates until a build has measured this machine's: all-MiniLM-L6-v2
+# on 2 free cores, ~29 chunks/s for chunks of ~1,300 characters (256 tokens), 57/s for FAQ-sized
+# ones (docs/index-safety.md); the lower figure, so that estimates do not promise too much.
+DEFAULT_CHUNKS_PER_SECOND = 30.0
+PROGRESS_MIN_CHUNKS = 256  # smaller updates take seconds: no progress bar
 
 
 class IndexError_(RuntimeError):
     """The index on disk is missing, broken or stale; the message says which and why."""
+
+
+class IndexWriteError(IndexError_):
+    """The index folder cannot be written (read-only, no permission, disk full); nothing changed."""
 
 
 @dataclass
@@ -56,6 +73,7 @@ class Index:
     manifest: dict
     root: Path | None = None  # the folder it was loaded from or saved to
     title_vectors: np.ndarray | None = None  # one per document title, in order of first chunk
+    stale: str | None = None  # why it no longer matches the corpus, when served anyway (ensure)
 
     @cached_property
     def document_frequency(self) -> Counter[str]:
@@ -143,7 +161,8 @@ def _atomic_write(path: Path, data: bytes) -> None:
 class EmbeddingCache:
     """One file per corpus file: its chunks, their vectors and its title's vector, written
     atomically. The key hashes the recipe, the source name and the content, so any change simply
-    misses the cache."""
+    misses the cache. A file still being embedded has partial entries instead, one per batch
+    (`<key>.<first chunk>.part.npy`), which `parts` reads back to resume."""
 
     def __init__(self, root: Path, recipe: dict):
         self.root = root
@@ -154,6 +173,9 @@ class EmbeddingCache:
 
     def _path(self, key: str) -> Path:
         return self.root / f"{key}.npz"
+
+    def _part(self, key: str, start: int) -> Path:
+        return self.root / f"{key}.{start:09d}.part.npy"
 
     def get(self, key: str) -> tuple[list[Chunk], np.ndarray, np.ndarray] | None:
         path = self._path(key)
@@ -176,11 +198,39 @@ class EmbeddingCache:
         buf = io.BytesIO()
         np.savez(buf, vectors=vectors, title=title, chunks=np.frombuffer(meta, dtype="uint8"))
         _atomic_write(self._path(key), buf.getvalue())
+        for part in self.root.glob(f"{key}.*.part.npy"):
+            part.unlink(missing_ok=True)
+
+    def put_part(self, key: str, start: int, vectors: np.ndarray) -> None:
+        """Vectors of chunks start, start + 1, ... of a file not finished yet."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        np.save(buf, vectors)
+        _atomic_write(self._part(key, start), buf.getvalue())
+
+    def parts(self, key: str, count: int) -> list[np.ndarray]:
+        """The vectors of the first chunks of a file (of `count`) saved by an unfinished ingest,
+        in order; a gap or an unreadable part ends the run, and the rest is embedded again."""
+        done: list[np.ndarray] = []
+        n = 0
+        while n < count and (path := self._part(key, n)).exists():
+            try:
+                vectors = np.load(path)
+            except (OSError, ValueError) as err:
+                log.warning("Partial cache entry %s is unreadable (%s); embedding from there",
+                            path, err)
+                break
+            if vectors.ndim != 2 or not 0 < len(vectors) <= count - n:
+                break
+            done.append(vectors)
+            n += len(vectors)
+        return done
 
     def keep_only(self, keys: set[str]) -> None:
-        """Drop entries of files that changed or left the corpus."""
-        for path in self.root.glob("*.npz"):
-            if path.stem not in keys:
+        """Drop entries (and partial entries, and leftovers of killed writes) of files that
+        changed or left the corpus."""
+        for path in self.root.iterdir() if self.root.is_dir() else ():
+            if path.name != OWNER_FILE and path.name.split(".")[0] not in keys:
                 path.unlink(missing_ok=True)
 
 
@@ -198,100 +248,242 @@ def make_faiss(vectors: np.ndarray, settings: Settings) -> faiss.Index:
     return index
 
 
-def _embed_pending(pending: list[tuple[str, str, list[Chunk]]], cache: EmbeddingCache,
-                   ready: dict[str, tuple[list[Chunk], np.ndarray, np.ndarray]]) -> int:
-    """Embed new or changed files (chunks, then the document title) in batches of whole files,
-    caching each file as soon as its batch is done. Returns the number of chunks embedded."""
-    total = sum(len(chunks) for _, _, chunks in pending)
-    if total:
-        log.info("Embedding %d chunks from %d new or changed files", total, len(pending))
-    with tqdm(total=total, unit="chunk", desc="embedding", disable=total < 256) as bar:
-        start = 0
-        while start < len(pending):
-            end, size = start, 0
-            while end < len(pending) and (size == 0 or size + len(pending[end][2]) <= EMBED_BATCH_CHUNKS):
-                size += len(pending[end][2])
-                end += 1
-            batch = pending[start:end]
-            vectors = models.embed([text for _, _, chunks in batch
-                                    for text in [*(c.embed_text for c in chunks), chunks[0].doc_title]])
-            offset = 0
-            for source, key, chunks in batch:
-                own, title = vectors[offset:offset + len(chunks)], vectors[offset + len(chunks)]
-                offset += len(chunks) + 1
-                cache.put(key, chunks, own, title)
-                ready[source] = (chunks, own, title)
-            bar.update(size)
-            start = end
-    return total
+@dataclass
+class _Pending:
+    """A new or changed file to embed, with the vectors of its first chunks if an earlier ingest
+    got that far (partial cache entries)."""
+    source: str
+    key: str
+    chunks: list[Chunk]
+    done: list[np.ndarray] = field(default_factory=list)
+
+    @property
+    def resume_at(self) -> int:
+        return sum(len(v) for v in self.done)
+
+    def text(self, i: int) -> str:
+        """What to embed at position i: chunk i, and after the last chunk the document title."""
+        return self.chunks[i].embed_text if i < len(self.chunks) else self.chunks[0].doc_title
 
 
-def build(settings: Settings) -> Index:
-    """The index for the corpus, re-using cached chunks and vectors of files that did not change."""
-    t0 = time.perf_counter()
+@dataclass
+class Plan:
+    """What bringing the index up to date takes: the files whose cache entries are ready, the
+    files to embed (read and chunked already) and the files that could not be read."""
+    settings: Settings
+    recipe: dict
+    cache: EmbeddingCache
+    hashes: dict[str, str]  # every file looked at, in corpus order
+    keys: dict[str, str]
+    ready: dict[str, tuple[list[Chunk], np.ndarray, np.ndarray]]
+    pending: list[_Pending]
+    problems: list[str]
+
+    @property
+    def todo_chunks(self) -> int:
+        """Chunks still to embed (those in partial entries of an unfinished ingest are done)."""
+        return sum(len(p.chunks) - p.resume_at for p in self.pending)
+
+
+def plan(settings: Settings) -> Plan:
+    """Read the corpus: cached files are ready, the others are loaded and chunked (seconds for a
+    20 MB file); bad files are logged by name with the reason, and skipped."""
     recipe = _recipe(settings)
     cache = EmbeddingCache(settings.index_dir / CACHE_DIR, recipe)
+    work = Plan(settings, recipe, cache, {}, {}, {}, [], [])
     root = settings.corpus_dir
-    hashes: dict[str, str] = {}
-    keys: dict[str, str] = {}
-    ready: dict[str, tuple[list[Chunk], np.ndarray, np.ndarray]] = {}
-    pending: list[tuple[str, str, list[Chunk]]] = []
-    problems: list[str] = []
     paths = corpus_files(root)
     for path in tqdm(paths, unit="file", desc="reading", disable=len(paths) < 100):
         source = path.relative_to(root).as_posix()
-        hashes[source] = _sha256_file(path)
-        keys[source] = key = cache.key(source, hashes[source])
+        try:
+            work.hashes[source] = _sha256_file(path)
+        except OSError as err:
+            work.problems.append(f"{source}: cannot read ({err.strerror})")
+            log.error("skipped %s", work.problems[-1])
+            continue
+        work.keys[source] = key = cache.key(source, work.hashes[source])
         if (entry := cache.get(key)) is not None:
-            ready[source] = entry
+            work.ready[source] = entry
             continue
         try:
             doc = documents.load(path, root, settings.max_file_mb)
         except LoadError as err:
             log.error("skipped %s", err)
-            problems.append(str(err))
+            work.problems.append(str(err))
             continue
         chunks = chunk(doc, settings.chunk_chars, settings.chunk_overlap_sentences)
         if not chunks:
-            problems.append(f"{source}: only headings, no text to index")
-            log.error("skipped %s", problems[-1])
+            work.problems.append(f"{source}: only headings, no text to index")
+            log.error("skipped %s", work.problems[-1])
             continue
-        pending.append((source, key, chunks))
-    embedded = _embed_pending(pending, cache, ready)
-    if not ready:
-        raise LoadError(f"no readable documents in {root}"
-                        + (": " + "; ".join(problems) if problems else ""))
-    sources = [s for s in hashes if s in ready]  # corpus order, so builds are reproducible
-    chunks = [c for s in sources for c in ready[s][0]]
-    vectors = np.concatenate([ready[s][1] for s in sources])
-    index = make_faiss(vectors, settings)
-    manifest = {**recipe, "corpus_dir": str(root.resolve()), "dim": int(vectors.shape[1]),
-                "chunk_count": len(chunks),
+        work.pending.append(_Pending(source, key, chunks, cache.parts(key, len(chunks))))
+    return work
+
+
+def _embed(work: Plan) -> tuple[int, float]:
+    """Embed what `work` still needs (each file's chunks, then its title) in batches of
+    embed_batch_chunks that run across file boundaries. A finished file is cached whole; an
+    unfinished one gets a partial entry per batch, so a kill loses one batch at most. The
+    progress bar moves once per batch. Returns the chunks embedded and the seconds it took."""
+    batch_size = work.settings.embed_batch_chunks
+    queue = [(n, i) for n, p in enumerate(work.pending)
+             for i in range(p.resume_at, len(p.chunks) + 1)]  # (file, chunk or title)
+    total = work.todo_chunks
+    if not total:
+        return 0, 0.0
+    resumed = [f"{p.source} at chunk {p.resume_at + 1} of {len(p.chunks)}"
+               for p in work.pending if p.done]
+    log.info("Embedding %d chunks from %d new or changed files%s", total, len(work.pending),
+             f" (resuming {', '.join(resumed)})" if resumed else "")
+    t0 = time.perf_counter()
+    with tqdm(total=len(queue), unit="chunk", desc="embedding",
+              disable=total < PROGRESS_MIN_CHUNKS) as bar:
+        for start in range(0, len(queue), batch_size):
+            batch = queue[start:start + batch_size]
+            vectors = models.embed([work.pending[n].text(i) for n, i in batch])
+            offset = 0
+            for n, group in itertools.groupby(batch, key=lambda item: item[0]):
+                p, first = work.pending[n], next(group)[1]
+                count = 1 + sum(1 for _ in group)
+                own, offset = vectors[offset:offset + count], offset + count
+                if first + count <= len(p.chunks):  # the file goes on in the next batch
+                    work.cache.put_part(p.key, first, own)
+                    p.done.append(own)
+                    continue
+                chunk_vectors = np.concatenate([*p.done, own[:-1]])
+                work.cache.put(p.key, p.chunks, chunk_vectors, own[-1])
+                work.ready[p.source] = (p.chunks, chunk_vectors, own[-1])
+                p.done = []
+            bar.update(len(batch))
+    return total, time.perf_counter() - t0
+
+
+def _assemble(work: Plan, embedded: int, embed_seconds: float, t0: float) -> Index:
+    """The index of everything ready, in corpus order, so builds are reproducible."""
+    if not work.ready:
+        raise LoadError(f"no readable documents in {work.settings.corpus_dir}"
+                        + (": " + "; ".join(work.problems) if work.problems else ""))
+    sources = [s for s in work.hashes if s in work.ready]
+    chunks = [c for s in sources for c in work.ready[s][0]]
+    vectors = np.concatenate([work.ready[s][1] for s in sources])
+    index = make_faiss(vectors, work.settings)
+    manifest = {**work.recipe, "corpus_dir": _corpus_id(work.settings.corpus_dir),
+                "dim": int(vectors.shape[1]), "chunk_count": len(chunks),
                 "index_type": type(index).__name__,
-                "files": {s: hashes[s] for s in sources}, "skipped": problems,
-                "seen": hashes,  # every file looked at, skipped ones too: fixing one triggers a rebuild
-                "cache_keys": sorted(keys[s] for s in sources),
-                "embedded_chunks": embedded,  # how many were new this time (the rest came from cache)
+                "files": {s: work.hashes[s] for s in sources}, "skipped": work.problems,
+                # every file looked at, skipped ones too: fixing one triggers a rebuild
+                "seen": work.hashes,
+                "cache_keys": sorted(work.keys[s] for s in sources),
+                "embedded_chunks": embedded,  # how many were new this time (the rest were cached)
+                "embed_seconds": round(embed_seconds, 2),  # to estimate the next update's time
                 "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "build_seconds": round(time.perf_counter() - t0, 2),
                 "chunks": [dataclasses.asdict(c) for c in chunks]}
-    return Index(index, chunks, manifest, title_vectors=np.stack([ready[s][2] for s in sources]))
+    titles = np.stack([work.ready[s][2] for s in sources])
+    return Index(index, chunks, manifest, title_vectors=titles)
 
 
-def _save_file(index_dir: Path, stem: str, suffix: str, write: Callable[[str], None]) -> tuple[str, str]:
-    """Write a new file via `write(path)`, named after its content hash; returns name and hash."""
-    fd, tmp = tempfile.mkstemp(dir=index_dir, prefix=f".{stem}-", suffix=suffix)
-    os.close(fd)
+def _build(work: Plan, t0: float) -> Index:
+    with _writing(work.settings.index_dir):
+        _claim(work.settings.index_dir, work.settings.corpus_dir)
+        embedded, seconds = _embed(work)
+    return _assemble(work, embedded, seconds, t0)
+
+
+def build(settings: Settings) -> Index:
+    """The index for the corpus, re-using cached chunks and vectors of files that did not change.
+    Writes only cache entries, into a folder that is new or this corpus's; `save` writes the
+    index."""
+    t0 = time.perf_counter()
+    check_owner(settings.index_dir, settings.corpus_dir)
+    return _build(plan(settings), t0)
+
+
+# -- ownership: an index folder belongs to one corpus ---------------------------------------------
+
+def _corpus_id(corpus_dir: Path) -> str:
+    return str(corpus_dir.resolve())
+
+
+def _recorded_owner(path: Path) -> str | None:
     try:
-        write(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        digest = _sha256_file(Path(tmp))
-        name = f"{stem}-{digest[:16]}{suffix}"
-        os.replace(tmp, index_dir / name)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        owner = json.loads(path.read_text(encoding="utf-8")).get("corpus_dir")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return owner if isinstance(owner, str) and owner else None
+
+
+def owner(index_dir: Path) -> str | None:
+    """The corpus folder an index folder belongs to, from the first readable of its records:
+    the owner file (written before anything else in the folder), its copy in the cache, then the
+    manifest. None when none of them can be read."""
+    records = (index_dir / OWNER_FILE, index_dir / CACHE_DIR / OWNER_FILE,
+               index_dir / MANIFEST_FILE)
+    return next((o for path in records if (o := _recorded_owner(path))), None)
+
+
+def check_owner(index_dir: Path, corpus_dir: Path) -> None:
+    """Refuse (IndexError_) to write into an index folder unless it is new, empty, or shown to
+    belong to this corpus: a damaged manifest must never let one corpus overwrite another's
+    index."""
+    corpus = _corpus_id(corpus_dir)
+    recorded = owner(index_dir)
+    force = f"`python -m chatbot ingest --force --corpus {corpus_dir} --index {index_dir}`"
+    if recorded is not None and recorded != corpus:
+        raise IndexError_(f"{index_dir} holds the index of {recorded}, not of {corpus}; pass "
+                          f"--corpus {recorded}, or another --index, or replace that index with "
+                          f"{force}")
+    if recorded is None and index_dir.exists():
+        if not index_dir.is_dir():
+            raise IndexError_(f"--index {index_dir} is a file, not a folder; pass a folder for the "
+                              "index")
+        if any(index_dir.iterdir()):
+            raise IndexError_(f"{index_dir} is not empty but has no readable record of its "
+                              f"corpus ({MANIFEST_FILE} and {OWNER_FILE} missing or damaged); pass "
+                              f"another --index, or make it the index of {corpus_dir} with {force}")
+
+
+def _claim(index_dir: Path, corpus_dir: Path) -> None:
+    """Record the owner (in the folder and in its cache) before anything else is written there."""
+    corpus = _corpus_id(corpus_dir)
+    record = json.dumps({"corpus_dir": corpus, "note": "this index folder belongs to that corpus "
+                         "folder; see docs/index-safety.md"}, indent=1).encode()
+    for folder in (index_dir, index_dir / CACHE_DIR):
+        folder.mkdir(parents=True, exist_ok=True)
+        if _recorded_owner(folder / OWNER_FILE) != corpus:
+            _atomic_write(folder / OWNER_FILE, record)
+
+
+# What to do about an index folder that cannot be written; the old index stays as it was.
+_WRITE_FIXES = {
+    errno.EACCES: "give this user write permission there, or pass another --index",
+    errno.EPERM: "give this user write permission there, or pass another --index",
+    errno.EROFS: "it is on a read-only file system: pass --index a writable folder",
+    errno.ENOSPC: "free some disk space there, or pass --index a folder on another disk",
+    errno.EDQUOT: "your disk quota is used up: free some space, or pass another --index",
+}
+
+
+@contextmanager
+def _writing(index_dir: Path) -> Iterator[None]:
+    """Turn a read-only, forbidden or full index folder into one line naming it and the fix."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in _WRITE_FIXES:
+            raise
+        raise IndexWriteError(f"cannot write the index in {index_dir} ({os.strerror(err.errno)})"
+                              f": {_WRITE_FIXES[err.errno]}; the previous index is unchanged"
+                              ) from err
+
+
+# -- saving and loading ---------------------------------------------------------------------------
+
+def _save_file(index_dir: Path, stem: str, suffix: str, data: bytes) -> tuple[str, str]:
+    """Write a new file named after its content hash; returns its name and hash."""
+    digest = hashlib.sha256(data).hexdigest()
+    name = f"{stem}-{digest[:16]}{suffix}"
+    _atomic_write(index_dir / name, data)
     return name, digest
 
 
@@ -316,18 +508,22 @@ def _save_bm25(bm25: bm25s.BM25, index_dir: Path) -> tuple[str, str]:
 
 def save(index: Index, index_dir: Path) -> None:
     """New FAISS, title-vector and BM25 files under new names first, the manifest naming them (with
-    their hashes) last, then clean-up: a crash before the manifest is replaced leaves the old index
-    in force."""
-    index_dir.mkdir(parents=True, exist_ok=True)
-    faiss_name, faiss_digest = _save_file(index_dir, "index", ".faiss",
-                                          lambda path: faiss.write_index(index.faiss, path))
-    titles_name, titles_digest = _save_file(index_dir, "titles", ".npy",
-                                            lambda path: np.save(path, index.title_vectors))
-    bm25_name, bm25_digest = _save_bm25(index.bm25, index_dir)
-    manifest = {**index.manifest, "faiss_file": faiss_name, "faiss_sha256": faiss_digest,
-                "titles_file": titles_name, "titles_sha256": titles_digest,
-                "bm25_dir": bm25_name, "bm25_sha256": bm25_digest}
-    _atomic_write(index_dir / MANIFEST_FILE, json.dumps(manifest, ensure_ascii=False).encode())
+    their hashes) last, then clean-up: a crash or a full disk before the manifest is replaced
+    leaves the old index in force. Only into a folder that is new or this corpus's own."""
+    corpus_dir = Path(index.manifest["corpus_dir"])
+    check_owner(index_dir, corpus_dir)
+    with _writing(index_dir):
+        _claim(index_dir, corpus_dir)
+        buf = io.BytesIO()
+        np.save(buf, index.title_vectors)
+        faiss_name, faiss_digest = _save_file(index_dir, "index", ".faiss",
+                                              faiss.serialize_index(index.faiss).tobytes())
+        titles_name, titles_digest = _save_file(index_dir, "titles", ".npy", buf.getvalue())
+        bm25_name, bm25_digest = _save_bm25(index.bm25, index_dir)
+        manifest = {**index.manifest, "faiss_file": faiss_name, "faiss_sha256": faiss_digest,
+                    "titles_file": titles_name, "titles_sha256": titles_digest,
+                    "bm25_dir": bm25_name, "bm25_sha256": bm25_digest}
+        _atomic_write(index_dir / MANIFEST_FILE, json.dumps(manifest, ensure_ascii=False).encode())
     index.manifest, index.root = manifest, index_dir
     for old in [*index_dir.glob("index-*.faiss"), *index_dir.glob("titles-*.npy")]:
         if old.name not in (faiss_name, titles_name):
@@ -392,33 +588,71 @@ def staleness(index: Index, settings: Settings) -> str | None:
     return "corpus " + "; ".join(parts) if parts else None
 
 
-def ensure(settings: Settings) -> Index:
+def _duration(seconds: float) -> str:
+    return f"{max(seconds, 1):.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
+def _chunks_per_second(manifest: dict) -> float:
+    """This machine's embedding speed as the last build measured it, if it embedded enough."""
+    embedded, seconds = manifest.get("embedded_chunks", 0), manifest.get("embed_seconds", 0)
+    return embedded / seconds if embedded >= 200 and seconds > 0 else DEFAULT_CHUNKS_PER_SECOND
+
+
+def ensure(settings: Settings, update_all: bool = False) -> Index:
     """The index for the current corpus: loaded if fresh, otherwise updated (only new or changed
-    files are embedded) and saved."""
+    files are embedded) and saved. Used by ask, chat and serve, so it never starts a long
+    re-embed on its own: past auto_update_max_chunks (unless `update_all`), it warns with an
+    estimate and returns the last good index, marked stale, for `ingest` to update. An update
+    that cannot be saved (read-only or full disk) also leaves the stale index in service."""
+    check_owner(settings.index_dir, settings.corpus_dir)
     try:
         index = load(settings.index_dir)
+        if index.manifest.get("corpus_dir") != _corpus_id(settings.corpus_dir):
+            raise IndexError_(f"the index in {settings.index_dir} is of "
+                              f"{index.manifest.get('corpus_dir')} (an unfinished `ingest --force` "
+                              "for this corpus?)")
     except IndexError_ as err:
         log.warning("Building the index: %s", err)
-    else:
-        built_from, corpus = index.manifest.get("corpus_dir"), str(settings.corpus_dir.resolve())
-        if built_from and built_from != corpus:
-            # Rebuilding would silently throw away an index of another corpus (hours of embedding).
-            raise IndexError_(f"{settings.index_dir} holds the index of {built_from}, not of {corpus}; "
-                              f"pass --corpus {built_from}, or another --index, or run `python -m "
-                              f"chatbot ingest --corpus {settings.corpus_dir} --index {settings.index_dir}`")
-        reason = staleness(index, settings)
-        if reason is None:
-            return index
-        log.warning("Updating the index: %s", reason)
-    return rebuild(settings)
+        return rebuild(settings)
+    reason = staleness(index, settings)
+    if reason is None:
+        return index
+    work = plan(settings)
+    same_model = index.manifest.get("embedder") == work.recipe["embedder"]
+    if not update_all and same_model and work.todo_chunks > settings.auto_update_max_chunks:
+        seconds = work.todo_chunks / _chunks_per_second(index.manifest)
+        log.warning("The index is out of date (%s): %d chunks to embed, about %s here, more "
+                    "than auto_update_max_chunks (%d). Answering from the index built %s; run "
+                    "`python -m chatbot ingest --corpus %s --index %s` to update it", reason,
+                    work.todo_chunks, _duration(seconds), settings.auto_update_max_chunks,
+                    index.manifest.get("built_at"), settings.corpus_dir, settings.index_dir)
+        index.stale = reason
+        return index
+    log.warning("Updating the index: %s", reason)
+    try:
+        return _update(work, time.perf_counter())
+    except IndexWriteError as err:
+        log.warning("%s. Answering from the index built %s.", err, index.manifest.get("built_at"))
+        index.stale = reason
+        return index
 
 
-def rebuild(settings: Settings) -> Index:
-    """Build (embedding only new or changed files) and save, whatever is on disk now."""
-    index = build(settings)
-    save(index, settings.index_dir)
+def _update(work: Plan, t0: float) -> Index:
+    index = _build(work, t0)
+    save(index, work.settings.index_dir)
     m = index.manifest
     log.info("Indexed %d chunks from %d files (%d embedded, the rest cached; %s) in %.1f s -> %s",
              m["chunk_count"], len(m["files"]), m["embedded_chunks"], m["index_type"],
-             m["build_seconds"], settings.index_dir)
+             m["build_seconds"], work.settings.index_dir)
     return index
+
+
+def rebuild(settings: Settings, force: bool = False) -> Index:
+    """Build (embedding only new or changed files) and save, whatever the index on disk is now.
+    Into a folder of another corpus, or of unknown ownership, only with `force`."""
+    t0 = time.perf_counter()
+    if force:
+        with _writing(settings.index_dir):
+            _claim(settings.index_dir, settings.corpus_dir)
+    check_owner(settings.index_dir, settings.corpus_dir)
+    return _update(plan(settings), t0)

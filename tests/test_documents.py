@@ -174,3 +174,30 @@ def test_long_sections_split_into_overlapping_sentence_windows(tmp_path):
         assert b.start < a.end  # one shared sentence
     assert all(not c.text.startswith("Recovery") and c.embed_text.startswith("Recovery\n") for c in recovery)
     assert [c.text for c in chunks if c.title == "Diet"] == ["# Diet\n\nEat well."]
+
+
+def test_a_file_over_the_size_limit_is_skipped_with_its_size_and_the_setting(tmp_path, caplog):
+    (tmp_path / "small.txt").write_text("Rest for a week after surgery.", encoding="utf-8")
+    (tmp_path / "huge.txt").write_bytes(b"Bone heals slowly. " * 66_600)  # 1.27 MB
+    with caplog.at_level(logging.ERROR):
+        docs, problems = load_corpus(tmp_path, max_mb=1)
+    assert [d.source for d in docs] == ["small.txt"]
+    assert caplog.messages == ["skipped huge.txt: 1.3 MB is over the 1 MB limit (max_file_mb); "
+                               "split the file, or raise the limit (CHATBOT_MAX_FILE_MB)"]
+
+
+def test_pypdf_warnings_become_one_line_of_ours(tmp_path, caplog):
+    good = make_pdf(PDF_PAGES)
+    damaged = good.replace(b"startxref\n", b"startxref\n1")  # a wrong cross-reference offset
+    (tmp_path / "damaged.pdf").write_bytes(damaged)
+    with caplog.at_level(logging.DEBUG):
+        doc = load(tmp_path / "damaged.pdf", tmp_path)
+    assert "Recovery usually takes" in doc.text  # pypdf repaired it
+    assert not [r for r in caplog.records if r.name.startswith("pypdf")]
+    (line,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert line.startswith("damaged.pdf: the PDF is damaged or non-standard (")
+    assert "incorrect startxref pointer" in line and "may be incomplete" in line
+    caplog.clear()
+    (tmp_path / "good.pdf").write_bytes(good)
+    load(tmp_path / "good.pdf", tmp_path)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

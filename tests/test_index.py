@@ -1,9 +1,14 @@
 """The index on disk: incremental ingest, crash safety, corruption, staleness, HNSW. Real embedder."""
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +22,8 @@ from chatbot.documents import LoadError
 
 pytestmark = pytest.mark.slow
 
-FAQ = Path(__file__).resolve().parents[1] / "corpus" / "failed-fusion-faq.txt"
+ROOT = Path(__file__).resolve().parents[1]
+FAQ = ROOT / "corpus" / "failed-fusion-faq.txt"
 
 
 @pytest.fixture
@@ -99,7 +105,9 @@ def test_vectors_match_the_chunks_after_an_update(settings, corpus):
 
 
 def test_killed_ingest_resumes_without_redoing_finished_files(settings, monkeypatch, embedded):
-    monkeypatch.setattr(index_mod, "EMBED_BATCH_CHUNKS", 1)  # one file per batch
+    # Corpus order: care.md (2 chunks + title), diet.html (1 + title), the FAQ. Batches of 4 texts
+    # cross file boundaries: the first finishes care.md and leaves a partial entry for diet.html.
+    settings = settings.replace(embed_batch_chunks=4)
     real = models.embed  # the counting wrapper
 
     def dies_on_second_batch(texts, *args, **kwargs):
@@ -110,14 +118,19 @@ def test_killed_ingest_resumes_without_redoing_finished_files(settings, monkeypa
     monkeypatch.setattr(models, "embed", dies_on_second_batch)
     with pytest.raises(KeyboardInterrupt):
         index_mod.ensure(settings)
-    done = embedded[0]
+    assert embedded == [4]
     assert not (settings.index_dir / index_mod.MANIFEST_FILE).exists()
+    cache = settings.index_dir / index_mod.CACHE_DIR
+    assert len(list(cache.glob("*.npz"))) == 1 and len(list(cache.glob("*.part.npy"))) == 1
 
     monkeypatch.setattr(models, "embed", real)
     embedded.clear()
     index = index_mod.ensure(settings)
-    # the two files left, each with its title (the first file's `done` texts included its title)
-    assert sum(embedded) - 2 == index.manifest["embedded_chunks"] == len(index.chunks) - (done - 1)
+    assert sum(embedded) == len(index.chunks) + 3 - 4  # chunks and titles, less the first batch
+    assert index.manifest["embedded_chunks"] == len(index.chunks) - 3  # care.md's 2, diet's first
+    assert not list(cache.glob("*.part.npy"))
+    stored = index.vectors(list(range(len(index.chunks))))
+    assert np.allclose(stored, models.embed([c.embed_text for c in index.chunks]), atol=1e-4)
 
 
 def test_crash_while_swapping_leaves_the_previous_index_loadable(settings, corpus, monkeypatch):
@@ -233,3 +246,200 @@ def test_bm25_is_saved_and_loaded_instead_of_rebuilt(settings, monkeypatch, capl
         fallback = index_mod.load(settings.index_dir).bm25  # tampered: rebuilt from the chunks
     assert any("BM25 index" in r.getMessage() for r in caplog.records)
     assert np.allclose(fallback.get_scores(query), built.bm25.get_scores(query))
+
+
+# -- ownership: an index folder belongs to one corpus ---------------------------------------------
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.fixture
+def other(tmp_path) -> Path:
+    folder = tmp_path / "other"
+    folder.mkdir()
+    (folder / "a.txt").write_text("Another corpus entirely: notes on bread baking.")
+    return folder
+
+
+def test_a_damaged_manifest_never_lets_another_corpus_touch_the_index(settings, corpus, other,
+                                                                       embedded):
+    index_mod.ensure(settings)
+    manifest = settings.index_dir / index_mod.MANIFEST_FILE
+    manifest.write_bytes(manifest.read_bytes()[:100])  # issue #13: a truncated manifest
+    intruder = settings.replace(corpus_dir=other)
+    before = _snapshot(settings.index_dir)
+    for attempt in (index_mod.ensure, index_mod.rebuild, index_mod.build):
+        expected = f"holds the index of {corpus.resolve()}, not of {other.resolve()}.*ingest --force"
+        with pytest.raises(index_mod.IndexError_, match=expected):
+            attempt(intruder)
+    # The owner file damaged too: its copy in the cache still tells.
+    (settings.index_dir / index_mod.OWNER_FILE).write_text("{")
+    before = _snapshot(settings.index_dir)
+    with pytest.raises(index_mod.IndexError_, match="holds the index of"):
+        index_mod.ensure(intruder)
+    assert _snapshot(settings.index_dir) == before  # nothing written, nothing pruned
+
+    embedded.clear()
+    rebuilt = index_mod.ensure(settings)  # its own corpus: rebuilt from the cache, records repaired
+    assert embedded == [] and _sources(rebuilt) == {FAQ.name, "care.md", "diet.html"}
+    assert index_mod.owner(settings.index_dir) == str(corpus.resolve())
+
+
+def test_a_folder_of_unknown_ownership_is_replaced_only_with_force(settings, caplog):
+    index_mod.ensure(settings)
+    for record in (index_mod.OWNER_FILE, f"{index_mod.CACHE_DIR}/{index_mod.OWNER_FILE}"):
+        (settings.index_dir / record).unlink()
+    (settings.index_dir / index_mod.MANIFEST_FILE).write_text("{not json")
+    before = _snapshot(settings.index_dir)
+    with pytest.raises(index_mod.IndexError_, match="not empty but has no readable record"):
+        index_mod.ensure(settings)
+    args = ["ingest", "--corpus", str(settings.corpus_dir), "--index", str(settings.index_dir)]
+    with caplog.at_level(logging.ERROR):
+        assert cli(args) == 2
+    assert "ingest --force" in caplog.records[-1].getMessage()
+    assert _snapshot(settings.index_dir) == before
+    assert cli([*args, "--force"]) == 0
+    assert index_mod.load(settings.index_dir).faiss.ntotal > 0
+    assert index_mod.owner(settings.index_dir) == str(settings.corpus_dir.resolve())
+
+
+def test_force_replaces_another_corpus_index_and_prunes_its_cache(settings, other):
+    index_mod.ensure(settings)
+    index_mod.rebuild(settings.replace(corpus_dir=other), force=True)
+    index = index_mod.load(settings.index_dir)
+    assert _sources(index) == {"a.txt"} and index.manifest["corpus_dir"] == str(other.resolve())
+    assert len(list((settings.index_dir / index_mod.CACHE_DIR).glob("*.npz"))) == 1
+    with pytest.raises(index_mod.IndexError_, match="holds the index of"):
+        index_mod.ensure(settings)
+
+
+def test_an_index_from_before_owner_records_is_proven_by_its_manifest(settings, corpus):
+    built = index_mod.ensure(settings)
+    for record in (index_mod.OWNER_FILE, f"{index_mod.CACHE_DIR}/{index_mod.OWNER_FILE}"):
+        (settings.index_dir / record).unlink()
+    assert index_mod.ensure(settings).manifest == built.manifest  # fresh: loaded, nothing written
+    assert not (settings.index_dir / index_mod.OWNER_FILE).exists()
+    (corpus / "extra.txt").write_text("Physical therapy starts six weeks after surgery.")
+    assert "extra.txt" in _sources(index_mod.ensure(settings))
+    assert index_mod.owner(settings.index_dir) == str(corpus.resolve())
+    assert (settings.index_dir / index_mod.CACHE_DIR / index_mod.OWNER_FILE).exists()
+
+
+# -- failures while saving ------------------------------------------------------------------------
+
+def test_a_full_disk_is_one_line_and_the_old_index_keeps_answering(settings, corpus, monkeypatch,
+                                                                    caplog, capsys):
+    before = index_mod.ensure(settings)
+    (corpus / "extra.txt").write_text("Physical therapy starts six weeks after surgery.")
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(index_mod, "_save_bm25", full)  # after the new FAISS and title files
+    with caplog.at_level(logging.INFO):
+        assert cli(["ingest", "--corpus", str(corpus), "--index", str(settings.index_dir)]) == 2
+    (error,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert error == (f"cannot write the index in {settings.index_dir} (No space left on device): "
+                     "free some disk space there, or pass --index a folder on another disk; the "
+                     "previous index is unchanged")
+    assert "Traceback" not in capsys.readouterr().err
+    assert index_mod.load(settings.index_dir).manifest == before.manifest
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        served = index_mod.ensure(settings)  # what ask, chat and serve do
+    assert served.manifest == before.manifest and "extra.txt" in served.stale
+    assert "Answering from the index built" in caplog.text
+    monkeypatch.undo()
+    assert "extra.txt" in _sources(index_mod.ensure(settings))
+    assert len(list(settings.index_dir.glob("index-*.faiss"))) == 1  # the orphan was cleaned up
+
+
+# -- big inputs -----------------------------------------------------------------------------------
+
+def _numbered_facts(count: int) -> str:
+    """count short sentences; with chunk_chars=80, one chunk per sentence (each shares one)."""
+    return " ".join(f"Fact {i} says that item {i} weighs {i * 7 % 100} grams."
+                    for i in range(count))
+
+
+def test_a_killed_ingest_of_one_huge_file_resumes_from_its_last_batch(settings, corpus, monkeypatch,
+                                                                        embedded):
+    for path in corpus.iterdir():
+        path.unlink()
+    (corpus / "huge.txt").write_text(_numbered_facts(2001), encoding="utf-8")
+    settings = settings.replace(chunk_chars=80, embed_batch_chunks=200)
+    real = models.embed
+
+    def killed_after_five_batches(texts, *args, **kwargs):
+        if len(embedded) == 5:
+            raise KeyboardInterrupt
+        return real(texts, *args, **kwargs)
+
+    monkeypatch.setattr(models, "embed", killed_after_five_batches)
+    with pytest.raises(KeyboardInterrupt):
+        index_mod.rebuild(settings)
+    assert embedded == [200] * 5
+    assert len(list((settings.index_dir / index_mod.CACHE_DIR).glob("*.part.npy"))) == 5
+
+    monkeypatch.setattr(models, "embed", real)
+    embedded.clear()
+    index = index_mod.rebuild(settings)
+    assert len(index.chunks) == 2001
+    assert sum(embedded) == 2001 + 1 - 1000  # only the rest, and the title
+    assert index.manifest["embedded_chunks"] == 1001
+    sample = [0, 199, 200, 999, 1000, 1001, 2000]  # either side of the batch edges and the resume
+    fresh = models.embed([index.chunks[i].embed_text for i in sample])
+    assert np.allclose(index.vectors(sample), fresh, atol=1e-4)
+    assert not list((settings.index_dir / index_mod.CACHE_DIR).glob("*.part.npy"))
+
+
+def test_ask_leaves_a_big_update_to_ingest_and_serves_the_last_index(settings, corpus, embedded,
+                                                                     caplog):
+    first = index_mod.ensure(settings.replace(auto_update_max_chunks=0))  # no index: always built
+    (corpus / "facts.txt").write_text(_numbered_facts(40), encoding="utf-8")
+    embedded.clear()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        served = index_mod.ensure(settings.replace(auto_update_max_chunks=1))
+    assert embedded == [] and served.manifest == first.manifest
+    assert served.stale == "corpus added: facts.txt"
+    (warning,) = caplog.messages
+    assert warning.startswith("The index is out of date (corpus added: facts.txt): 2 chunks to "
+                              "embed, about 1 s here, more than auto_update_max_chunks (1).")
+    assert f"`python -m chatbot ingest --corpus {corpus} --index {settings.index_dir}`" in warning
+
+    updated = index_mod.ensure(settings)  # within the limit: updated as before
+    assert "facts.txt" in _sources(updated) and updated.stale is None
+
+
+def test_a_killed_rebuild_leaves_the_last_good_index_answering(settings, corpus):
+    """SIGKILL in the middle of a real `ingest` (a subprocess), then the old index answers."""
+    from chatbot.pipeline import Chatbot
+
+    before = index_mod.ensure(settings)
+    (corpus / "facts.txt").write_text(_numbered_facts(4000), encoding="utf-8")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("CHATBOT_")},
+           "PYTHONPATH": str(ROOT), "CHATBOT_EMBED_BATCH_CHUNKS": "20"}
+    proc = subprocess.Popen([sys.executable, "-m", "chatbot", "ingest", "--corpus", str(corpus),
+                             "--index", str(settings.index_dir)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cache = settings.index_dir / index_mod.CACHE_DIR
+    try:
+        deadline = time.monotonic() + 300
+        while (not list(cache.glob("*.part.npy")) and proc.poll() is None
+               and time.monotonic() < deadline):
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL  # killed mid-way, not finished
+    assert list(cache.glob("*.part.npy"))
+
+    survivor = index_mod.load(settings.index_dir)
+    assert survivor.manifest == before.manifest
+    bot = Chatbot(settings.replace(generator="extractive"), index=survivor)
+    answer = bot.answer("Can your spine curve after fusion?")
+    assert not answer.refused and answer.citations
