@@ -83,9 +83,10 @@ class Chatbot:
         self.common = common_stems(self.index, settings)
 
     def reindex(self) -> index_mod.Index:
-        """Bring the index up to date with the corpus folder (after an upload, say) without a restart.
-        Questions already running keep the index they started with."""
-        fresh = index_mod.ensure(self.settings)
+        """Bring the index up to date with the corpus folder (after an admin's upload) without a
+        restart, however much there is to embed. Questions already running keep the index they
+        started with."""
+        fresh = index_mod.ensure(self.settings, update_all=True)
         self.index, self.retriever = fresh, Retriever.from_settings(fresh, self.settings)
         self.common = common_stems(fresh, self.settings)
         return fresh
