@@ -17,6 +17,8 @@ import pytest
 from serving import free_port
 
 from chatbot import documents, ui
+from chatbot.answer import Code, Outcome
+from chatbot.answerability import Coverage
 from chatbot.chunking import Chunk
 from chatbot.config import Settings, load_settings
 from chatbot.pipeline import Answer, Citation
@@ -265,7 +267,8 @@ def test_document_text_is_escaped_and_spans_marked():
 
 def _answer(text: str, numbers: list[int]) -> Answer:
     chunk = Chunk("c", "faq.txt", "Title", 0, 10, "Some text.")
-    return Answer(question="q", query="q", text=text, refused=False,
+    return Answer(question="q", query="q", text=text, coverage=Coverage.FULL,
+                  outcome=Outcome(Code.ANSWERED),
                   citations=[Citation(n, chunk, ((0, 10),)) for n in numbers])
 
 
@@ -279,7 +282,8 @@ def test_citation_markers_link_to_their_cards_and_nothing_else_becomes_markup():
                    r"A footnote mark \[3\] of the document. \[x\]")
     panel = ui.sources_html(_answer(text, [1, 2]), turn=4)
     assert panel.count('id="cite-4-1"') == 1 and 'id="cite-4-2"' in panel
-    assert "(#cite-" not in ui.answer_message(Answer("q", "q", "No [1] here.", refused=True))
+    assert "(#cite-" not in ui.answer_message(
+        Answer("q", "q", "No [1] here.", Coverage.NONE, Outcome(Code.NOT_COVERED)))
 
 
 def test_markdown_in_answers_is_shown_literally():
@@ -295,3 +299,16 @@ def test_sources_panel_for_answer_and_refusal(bot):
     assert "<mark>" in panel and "[1]" in panel and "Searched for" in panel
     refusal = ui.sources_html(bot.answer("What is the capital of Australia?"))
     assert 'class="refusal"' in refusal and FAQ.name in refusal
+
+
+def test_a_partial_answer_is_set_apart_as_partial():
+    chunk = Chunk("c", "faq.txt", "Can failed back surgery be fixed?", 0, 10, "Some text.")
+    preamble = "The documents do not mention acupuncture. On “Can failed back surgery be fixed?” they say:"
+    answer = Answer("q", "q", f"{preamble} Some text. [1]", Coverage.PARTIAL,
+                    Outcome(Code.PARTIAL, "The documents do not mention acupuncture"),
+                    citations=[Citation(1, chunk, ((0, 10),))], preamble=preamble)
+    bubble = ui.answer_message(answer, turn=2)
+    assert bubble.startswith("**Partial answer.**") and "\n\n> Some text." in bubble
+    assert "#cite-2-1" in bubble
+    panel = ui.sources_html(answer, turn=2)
+    assert 'class="partial"' in panel and "do not mention acupuncture" in panel
