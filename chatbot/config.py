@@ -61,8 +61,10 @@ class Settings:
 
     # Answerability (answerability.py): P(answerable) from a logistic regression over signals,
     # fitted on tuning questions only by `python -m bench.answerability --fit`.
-    answer_full: float = 0.5  # P at or above this: a full answer
-    answer_partial: float = 0.2  # P at or above this (below answer_full): a partial answer
+    # Cut-offs chosen on the tuning sets (an unanswerable answered in full costs 4, an answerable
+    # not answered in full 1; `partial` refuses at most 2 % of tuning answerables): README tables.
+    answer_full: float = 0.58  # P at or above this: a full answer
+    answer_partial: float = 0.19  # P at or above this (below answer_full): a partial answer
     partial_quotes: int = 2  # sentences a partial answer quotes from the nearest topic
     question_zipf: float = 5.3  # a question word rarer than this is a topic the passages must cover
     synonym_similarity: float = 0.6  # a passage word this similar covers it (named when missing)
