@@ -173,7 +173,7 @@ class Chatbot:
             for a, b in grounding.statements(h.chunk.text, h.chunk.start):
                 cut = grounding.lead_in(h.chunk.text[a - h.chunk.start:b - h.chunk.start])
                 spans.append((i, (a + cut, b)))
-        texts = [hits[i].chunk.text[a - hits[i].chunk.start:b - hits[i].chunk.start]
+        texts = [_capitalised(hits[i].chunk.text[a - hits[i].chunk.start:b - hits[i].chunk.start])
                  for i, (a, b) in spans]
         vecs = models.embed(texts) if texts else np.zeros((0, 1), "float32")
         return [_Sentence(i, sp, t, v) for (i, sp), t, v in zip(spans, texts, vecs)]
@@ -273,6 +273,11 @@ class Chatbot:
                       timings={**(timings or {}), "total_ms": ms()}, **base)
 
 
+def _capitalised(sentence: str) -> str:
+    """A sentence whose lead-in was cut off starts with a capital all the same."""
+    return sentence[:1].upper() + sentence[1:]
+
+
 def _quotes(evidence: list[_Sentence]) -> list[_ClaimDraft]:
-    """The passages' own sentences as claims, capitalised where a lead-in was cut off."""
-    return [_ClaimDraft(e.text[:1].upper() + e.text[1:], True, e.hit, e.span, "") for e in evidence]
+    """The passages' own sentences as claims."""
+    return [_ClaimDraft(e.text, True, e.hit, e.span, "") for e in evidence]
