@@ -47,6 +47,12 @@ class Settings:
     synonym_similarity: float = 0.6  # ...or have a passage word at least this similar
     common_word_share: float = 0.05  # ...unless the corpus uses it in this share of its documents
     common_word_min_docs: int = 20  # ...and in at least this many (a small corpus has no common words)
+    # Instructions to the assistant in documents and questions (chatbot/instructions.py): detector
+    # scores, chosen by cross-validation and measured on held-out texts by `python -m
+    # bench.instruction_detector` (docs/instructions.md). A flagged sentence is never quoted.
+    instruction_threshold: float = 0.567  # 1 % of ordinary texts flagged: held-out recall .82, FPR .0095
+    instruction_neighbour_threshold: float = 0.319  # ...its paragraph neighbours at 3 % (injections come in blocks)
+    question_instruction_threshold: float = 0.637  # no ordinary tuning question refused; held-out recall .92
 
     # Generation: "local" (SmolLM2 via transformers), "extractive" (no LLM), "openai" (HTTP server).
     generator: str = "local"

@@ -31,7 +31,7 @@ import faiss
 import numpy as np
 from tqdm import tqdm
 
-from chatbot import documents, models
+from chatbot import documents, instructions, models
 from chatbot.chunking import Chunk, chunk
 from chatbot.config import Settings
 from chatbot.documents import LoadError, corpus_files
@@ -40,7 +40,7 @@ from chatbot.text import terms
 log = logging.getLogger(__name__)
 logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets itself to DEBUG on import
 
-FORMAT = 3
+FORMAT = 4  # 4: chunks carry the spans of sentences flagged as instructions (Chunk.flagged)
 MANIFEST_FILE, CACHE_DIR = "manifest.json", "cache"
 EMBED_BATCH_CHUNKS = 512  # chunks embedded per model call; a crash loses at most one batch
 
@@ -121,10 +121,11 @@ def file_hashes(corpus_dir: Path) -> dict[str, str]:
 
 
 def _recipe(settings: Settings) -> dict:
-    """Everything that, if changed, makes old vectors wrong."""
+    """Everything that, if changed, makes old vectors (or instruction flags) wrong."""
     return {"format": FORMAT, "embedder": models.embedder_id(),
             "chunking": {"chunk_chars": settings.chunk_chars,
-                         "overlap": settings.chunk_overlap_sentences}}
+                         "overlap": settings.chunk_overlap_sentences},
+            "instructions": instructions.recipe(settings)}
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -251,7 +252,8 @@ def build(settings: Settings) -> Index:
             log.error("skipped %s", err)
             problems.append(str(err))
             continue
-        chunks = chunk(doc, settings.chunk_chars, settings.chunk_overlap_sentences)
+        chunks = instructions.flag_chunks(chunk(doc, settings.chunk_chars, settings.chunk_overlap_sentences),
+                                          settings)
         if not chunks:
             problems.append(f"{source}: only headings, no text to index")
             log.error("skipped %s", problems[-1])

@@ -196,7 +196,7 @@ class Chatbot:
     # -- steps ---------------------------------------------------------------------------------
 
     def _sentences(self, hits: list[Hit]) -> list[_Sentence]:
-        spans = [(i, sp) for i, h in enumerate(hits) for sp in grounding.statements(h.chunk.text, h.chunk.start)]
+        spans = [(i, sp) for i, h in enumerate(hits) for sp in grounding.statements(h.chunk.text, h.chunk.start, h.chunk.flagged)]
         texts = [hits[i].chunk.text[a - hits[i].chunk.start:b - hits[i].chunk.start] for i, (a, b) in spans]
         vecs = models.embed(texts) if texts else np.zeros((0, 1), "float32")
         return [_Sentence(i, sp, t, v) for (i, sp), t, v in zip(spans, texts, vecs)]
