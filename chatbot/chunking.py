@@ -5,6 +5,7 @@ and a citation can always be traced back to the source.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 
@@ -28,6 +29,10 @@ class Chunk:
     def __post_init__(self):
         # Read back from JSON (cache, manifest) the spans are lists; keep the chunk hashable.
         object.__setattr__(self, "flagged", tuple((int(a), int(b)) for a, b in self.flagged))
+
+    def to_dict(self) -> dict:
+        """The chunk as JSON values (lists, not tuples): what the manifest holds once read back."""
+        return {**dataclasses.asdict(self), "flagged": [list(span) for span in self.flagged]}
 
     @property
     def embed_text(self) -> str:

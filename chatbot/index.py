@@ -276,7 +276,7 @@ def build(settings: Settings) -> Index:
                 "embedded_chunks": embedded,  # how many were new this time (the rest came from cache)
                 "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "build_seconds": round(time.perf_counter() - t0, 2),
-                "chunks": [dataclasses.asdict(c) for c in chunks]}
+                "chunks": [c.to_dict() for c in chunks]}
     return Index(index, chunks, manifest, title_vectors=np.stack([ready[s][2] for s in sources]))
 
 
