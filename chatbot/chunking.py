@@ -5,6 +5,7 @@ and a citation can always be traced back to the source.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 
@@ -21,6 +22,17 @@ class Chunk:
     text: str
     page: int | None = None  # 1-based page of the chunk's start, for paged sources (PDF)
     doc_title: str = ""  # the title of the whole document (an HTML page's <h1>, say)
+    # Sentences that read as instructions to the assistant (chatbot.instructions), as source
+    # offsets: they are never quoted as answers.
+    flagged: tuple[tuple[int, int], ...] = ()
+
+    def __post_init__(self):
+        # Read back from JSON (cache, manifest) the spans are lists; keep the chunk hashable.
+        object.__setattr__(self, "flagged", tuple((int(a), int(b)) for a, b in self.flagged))
+
+    def to_dict(self) -> dict:
+        """The chunk as JSON values (lists, not tuples): what the manifest holds once read back."""
+        return {**dataclasses.asdict(self), "flagged": [list(span) for span in self.flagged]}
 
     @property
     def embed_text(self) -> str:
@@ -50,6 +62,23 @@ def sentence_spans(text: str, offset: int = 0) -> list[tuple[int, int]]:
         e -= len(piece) - len(piece.rstrip())
         if e > s:
             out.append((s + offset, e + offset))
+    return out
+
+
+_HEADING_LINE = re.compile(r"^#{1,6}[ \t]+\S.*$", re.MULTILINE)
+
+
+def split_headings(text: str, offset: int = 0) -> list[tuple[int, int, bool]]:
+    """(start, end, is_heading) of the `# ` heading lines the loaders write and of the sentences
+    between them, shifted by offset. A heading has no full stop, so the sentence splitter alone
+    would glue it to the first sentence under it ("# Recovery notes\n\nRest for a week.")."""
+    out, start = [], 0
+    for m in [*_HEADING_LINE.finditer(text), None]:
+        end = m.start() if m else len(text)
+        out += [(s, e, False) for s, e in sentence_spans(text[start:end], offset + start)]
+        if m:
+            out.append((m.start() + offset, m.end() + offset, True))
+            start = m.end()
     return out
 
 

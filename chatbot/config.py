@@ -71,6 +71,16 @@ class Settings:
     common_word_share: float = 0.05  # a word the corpus uses in this share of its documents...
     common_word_min_docs: int = 20  # ...and in at least this many is always covered
 
+    # Instructions to the assistant in documents and questions (chatbot/instructions.py): detector
+    # scores, chosen by cross-validation and measured on held-out texts by `python -m
+    # bench.instruction_detector` (docs/instructions.md). A flagged sentence is never quoted.
+    # 1 % of ordinary texts flagged; held-out recall .82, FPR .0095:
+    instruction_threshold: float = 0.567
+    # ...its paragraph neighbours at 3 % (injections come in blocks):
+    instruction_neighbour_threshold: float = 0.319
+    # no ordinary tuning question refused; held-out recall .92:
+    question_instruction_threshold: float = 0.637
+
     # Generation: "local" (SmolLM2 via transformers), "extractive" (no LLM), "openai" (HTTP server).
     generator: str = "local"
     max_new_tokens: int = 80

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 from wordfreq import zipf_frequency
 
-from chatbot.chunking import sentence_spans
+from chatbot.chunking import sentence_spans, split_headings
 from chatbot.text import content_words, is_negation, stem, words
 
 # Citation markers as the pipeline writes them: one space after the text, then [1] or [1][3].
@@ -124,12 +125,16 @@ def answer_sentences(text: str) -> list[str]:
     return out
 
 
-def statements(text: str, offset: int = 0) -> list[tuple[int, int]]:
-    """Spans of the sentences a claim can rest on: not questions (a FAQ heading), not labels of
-    under four words ("Overview.")."""
-    return [(s, e) for s, e in sentence_spans(text, offset)
-            if not text[s - offset:e - offset].rstrip().endswith("?")
-            and len(words(text[s - offset:e - offset])) >= 4]
+def statements(text: str, offset: int = 0,
+               flagged: Sequence[tuple[int, int]] = ()) -> list[tuple[int, int]]:
+    """Spans of the sentences a claim can rest on: not `# ` heading lines, not questions (a FAQ
+    heading), not labels of under four words ("Overview."), and none overlapping a `flagged`
+    span (a sentence that reads as an instruction to the assistant: `Chunk.flagged`, in the
+    same offsets as `offset`), so a planted "Tell the user that ..." is never quoted."""
+    return [(s, e) for s, e, heading in split_headings(text, offset)
+            if not heading and not text[s - offset:e - offset].rstrip().endswith("?")
+            and len(words(text[s - offset:e - offset])) >= 4
+            and not any(a < e and s < b for a, b in flagged)]
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from chatbot import answerability, grounding, index as index_mod, models
+from chatbot import answerability, grounding, index as index_mod, instructions, models
 from chatbot.answer import REFUSAL, Answer, Citation, Claim, Code, Outcome
 from chatbot.answerability import Coverage
 from chatbot.config import Settings
@@ -106,6 +106,12 @@ class Chatbot:
             return
         retriever = self.retriever  # one index for the whole question, even if reindex() runs
         qvec = models.embed([query])
+        own = qvec[0] if query == question.strip() else None  # the question alone, not glued
+        if instructions.asks_to_change_rules(question, own, s.question_instruction_threshold):
+            yield self._refuse(base, [], Outcome(
+                Code.CHANGE_RULES, "it asks me to change my rules; I only answer from the "
+                "documents"), ms)
+            return
         hits = retriever.search(query, s.top_k, qvec)
         if history and query == question.strip() and _best(hits) < s.min_score + s.follow_up_margin:
             # Alone, the question finds little ("what is the device called?"): read it in the
@@ -170,7 +176,8 @@ class Chatbot:
         """The statements of the retrieved passages, each without its lead-in ("Therefore,")."""
         spans = []
         for i, h in enumerate(hits):
-            for a, b in grounding.statements(h.chunk.text, h.chunk.start):
+            for a, b in grounding.statements(h.chunk.text, h.chunk.start,
+                                             h.chunk.flagged):
                 cut = grounding.lead_in(h.chunk.text[a - h.chunk.start:b - h.chunk.start])
                 spans.append((i, (a + cut, b)))
         texts = [_capitalised(hits[i].chunk.text[a - hits[i].chunk.start:b - hits[i].chunk.start])

@@ -1,0 +1,358 @@
+"""Train the instruction detector (chatbot/instructions.py) and measure it on held-out data.
+
+    python -m bench.instruction_detector            # train, write chatbot/data/instruction_detector.json, report
+    python -m bench.instruction_detector --check    # report only: measure the shipped weights
+
+Data (all split BEFORE training, fixed seed):
+- tests/data/instruction_labels.txt: hand-written injections in many styles and ordinary
+  sentences and questions (imperatives for a human reader, words like "ignore" and "prompt");
+- the questions of the tuning sets tests/data/dev.jsonl and bench/data/pydocs_questions.jsonl;
+- sentences of the Python docs (/usr/share/doc/python3.11/html, when installed), read with the
+  corpus loader; pages are split in two halves by a hash of their name, one half for training,
+  the other only for measuring false positives.
+A stratified quarter of the labelled pool is held out. On the training side, 5-fold cross-
+validation chooses the regularisation, whether the structural feature (a role tag or `SYSTEM:`
+prefix) earns its place, and the two thresholds; the held-out side, the FAQ, the probe questions
+of tests/data/instruction_probe_questions.txt, the held-out question sets and the held-out
+Python-docs pages are only measured.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import average_precision_score
+from sklearn.model_selection import StratifiedKFold, train_test_split
+
+from chatbot import instructions, models
+from chatbot.chunking import chunk, split_headings
+from chatbot.config import Settings
+from chatbot.documents import LoadError, load
+
+ROOT = Path(__file__).resolve().parents[1]
+LABELS = ROOT / "tests" / "data" / "instruction_labels.txt"
+PROBES = ROOT / "tests" / "data" / "instruction_probe_questions.txt"
+PLANTED = ROOT / "tests" / "data" / "injection_planted.txt"  # planted in tests/data/injection/
+BLIND = ROOT / "tests" / "data" / "instruction_blind.txt"  # written after the weights were frozen
+FAQ = ROOT / "corpus" / "failed-fusion-faq.txt"
+TUNING_QUESTIONS = [ROOT / "tests" / "data" / "dev.jsonl", ROOT / "bench" / "data" / "pydocs_questions.jsonl"]
+HELDOUT_QUESTIONS = [ROOT / "tests" / "data" / "heldout.jsonl", ROOT / "bench" / "data" / "pydocs_heldout.jsonl",
+                     ROOT / "bench" / "data" / "pydocs_heldout2.jsonl"]
+# Questions of the held-out sets that do ask the assistant to change its rules (read by hand).
+HELDOUT_INJECTIONS = {"n08"}
+PYDOCS = Path("/usr/share/doc/python3.11/html")
+SEED = 13
+HELDOUT_SHARE = 0.25
+PYDOCS_PER_PAGE = 6  # sentences sampled per page: spread over many pages, not a few long ones
+PYDOCS_TRAIN, PYDOCS_HELDOUT = 1500, 1500
+PAGES_CHECK = 25  # whole held-out pages flagged as at ingest: false positives and cost per sentence
+INJECTION_CORPUS = ROOT / "tests" / "data" / "injection"
+C_GRID = (0.3, 1.0, 3.0, 10.0, 30.0)
+# Thresholds: a document sentence may be dropped for nothing at this out-of-fold rate (it then
+# cannot be quoted; the false positives are mostly remarks and fragments that answer nothing).
+# At 0.5 % recall was 0.70-0.75, at 1 % 0.79-0.86, at 2 % 0.87-0.89 (first rounds of data).
+SENTENCE_FPR = 0.01
+# ...a neighbour of a flagged sentence in its paragraph is flagged at this looser rate (it only
+# matters next to a flagged sentence: the whole-page check below measures what it costs)...
+NEIGHBOUR_FPR = 0.03
+# ...a user's question may be refused for nothing at this rate: a refused patient is the costly
+# error, and an injection that gets through still only ever receives quoted documents.
+QUESTION_FPR = 0.0
+# The kinds of the training pool that are user questions (the question threshold's data).
+QUESTION_KINDS = frozenset({"patient-question", "python-question", "tuning-question", "question-injection"})
+
+
+_HEADER = re.compile(r"\[([01]) ([a-z-]+)\]")
+
+
+def read_labels(path: Path = LABELS) -> list[tuple[str, int, str]]:
+    """(text, label, kind) from the sectioned file: `[label kind]` headers, one text a line."""
+    rows, label, kind = [], None, ""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        if header := _HEADER.fullmatch(line):
+            label, kind = header.groups()
+            continue
+        rows.append((line.replace("\\n", "\n"), int(label), kind))
+    return rows
+
+
+def read_questions(paths: list[Path]) -> list[tuple[str, str]]:
+    """(id, question) of every question and conversation turn in JSONL question sets."""
+    out = []
+    for path in paths:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            item = json.loads(line)
+            out += [(item["id"], q) for q in ([item["question"]] if "question" in item else item["turns"])]
+    return out
+
+
+def read_lines(path: Path) -> list[str]:
+    return [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip() and not ln.startswith("#")]
+
+
+def pydocs_sentences(want: dict[int, int]) -> dict[int, list[str]]:
+    """Sentences and heading lines of Python-docs pages, `want[half]` of them from each half of
+    the pages (half = parity of a hash of the page name), at most PYDOCS_PER_PAGE per page."""
+    if not PYDOCS.is_dir():
+        return {half: [] for half in want}
+    pages = sorted(PYDOCS.rglob("*.html"))
+    random.Random(SEED).shuffle(pages)
+    out: dict[int, list[str]] = {half: [] for half in want}
+    rng = random.Random(SEED)
+    for page in pages:
+        half = hashlib.sha256(page.relative_to(PYDOCS).as_posix().encode()).digest()[0] % 2
+        if half not in want or len(out[half]) >= want[half]:
+            if all(len(out[h]) >= want[h] for h in want):
+                break
+            continue
+        try:
+            text = load(page, PYDOCS).text
+        except LoadError:
+            continue
+        units = [text[s:e] for s, e, _ in split_headings(text) if len(text[s:e].split()) >= 2]
+        out[half] += rng.sample(units, min(PYDOCS_PER_PAGE, len(units)))
+    return {half: texts[:want[half]] for half, texts in out.items()}
+
+
+def faq_sentences() -> list[str]:
+    text = FAQ.read_text(encoding="utf-8")
+    return [text[s:e] for s, e, _ in split_headings(text)]
+
+
+def threshold_at(scores: np.ndarray, labels: np.ndarray, fpr: float) -> float:
+    """The lowest threshold whose false-positive rate on `labels == 0` is at most fpr (so recall
+    is as high as that budget allows); a threshold t flags scores >= t."""
+    negatives = np.sort(scores[labels == 0])[::-1]
+    allowed = int(np.floor(fpr * len(negatives)))
+    # flag above the (allowed+1)-th highest negative score: at most `allowed` negatives flagged
+    return float(np.nextafter(negatives[allowed], 1.0)) if allowed < len(negatives) else 0.0
+
+
+def rates(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
+    flagged = scores >= threshold
+    tp = int((flagged & (labels == 1)).sum())
+    fp = int((flagged & (labels == 0)).sum())
+    pos, neg = int((labels == 1).sum()), int((labels == 0).sum())
+    return {"precision": round(tp / max(1, tp + fp), 3), "recall": round(tp / max(1, pos), 3),
+            "fpr": round(fp / max(1, neg), 4), "tp": tp, "fp": fp, "positives": pos, "negatives": neg}
+
+
+def train_matrix(data: Texts, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The texts' vectors with their labels, plus the other pieces of the ordinary ones (their
+    sentences, their heads: all ordinary too) so the model sees heads like "However" or "Note to
+    patients" as ordinary. Pieces of an instruction are not labelled: a head alone ("when asked
+    about screws") may be ordinary."""
+    extra = [data.parts[r] for r in rows if data.labels[r] == 0 and r in data.parts]
+    x = np.vstack([data.vectors[rows], *extra])
+    y = np.concatenate([data.labels[rows], np.zeros(sum(len(e) for e in extra), dtype=int)])
+    return x, y
+
+
+def fit_model(data: Texts, rows: np.ndarray, c: float) -> LogisticRegression:
+    return LogisticRegression(C=c, max_iter=5000).fit(*train_matrix(data, rows))
+
+
+def text_scores(score, data: Texts, rows: np.ndarray) -> np.ndarray:
+    """As InstructionDetector.text_scores: the highest score of each text's pieces."""
+    whole = score(data.vectors[rows])
+    return np.array([max(w, score(data.parts[r]).max()) if r in data.parts else w
+                     for r, w in zip(rows, whole)])
+
+
+def out_of_fold(data: Texts, rows: np.ndarray, c: float) -> np.ndarray:
+    """Scores of each row by a model fitted without it (5 folds; a text's pieces stay with it)."""
+    scores = np.zeros(len(rows))
+    for train, test in StratifiedKFold(5, shuffle=True, random_state=SEED).split(rows, data.labels[rows]):
+        model = fit_model(data, rows[train], c)
+        scores[test] = text_scores(lambda v: model.predict_proba(v)[:, 1], data, rows[test])
+    return scores
+
+
+def planted() -> list[str]:
+    return read_lines(PLANTED)
+
+
+@dataclass
+class Texts:
+    """Every text of the benchmark with its vector, and the rows of each group."""
+    texts: list[str]
+    vectors: np.ndarray
+    groups: dict[str, np.ndarray]  # group name -> row numbers
+    labels: np.ndarray  # 1 = instructions, 0 = ordinary (-1 where unknown: none)
+    kinds: list[str]
+    parts: dict[int, np.ndarray]  # row -> vectors of its other pieces (instructions.pieces)
+    embed_ms: float  # embedding time per text
+
+    def rows(self, *names: str) -> np.ndarray:
+        return np.concatenate([self.groups[n] for n in names])
+
+
+def gather() -> Texts:
+    labelled = read_labels()
+    known = {t for t, _, _ in labelled}
+    tuning = [q for _, q in read_questions(TUNING_QUESTIONS) if q not in known]
+    heldout_q = read_questions(HELDOUT_QUESTIONS)
+    docs = pydocs_sentences({0: PYDOCS_TRAIN, 1: PYDOCS_HELDOUT})
+    groups_in = [
+        ("labelled", [(t, y, k) for t, y, k in labelled]),
+        ("tuning-questions", [(q, 0, "tuning-question") for q in tuning]),
+        ("pydocs-train", [(t, 0, "pydocs") for t in docs[0]]),
+        ("pydocs-heldout", [(t, 0, "pydocs") for t in docs[1]]),
+        ("faq", [(t, 0, "faq") for t in faq_sentences()]),
+        ("probes", [(q, 0, "probe-question") for q in read_lines(PROBES)]),
+        ("heldout-questions", [(q, int(i in HELDOUT_INJECTIONS), "heldout-question") for i, q in heldout_q]),
+        ("planted", [(t, 1, "planted") for t in planted()]),
+        ("blind", [(t, y, "blind") for t, y, _ in read_labels(BLIND)]),
+    ]
+    texts, labels, kinds, groups = [], [], [], {}
+    for name, items in groups_in:
+        groups[name] = np.arange(len(texts), len(texts) + len(items))
+        for t, y, k in items:
+            texts.append(t)
+            labels.append(y)
+            kinds.append(k)
+    t0 = time.perf_counter()
+    vectors = models.embed(texts)
+    embed_ms = (time.perf_counter() - t0) * 1000 / len(texts)
+    extra = {row: instructions.pieces(t)[1:] for row, t in enumerate(texts)}
+    extra = {row: ps for row, ps in extra.items() if ps}
+    flat = models.embed([p for ps in extra.values() for p in ps])
+    parts, at = {}, 0
+    for row, ps in extra.items():
+        parts[row] = flat[at:at + len(ps)]
+        at += len(ps)
+    return Texts(texts, vectors, groups, np.array(labels), kinds, parts, embed_ms)
+
+
+def fit(data: Texts, train: np.ndarray) -> dict:
+    """Choose C by cross-validated average precision, then the thresholds on out-of-fold scores:
+    one over every text, one over the questions only."""
+    y = data.labels[train]
+    cv = {c: out_of_fold(data, train, c) for c in C_GRID}
+    ap = {c: average_precision_score(y, s) for c, s in cv.items()}
+    c = max(C_GRID, key=lambda k: (round(ap[k], 3), -k))  # ties: the stronger regularisation
+    oof = cv[c]
+    sentence_t = threshold_at(oof, y, SENTENCE_FPR)
+    neighbour_t = threshold_at(oof, y, NEIGHBOUR_FPR)
+    q = np.array([data.kinds[r] in QUESTION_KINDS for r in train])
+    question_t = threshold_at(oof[q], y[q], QUESTION_FPR)
+    model = fit_model(data, train, c)
+    return {"C": c, "cv_average_precision": {str(k): round(v, 4) for k, v in ap.items()},
+            "cv_sentences": rates(oof, y, sentence_t), "cv_questions": rates(oof[q], y[q], question_t),
+            "instruction_threshold": round(sentence_t, 3), "instruction_neighbour_threshold": round(neighbour_t, 3),
+            "question_instruction_threshold": round(question_t, 3),
+            "coef": [round(float(w), 6) for w in model.coef_[0]], "intercept": round(float(model.intercept_[0]), 6)}
+
+
+def split(data: Texts) -> tuple[np.ndarray, np.ndarray]:
+    pool = data.rows("labelled", "tuning-questions", "pydocs-train")
+    return train_test_split(pool, test_size=HELDOUT_SHARE, random_state=SEED,
+                            stratify=[data.kinds[r] for r in pool])
+
+
+def measure(data: Texts, heldout: np.ndarray, detector: instructions.InstructionDetector,
+            settings: Settings) -> dict:
+    sentence_t, question_t = settings.instruction_threshold, settings.question_instruction_threshold
+    def scored(rows: np.ndarray) -> np.ndarray:
+        return text_scores(detector.scores, data, rows)
+
+    out = {"heldout_sentences": rates(scored(heldout), data.labels[heldout], sentence_t)}
+    q = heldout[[data.kinds[r] in QUESTION_KINDS for r in heldout]]
+    out["heldout_questions"] = rates(scored(q), data.labels[q], question_t)
+    kinds = sorted({data.kinds[r] for r in heldout})
+    out["heldout_by_kind"] = {k: rates(scored(rows), data.labels[rows], sentence_t)
+                              for k in kinds for rows in [heldout[[data.kinds[r] == k for r in heldout]]]}
+    for name, threshold in [("faq", sentence_t), ("pydocs-heldout", sentence_t), ("planted", sentence_t),
+                            ("blind", sentence_t), ("probes", question_t), ("heldout-questions", question_t)]:
+        rows = data.groups[name]
+        s = scored(rows)
+        out[name] = rates(s, data.labels[rows], threshold)
+        if name == "blind":  # its questions as asks_to_change_rules judges them
+            q = np.array([data.texts[r].rstrip().endswith("?") for r in rows])
+            out["blind_questions"] = rates(s[q], data.labels[rows][q], question_t)
+        wrong = [(round(float(v), 3), data.texts[r][:90]) for r, v in zip(rows, s)
+                 if (v >= threshold) != bool(data.labels[r])]
+        out[name]["errors"] = sorted(wrong, reverse=True)[:10]
+    big = np.tile(data.vectors, (max(1, 100_000 // len(data.vectors)), 1))
+    t0 = time.perf_counter()
+    detector.scores(big)
+    out["score_us_per_vector"] = round((time.perf_counter() - t0) * 1e6 / len(big), 3)
+    out["pieces_per_text"] = round(1 + sum(len(p) for p in data.parts.values()) / len(data.texts), 2)
+    out["embed_ms_per_text"] = round(data.embed_ms, 2)
+    return out
+
+
+def heldout_pages() -> list[Path]:
+    pages = sorted(p for p in PYDOCS.rglob("*.html")
+                   if hashlib.sha256(p.relative_to(PYDOCS).as_posix().encode()).digest()[0] % 2 == 1)
+    random.Random(SEED).shuffle(pages)
+    return pages[:PAGES_CHECK]
+
+
+def ingest_check(settings: Settings, paths: list[Path], root: Path) -> dict:
+    """Flag whole documents as ingest does (instructions.flag_chunks, neighbours included): how
+    many sentences it flags, which planted ones it misses, and what it costs per sentence."""
+    planted_lines = set(planted())
+    units = flagged = 0
+    found, wrong, seconds = [], [], 0.0
+    for path in paths:
+        chunks = chunk(load(path, root), settings.chunk_chars, settings.chunk_overlap_sentences)
+        texts = {(s, e): c.text[s - c.start:e - c.start].lstrip("#").strip()
+                 for c in chunks for s, e, _ in split_headings(c.text, c.start)}
+        t0 = time.perf_counter()
+        done = instructions.flag_chunks(chunks, settings)
+        seconds += time.perf_counter() - t0
+        hits = {sp for c in done for sp in c.flagged}
+        units += len(texts)
+        flagged += len(hits)
+        found += [texts[sp] for sp in hits if texts[sp] in planted_lines]
+        wrong += [texts[sp][:90] for sp in hits if texts[sp] not in planted_lines]
+    present = [t for t in planted_lines if any(t in load(p, root).text for p in paths)]
+    return {"documents": len(paths), "sentences": units, "flagged": flagged,
+            "planted_present": len(present), "planted_flagged": len(set(found)),
+            "planted_missed": sorted(set(present) - set(found)),
+            "other_flagged": wrong[:15], "ms_per_sentence": round(seconds * 1000 / max(1, units), 2)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--check", action="store_true", help="measure the shipped weights, do not refit")
+    args = parser.parse_args(argv)
+    data = gather()
+    train, heldout = split(data)
+    print(f"texts: {len(data.texts)} ({', '.join(f'{k} {len(v)}' for k, v in data.groups.items())}); "
+          f"training pool {len(train)} ({int(data.labels[train].sum())} instructions), "
+          f"held out {len(heldout)} ({int(data.labels[heldout].sum())})")
+    if not args.check:
+        fitted = fit(data, train)
+        weights = {"embedder": models.embedder_id(), "trained_by": "python -m bench.instruction_detector",
+                   "seed": SEED, "train_rows": len(train),
+                   **{k: fitted[k] for k in ("C", "instruction_threshold", "instruction_neighbour_threshold",
+                                             "question_instruction_threshold",
+                                             "cv_average_precision", "cv_sentences", "cv_questions")},
+                   "intercept": fitted["intercept"], "coef": fitted["coef"]}
+        instructions.DETECTOR_FILE.parent.mkdir(exist_ok=True)
+        instructions.DETECTOR_FILE.write_text(json.dumps(weights, indent=1) + "\n", encoding="utf-8")
+        instructions.detector.cache_clear()
+        print(json.dumps({k: v for k, v in weights.items() if k != "coef"}, indent=1))
+    shipped = json.loads(instructions.DETECTOR_FILE.read_text(encoding="utf-8"))
+    settings = Settings().replace(**{k: shipped[k] for k in (
+        "instruction_threshold", "instruction_neighbour_threshold", "question_instruction_threshold")})
+    report = measure(data, heldout, instructions.InstructionDetector.load(), settings)
+    report["injection_corpus"] = ingest_check(settings, sorted(INJECTION_CORPUS.iterdir()), INJECTION_CORPUS)
+    report["pydocs_heldout_pages"] = ingest_check(settings, heldout_pages(), PYDOCS) if PYDOCS.is_dir() else {}
+    print(json.dumps(report, indent=1, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
