@@ -45,6 +45,7 @@ CSS = """
 .cite-head .src { font-family: var(--font-mono); font-weight: 400; font-size: 0.85em; }
 .passage { white-space: pre-wrap; font-size: 0.9em; line-height: 1.45; }
 .passage mark { background: #fde68a; color: inherit; padding: 0 1px; }
+#sources .flagged { border-left: 3px solid #dc2626; padding-left: 0.6em; font-size: 0.9em; }
 #sources .partial { border: 2px solid #d97706; background: #fffbeb; color: #78350f;
   border-radius: 6px; padding: 0.6em 0.8em; margin-bottom: 0.6em; }
 #sources .refusal { border: 2px solid #dc2626; background: #fef2f2; color: #7f1d1d;
@@ -150,10 +151,23 @@ def sources_html(answer: Answer, turn: int = 1) -> str:
                             f'{esc(answer.note)}; the passages below are the nearest topic.</div>')
         elif answer.note:
             parts.append(f'<p class="note">Note: {esc(answer.note)}.</p>')
+    parts.append(_flagged_html(answer))
     timings = " · ".join(f"{k.removesuffix('_ms').replace('_', ' ')} {_duration(v)}"
                          for k, v in answer.timings.items())
     parts.append(f'<p class="timings">{esc(timings)}</p>')
     return "".join(parts)
+
+
+def _flagged_html(answer: Answer) -> str:
+    """A warning on each retrieved document that holds text addressed to the assistant."""
+    flagged = list(dict.fromkeys(h.chunk.source for h in answer.hits if h.chunk.flagged))
+    if not flagged:
+        return ""
+    names = ", ".join(f"<code>{esc(name)}</code>" for name in flagged)
+    return (f'<div class="flagged"><strong>Warning:</strong> {names} contain'
+            f'{"s" * (len(flagged) == 1)} text that gives the assistant instructions; it is '
+            "treated as data and never quoted as an answer. Tell whoever curates the documents."
+            "</div>")
 
 
 def others_html(answer: Answer) -> tuple[str, int]:
