@@ -198,7 +198,7 @@ class Chatbot:
         keep = [(sc, x) for sc, x in top if sc >= best - s.evidence_margin][: s.max_evidence_sentences]
         for h in sorted({x.hit for _, x in scored} - {0}):
             sc, x = next(p for p in scored if p[1].hit == h)
-            if sc >= max(s.second_passage_score, best - s.evidence_margin):
+            if sc >= s.second_passage_score:
                 keep.append((sc, x))
         return [x for _, x in sorted(keep, key=lambda p: -p[0])]
 

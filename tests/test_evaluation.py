@@ -121,7 +121,9 @@ def test_dev_set_with_extractive_answers(dev_run):
     # the extractive generator quotes the passages, so every sentence is supported by its citation
     assert a["citation_recall"] == 1.0 and a["citation_precision"] == 1.0
     assert a["judge_disagreements"] == 0
-    assert a["refusal_accuracy"] == 1.0 and a["false_refusal_rate"] <= 0.2
+    # a tuning set: the scorer answers no more than 2 of its 15 unanswerables in full
+    assert a["unanswerable_full"] <= 2 / 15 and a["false_refusal_rate"] <= 0.05
+    assert a["answerable_full"] >= 0.85
     assert summary["retrieval"]["n"] == 44 and summary["retrieval"]["hit@4"] >= 0.9
     assert summary["latency_ms"]["p50"] <= summary["latency_ms"]["p95"]
     assert sorted(p.name for p in out.iterdir()) == [
