@@ -1,7 +1,7 @@
 """Train the instruction detector (chatbot/instructions.py) and measure it on held-out data.
 
-    python -m bench.instruction_detector            # train, write chatbot/data/instruction_detector.json, report
-    python -m bench.instruction_detector --check    # report only: measure the shipped weights
+    python -m bench.instruction_detector        # fit, write chatbot/data/instruction_detector.json
+    python -m bench.instruction_detector --check  # only measure the shipped weights
 
 Data (all split BEFORE training, fixed seed):
 - tests/data/instruction_labels.txt: hand-written injections in many styles and ordinary
@@ -43,8 +43,10 @@ PROBES = ROOT / "tests" / "data" / "instruction_probe_questions.txt"
 PLANTED = ROOT / "tests" / "data" / "injection_planted.txt"  # planted in tests/data/injection/
 BLIND = ROOT / "tests" / "data" / "instruction_blind.txt"  # written after the weights were frozen
 FAQ = ROOT / "corpus" / "failed-fusion-faq.txt"
-TUNING_QUESTIONS = [ROOT / "tests" / "data" / "dev.jsonl", ROOT / "bench" / "data" / "pydocs_questions.jsonl"]
-HELDOUT_QUESTIONS = [ROOT / "tests" / "data" / "heldout.jsonl", ROOT / "bench" / "data" / "pydocs_heldout.jsonl",
+TUNING_QUESTIONS = [ROOT / "tests" / "data" / "dev.jsonl",
+                    ROOT / "bench" / "data" / "pydocs_questions.jsonl"]
+HELDOUT_QUESTIONS = [ROOT / "tests" / "data" / "heldout.jsonl",
+                     ROOT / "bench" / "data" / "pydocs_heldout.jsonl",
                      ROOT / "bench" / "data" / "pydocs_heldout2.jsonl"]
 # Questions of the held-out sets that do ask the assistant to change its rules (read by hand).
 HELDOUT_INJECTIONS = {"n08"}
@@ -66,8 +68,26 @@ NEIGHBOUR_FPR = 0.03
 # ...a user's question may be refused for nothing at this rate: a refused patient is the costly
 # error, and an injection that gets through still only ever receives quoted documents.
 QUESTION_FPR = 0.0
+THRESHOLDS = ("instruction_threshold", "instruction_neighbour_threshold",
+              "question_instruction_threshold")  # the Settings fields this script chooses
 # The kinds of the training pool that are user questions (the question threshold's data).
-QUESTION_KINDS = frozenset({"patient-question", "python-question", "tuning-question", "question-injection"})
+QUESTION_KINDS = frozenset({"patient-question", "python-question", "tuning-question",
+                            "question-injection"})
+
+
+@dataclass
+class Texts:
+    """Every text of the benchmark with its vector, and the rows of each group."""
+    texts: list[str]
+    vectors: np.ndarray
+    groups: dict[str, np.ndarray]  # group name -> row numbers
+    labels: np.ndarray  # 1 = instructions to the assistant, 0 = ordinary
+    kinds: list[str]
+    parts: dict[int, np.ndarray]  # row -> vectors of its other pieces (instructions.pieces)
+    embed_ms: float  # embedding time per text
+
+    def rows(self, *names: str) -> np.ndarray:
+        return np.concatenate([self.groups[n] for n in names])
 
 
 _HEADER = re.compile(r"\[([01]) ([a-z-]+)\]")
@@ -92,12 +112,19 @@ def read_questions(paths: list[Path]) -> list[tuple[str, str]]:
     for path in paths:
         for line in path.read_text(encoding="utf-8").splitlines():
             item = json.loads(line)
-            out += [(item["id"], q) for q in ([item["question"]] if "question" in item else item["turns"])]
+            turns = [item["question"]] if "question" in item else item["turns"]
+            out += [(item["id"], q) for q in turns]
     return out
 
 
 def read_lines(path: Path) -> list[str]:
-    return [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip() and not ln.startswith("#")]
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [ln for ln in lines if ln.strip() and not ln.startswith("#")]
+
+
+def page_half(page: Path) -> int:
+    """Which half of the Python-docs pages a page is in: 0 trains, 1 is only measured."""
+    return hashlib.sha256(page.relative_to(PYDOCS).as_posix().encode()).digest()[0] % 2
 
 
 def pydocs_sentences(want: dict[int, int]) -> dict[int, list[str]]:
@@ -110,7 +137,7 @@ def pydocs_sentences(want: dict[int, int]) -> dict[int, list[str]]:
     out: dict[int, list[str]] = {half: [] for half in want}
     rng = random.Random(SEED)
     for page in pages:
-        half = hashlib.sha256(page.relative_to(PYDOCS).as_posix().encode()).digest()[0] % 2
+        half = page_half(page)
         if half not in want or len(out[half]) >= want[half]:
             if all(len(out[h]) >= want[h] for h in want):
                 break
@@ -144,7 +171,8 @@ def rates(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
     fp = int((flagged & (labels == 0)).sum())
     pos, neg = int((labels == 1).sum()), int((labels == 0).sum())
     return {"precision": round(tp / max(1, tp + fp), 3), "recall": round(tp / max(1, pos), 3),
-            "fpr": round(fp / max(1, neg), 4), "tp": tp, "fp": fp, "positives": pos, "negatives": neg}
+            "fpr": round(fp / max(1, neg), 4), "tp": tp, "fp": fp,
+            "positives": pos, "negatives": neg}
 
 
 def train_matrix(data: Texts, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -172,29 +200,11 @@ def text_scores(score, data: Texts, rows: np.ndarray) -> np.ndarray:
 def out_of_fold(data: Texts, rows: np.ndarray, c: float) -> np.ndarray:
     """Scores of each row by a model fitted without it (5 folds; a text's pieces stay with it)."""
     scores = np.zeros(len(rows))
-    for train, test in StratifiedKFold(5, shuffle=True, random_state=SEED).split(rows, data.labels[rows]):
+    folds = StratifiedKFold(5, shuffle=True, random_state=SEED)
+    for train, test in folds.split(rows, data.labels[rows]):
         model = fit_model(data, rows[train], c)
         scores[test] = text_scores(lambda v: model.predict_proba(v)[:, 1], data, rows[test])
     return scores
-
-
-def planted() -> list[str]:
-    return read_lines(PLANTED)
-
-
-@dataclass
-class Texts:
-    """Every text of the benchmark with its vector, and the rows of each group."""
-    texts: list[str]
-    vectors: np.ndarray
-    groups: dict[str, np.ndarray]  # group name -> row numbers
-    labels: np.ndarray  # 1 = instructions, 0 = ordinary (-1 where unknown: none)
-    kinds: list[str]
-    parts: dict[int, np.ndarray]  # row -> vectors of its other pieces (instructions.pieces)
-    embed_ms: float  # embedding time per text
-
-    def rows(self, *names: str) -> np.ndarray:
-        return np.concatenate([self.groups[n] for n in names])
 
 
 def gather() -> Texts:
@@ -210,8 +220,9 @@ def gather() -> Texts:
         ("pydocs-heldout", [(t, 0, "pydocs") for t in docs[1]]),
         ("faq", [(t, 0, "faq") for t in faq_sentences()]),
         ("probes", [(q, 0, "probe-question") for q in read_lines(PROBES)]),
-        ("heldout-questions", [(q, int(i in HELDOUT_INJECTIONS), "heldout-question") for i, q in heldout_q]),
-        ("planted", [(t, 1, "planted") for t in planted()]),
+        ("heldout-questions", [(q, int(i in HELDOUT_INJECTIONS), "heldout-question")
+                               for i, q in heldout_q]),
+        ("planted", [(t, 1, "planted") for t in read_lines(PLANTED)]),
         ("blind", [(t, y, "blind") for t, y, _ in read_labels(BLIND)]),
     ]
     texts, labels, kinds, groups = [], [], [], {}
@@ -248,10 +259,13 @@ def fit(data: Texts, train: np.ndarray) -> dict:
     question_t = threshold_at(oof[q], y[q], QUESTION_FPR)
     model = fit_model(data, train, c)
     return {"C": c, "cv_average_precision": {str(k): round(v, 4) for k, v in ap.items()},
-            "cv_sentences": rates(oof, y, sentence_t), "cv_questions": rates(oof[q], y[q], question_t),
-            "instruction_threshold": round(sentence_t, 3), "instruction_neighbour_threshold": round(neighbour_t, 3),
+            "cv_sentences": rates(oof, y, sentence_t),
+            "cv_questions": rates(oof[q], y[q], question_t),
+            "instruction_threshold": round(sentence_t, 3),
+            "instruction_neighbour_threshold": round(neighbour_t, 3),
             "question_instruction_threshold": round(question_t, 3),
-            "coef": [round(float(w), 6) for w in model.coef_[0]], "intercept": round(float(model.intercept_[0]), 6)}
+            "coef": [round(float(w), 6) for w in model.coef_[0]],
+            "intercept": round(float(model.intercept_[0]), 6)}
 
 
 def split(data: Texts) -> tuple[np.ndarray, np.ndarray]:
@@ -271,9 +285,11 @@ def measure(data: Texts, heldout: np.ndarray, detector: instructions.Instruction
     out["heldout_questions"] = rates(scored(q), data.labels[q], question_t)
     kinds = sorted({data.kinds[r] for r in heldout})
     out["heldout_by_kind"] = {k: rates(scored(rows), data.labels[rows], sentence_t)
-                              for k in kinds for rows in [heldout[[data.kinds[r] == k for r in heldout]]]}
-    for name, threshold in [("faq", sentence_t), ("pydocs-heldout", sentence_t), ("planted", sentence_t),
-                            ("blind", sentence_t), ("probes", question_t), ("heldout-questions", question_t)]:
+                              for k in kinds
+                              for rows in [heldout[[data.kinds[r] == k for r in heldout]]]}
+    for name, threshold in [("faq", sentence_t), ("pydocs-heldout", sentence_t),
+                            ("planted", sentence_t), ("blind", sentence_t),
+                            ("probes", question_t), ("heldout-questions", question_t)]:
         rows = data.groups[name]
         s = scored(rows)
         out[name] = rates(s, data.labels[rows], threshold)
@@ -287,14 +303,14 @@ def measure(data: Texts, heldout: np.ndarray, detector: instructions.Instruction
     t0 = time.perf_counter()
     detector.scores(big)
     out["score_us_per_vector"] = round((time.perf_counter() - t0) * 1e6 / len(big), 3)
-    out["pieces_per_text"] = round(1 + sum(len(p) for p in data.parts.values()) / len(data.texts), 2)
+    extra = sum(len(p) for p in data.parts.values())
+    out["pieces_per_text"] = round(1 + extra / len(data.texts), 2)
     out["embed_ms_per_text"] = round(data.embed_ms, 2)
     return out
 
 
 def heldout_pages() -> list[Path]:
-    pages = sorted(p for p in PYDOCS.rglob("*.html")
-                   if hashlib.sha256(p.relative_to(PYDOCS).as_posix().encode()).digest()[0] % 2 == 1)
+    pages = sorted(p for p in PYDOCS.rglob("*.html") if page_half(p) == 1)
     random.Random(SEED).shuffle(pages)
     return pages[:PAGES_CHECK]
 
@@ -302,7 +318,7 @@ def heldout_pages() -> list[Path]:
 def ingest_check(settings: Settings, paths: list[Path], root: Path) -> dict:
     """Flag whole documents as ingest does (instructions.flag_chunks, neighbours included): how
     many sentences it flags, which planted ones it misses, and what it costs per sentence."""
-    planted_lines = set(planted())
+    planted_lines = set(read_lines(PLANTED))
     units = flagged = 0
     found, wrong, seconds = [], [], 0.0
     for path in paths:
@@ -321,36 +337,41 @@ def ingest_check(settings: Settings, paths: list[Path], root: Path) -> dict:
     return {"documents": len(paths), "sentences": units, "flagged": flagged,
             "planted_present": len(present), "planted_flagged": len(set(found)),
             "planted_missed": sorted(set(present) - set(found)),
-            "other_flagged": wrong[:15], "ms_per_sentence": round(seconds * 1000 / max(1, units), 2)}
+            "other_flagged": wrong[:15],
+            "ms_per_sentence": round(seconds * 1000 / max(1, units), 2)}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--check", action="store_true", help="measure the shipped weights, do not refit")
+    parser.add_argument("--check", action="store_true",
+                        help="measure the shipped weights, do not refit")
     args = parser.parse_args(argv)
     data = gather()
     train, heldout = split(data)
-    print(f"texts: {len(data.texts)} ({', '.join(f'{k} {len(v)}' for k, v in data.groups.items())}); "
+    groups = ", ".join(f"{k} {len(v)}" for k, v in data.groups.items())
+    print(f"texts: {len(data.texts)} ({groups}); "
           f"training pool {len(train)} ({int(data.labels[train].sum())} instructions), "
           f"held out {len(heldout)} ({int(data.labels[heldout].sum())})")
     if not args.check:
         fitted = fit(data, train)
-        weights = {"embedder": models.embedder_id(), "trained_by": "python -m bench.instruction_detector",
+        weights = {"embedder": models.embedder_id(),
+                   "trained_by": "python -m bench.instruction_detector",
                    "seed": SEED, "train_rows": len(train),
-                   **{k: fitted[k] for k in ("C", "instruction_threshold", "instruction_neighbour_threshold",
-                                             "question_instruction_threshold",
-                                             "cv_average_precision", "cv_sentences", "cv_questions")},
+                   **{k: fitted[k] for k in ("C", *THRESHOLDS, "cv_average_precision",
+                                             "cv_sentences", "cv_questions")},
                    "intercept": fitted["intercept"], "coef": fitted["coef"]}
         instructions.DETECTOR_FILE.parent.mkdir(exist_ok=True)
-        instructions.DETECTOR_FILE.write_text(json.dumps(weights, indent=1) + "\n", encoding="utf-8")
+        instructions.DETECTOR_FILE.write_text(json.dumps(weights, indent=1) + "\n",
+                                              encoding="utf-8")
         instructions.detector.cache_clear()
         print(json.dumps({k: v for k, v in weights.items() if k != "coef"}, indent=1))
     shipped = json.loads(instructions.DETECTOR_FILE.read_text(encoding="utf-8"))
-    settings = Settings().replace(**{k: shipped[k] for k in (
-        "instruction_threshold", "instruction_neighbour_threshold", "question_instruction_threshold")})
+    settings = Settings().replace(**{k: shipped[k] for k in THRESHOLDS})
     report = measure(data, heldout, instructions.InstructionDetector.load(), settings)
-    report["injection_corpus"] = ingest_check(settings, sorted(INJECTION_CORPUS.iterdir()), INJECTION_CORPUS)
-    report["pydocs_heldout_pages"] = ingest_check(settings, heldout_pages(), PYDOCS) if PYDOCS.is_dir() else {}
+    report["injection_corpus"] = ingest_check(settings, sorted(INJECTION_CORPUS.iterdir()),
+                                              INJECTION_CORPUS)
+    if PYDOCS.is_dir():
+        report["pydocs_heldout_pages"] = ingest_check(settings, heldout_pages(), PYDOCS)
     print(json.dumps(report, indent=1, ensure_ascii=False))
 
 

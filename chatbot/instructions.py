@@ -164,5 +164,6 @@ def flag_chunks(chunks: list[Chunk], settings: Settings = Settings()) -> list[Ch
     log.warning("%s: %d sentence%s read as instructions to the assistant; they will never be "
                 "quoted as answers (first: “%s”)", chunks[0].source, len(ordered),
                 "s" if len(ordered) > 1 else "", first if len(first) <= 80 else first[:79] + "…")
-    return [dataclasses.replace(c, flagged=tuple(sp for sp in ordered if c.start <= sp[0] and sp[1] <= c.end))
+    return [dataclasses.replace(c, flagged=tuple(sp for sp in ordered
+                                                 if c.start <= sp[0] and sp[1] <= c.end))
             for c in chunks]
