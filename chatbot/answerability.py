@@ -62,7 +62,8 @@ class Signals:
         return np.array([getattr(self, f) for f in FEATURES], dtype="float64")
 
     def to_dict(self) -> dict:
-        return {k: (round(v, 4) if isinstance(v, float) else list(v)) for k, v in asdict(self).items()}
+        return {k: (round(v, 4) if isinstance(v, float) else list(v))
+                for k, v in asdict(self).items()}
 
 
 def specificity(word: str) -> float:

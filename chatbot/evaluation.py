@@ -198,7 +198,8 @@ def answer_metrics(result: dict, case: Case, judge: Judge) -> dict:
     if result["refused"]:
         return m
     passages = {c["n"]: passage_statements(c["text"]) for c in result["citations"]}
-    body = result["answer"][len(result.get("preamble", "")):]  # a partial answer's framing cites nothing
+    # a partial answer's framing ("The documents do not mention ...") cites nothing
+    body = result["answer"][len(result.get("preamble", "")):]
     sentences = [judge_sentence(judge, text, ns, passages) for text, ns in cited_sentences(body)]
     valid, marks = citation_validity(result)
     pipeline_ok = {c["text"] for c in result.get("claims", []) if c["supported"]}
@@ -475,14 +476,16 @@ def render_report(summary: dict, fails: Sequence[dict], plots: Sequence[Path], p
             ["citation validity", a["citation_validity"], "[n] markers naming a retrieved passage (must be 1)"],
             ["citation recall", a["citation_recall"], "answer sentences supported by the passages they cite"],
             ["citation precision", a["citation_precision"], "citations needed for that support"],
-            ["must-mention rate", a["must_mention_rate"], "answerable questions whose answer names a key fact"],
+            ["must-mention rate", a["must_mention_rate"],
+             "answerable questions whose answer names a key fact"],
             ["answerable: full", a["answerable_full"], "answered in full"],
             ["answerable: full, right passage cited", a["answerable_full_cited"],
              "answered in full, citing an expected passage"],
             ["answerable: partial", a["answerable_partial"], "only a partial answer"],
             ["false-refusal rate", a["false_refusal_rate"], "answerable questions refused"],
             ["unanswerable: full", a["unanswerable_full"], "answered in full (must be 0)"],
-            ["unanswerable: partial", a["unanswerable_partial"], "missing part named, nearest topic quoted"],
+            ["unanswerable: partial", a["unanswerable_partial"],
+             "missing part named, nearest topic quoted"],
             ["refusal accuracy", a["refusal_accuracy"], "unanswerable questions refused"],
             ["model wording rate", a["model_wording_rate"],
              "answers in the model's checked words (the rest quote the passages)"],

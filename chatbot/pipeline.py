@@ -124,8 +124,8 @@ class Chatbot:
                 base["query"] = query
         timings = {"retrieve_ms": ms()}
         if _best(hits) < s.min_score:
-            yield self._refuse(base, hits, Outcome(Code.NO_CLOSE_PASSAGE,
-                                                   "no passage is close to the question"), ms, timings)
+            yield self._refuse(base, hits, Outcome(
+                Code.NO_CLOSE_PASSAGE, "no passage is close to the question"), ms, timings)
             return
         sentences = self._sentences(hits)
         evidence = self._select(qvec[0], sentences)
@@ -156,7 +156,8 @@ class Chatbot:
             return
         used = sorted({e.hit for e in evidence}, key=lambda h: min(
             i for i, e in enumerate(evidence) if e.hit == h))
-        facts = [(n, " ".join(e.text for e in evidence if e.hit == h)) for n, h in enumerate(used, 1)]
+        facts = [(n, " ".join(e.text for e in evidence if e.hit == h))
+                 for n, h in enumerate(used, 1)]
         draft = []
         for piece in self.generator.stream(query, facts):
             timings.setdefault("first_token_ms", ms())
@@ -186,16 +187,18 @@ class Chatbot:
         return [_Sentence(i, sp, t, v) for (i, sp), t, v in zip(spans, texts, vecs)]
 
     def _select(self, qvec: np.ndarray, sentences: list[_Sentence]) -> list[_Sentence]:
-        """The sentences that best answer the question, best first. The top passage is trusted even when no single sentence matches well (a FAQ
-        answer often shares no words with its question); a lower passage adds its best sentence
-        only when that sentence matches about as well as the top passage's best."""
+        """The sentences that best answer the question, best first. The top passage is trusted
+        even when no single sentence matches well (a FAQ answer often shares no words with its
+        question); a lower passage adds its best sentence when that reaches
+        `second_passage_score` (the top passage is not always the answering one)."""
         s = self.settings
         scored = sorted(((float(x.vec @ qvec), x) for x in sentences), key=lambda p: -p[0])
         top = [(sc, x) for sc, x in scored if x.hit == 0]
         if not top:
             return []
         best = top[0][0]
-        keep = [(sc, x) for sc, x in top if sc >= best - s.evidence_margin][: s.max_evidence_sentences]
+        keep = [(sc, x) for sc, x in top
+                if sc >= best - s.evidence_margin][: s.max_evidence_sentences]
         for h in sorted({x.hit for _, x in scored} - {0}):
             sc, x = next(p for p in scored if p[1].hit == h)
             if sc >= s.second_passage_score:
