@@ -215,6 +215,10 @@ def test_uploads_need_the_token_and_are_searchable_without_restart(server, brows
     page.screenshot(path=tmp_path / "upload.png", full_page=True)
 
     fresh = open_page(server, browser)  # a new tab sees the new corpus and the changes
+    # the status line is refreshed by a page-load event: wait for it, then check
+    fresh.wait_for_function("() => document.querySelector('#status').innerText"
+                            ".includes('document(s)') && !document.querySelector('#status')"
+                            ".innerText.includes('1 document(s)')", timeout=30_000)
     assert "3 document(s)" in fresh.locator("#status").inner_text()
     fresh.get_by_text("Add documents").click()
     assert "failed-fusion-faq-2.txt renamed; " in fresh.locator("#upload-report").inner_text()
