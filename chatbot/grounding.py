@@ -20,8 +20,8 @@ from chatbot.text import content_words, is_negation, stem, words
 
 # Citation markers as the pipeline writes them: one space after the text, then [1] or [1][3].
 # Brackets in quoted code are not markers: sys.argv[0], or "[30] .note" at the start of a line.
-_CITES = re.compile(r"(?<=\S) ((?:\[\d+\])+)")
-_LEADING_CITES = re.compile(r"^(?:\[\d+\])+")
+_CITES = re.compile(r"(?<=\S) ((?:\[\d+\])+(?: (?:\[\d+\])+)*)")  # [1][3] or [1] [3]
+_LEADING_CITES = re.compile(r"^(?:\[\d+\])+(?: (?:\[\d+\])+)*")
 # Words that change how much a claim says; a claim may not use one its passage does not.
 QUANTIFIERS = frozenset("""
 always all every everyone never none most majority minority rare rarely only must guaranteed

@@ -13,6 +13,10 @@ LABELS = Path(__file__).parent / "data" / "support_labels.jsonl"
 def test_split_citations_strips_markers_and_keeps_numbers():
     assert grounding.split_citations("Screws hold the spine [1][3].") == ("Screws hold the spine.", [1, 3])
     assert grounding.split_citations("No markers here.") == ("No markers here.", [])
+    # markers a space apart are one group, never a "sentence" of their own
+    assert grounding.split_citations("Screws hold it. [1] [2]") == ("Screws hold it.", [1, 2])
+    assert grounding.answer_sentences("Screws hold it. [1] [2] They loosen. [3]") == [
+        "Screws hold it. [1] [2]", "They loosen. [3]"]
     # brackets in quoted code are not markers
     assert grounding.split_citations("It uses sys.argv[0] and a[1][2] by default. [2]") == (
         "It uses sys.argv[0] and a[1][2] by default.", [2])
