@@ -1,4 +1,6 @@
-"""All settings in one place. Precedence: defaults < config file < CHATBOT_* environment < CLI flags.
+"""All settings in one place.
+
+Precedence: defaults < config file < CHATBOT_* environment < CLI flags.
 
 A setting that cannot be used (unknown name, wrong type, a value out of range, a missing or broken
 config file) is a SettingsError whose one-line message names the setting, the value, where it
@@ -41,8 +43,9 @@ class Settings:
 
     # Retrieval.
     top_k: int = 4
-    retrieval_mode: str = "blend"  # "dense", "bm25", "blend" (dense + lexical_weight * BM25) or "rrf"
-    rrf_k: int = 60  # reciprocal rank fusion: a chunk scores sum of 1 / (rrf_k + rank) over both rankings
+    # "dense", "bm25", "blend" (dense + lexical_weight * BM25) or "rrf":
+    retrieval_mode: str = "blend"
+    rrf_k: int = 60  # reciprocal rank fusion: a chunk scores sum of 1 / (rrf_k + rank) per ranking
     lexical_weight: float = 0.2  # BM25's share in the blended score; 0 = dense only
     title_weight: float = 0.2  # share of the question's similarity to the document title (blend)
     diversity: float = 0.1  # each further chunk of an already ranked document loses this share
@@ -50,13 +53,14 @@ class Settings:
     # scoring. Low on purpose: patients' words ("metalwork", "knitting") scored 0.2-0.3 against
     # the passages that answer them; the answerability scorer decides the rest.
     min_score: float = 0.15
-    follow_up_margin: float = 0.30  # a follow-up scoring below min_score + this is read with the last question
+    follow_up_margin: float = 0.30  # a follow-up below min_score + this is read with the last turn
 
     # Evidence selection and grounding (thresholds calibrated on tests/data/*.jsonl).
     max_evidence_sentences: int = 3
     evidence_margin: float = 0.15  # also quote sentences this close to the top passage's best one
     second_passage_score: float = 0.5  # another passage's best sentence must also reach this
-    support_threshold: float = 0.75  # blended support a claim needs (strict: a false "supported" is the costly error)
+    # blended support a claim needs (strict: a false "supported" is the costly error):
+    support_threshold: float = 0.75
     claim_zipf: float = 4.0  # an answer word rarer than this in English must be in the passage
 
     # Answerability (answerability.py): P(answerable) from a logistic regression over signals,
@@ -156,7 +160,8 @@ def _coerce(name: str, kind: str, raw, origin: str):
         value, problem = None, f"is not one of {', '.join(CHOICES[name])}"
     if value is None:
         shown = "'(hidden)'" if name in _SECRET else repr(raw)
-        where = f"{origin}={shown}" if origin.startswith("CHATBOT_") else f"{name} = {shown} {origin}"
+        where = (f"{origin}={shown}" if origin.startswith("CHATBOT_")
+                 else f"{name} = {shown} {origin}")
         default = getattr(Settings(), name, None)
         default = str(default) if isinstance(default, Path) else default
         raise SettingsError(f"{where} {problem} (setting {name}, default {default!r})")
