@@ -11,6 +11,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from playwright.sync_api import expect
 from serving import FAQ, served
 
 from chatbot.ui import DRAFT_LABEL
@@ -126,7 +127,8 @@ def test_answer_with_sources_and_follow_up(page, tmp_path):
     assert first.locator("mark").first.inner_text().strip()  # the cited span is highlighted
     assert "splint" in page.locator("#sources").inner_text()
     page.get_by_text("Other retrieved passages (2)").click()  # two retrieved passages not cited
-    assert page.locator("#others .other").count() == 2
+    # the accordion mounts its content after the click: wait for it rather than race it
+    expect(page.locator("#others .other")).to_have_count(2, timeout=10_000)
     page.screenshot(path=tmp_path / "screenshot.png", full_page=True)
 
     ask(page, "Can they come loose?")
@@ -168,7 +170,7 @@ def test_phone_width_keeps_the_buttons_button_sized(server, browser, tmp_path):
 def test_refusal_then_new_conversation(page):
     ask(page, "What is the capital of Australia?")
     refusal = page.locator("#sources .refusal")
-    assert "Not covered by the documents" in refusal.inner_text()
+    expect(refusal).to_contain_text("Not covered by the documents")
     assert FAQ.name in refusal.inner_text()  # where it looked
     assert "do not cover this" in page.locator(BOT).last.locator("blockquote").inner_text()
 
@@ -188,11 +190,11 @@ def test_stop_discards_the_unchecked_draft(page):
     assert "[1]" in page.locator(BOT).last.inner_text()
 
 
-def upload(page, path: Path, token: str, expect: str) -> str:
+def upload(page, path: Path, token: str, wait_for: str) -> str:
     page.fill("#admin-token input", token)
     page.set_input_files("#upload input[type=file]", str(path))
     report = "(text) => document.querySelector('#upload-report').innerText.includes(text)"
-    page.wait_for_function(report, arg=expect, timeout=120_000)
+    page.wait_for_function(report, arg=wait_for, timeout=120_000)
     return page.locator("#upload-report").inner_text()
 
 
@@ -221,6 +223,6 @@ def test_uploads_need_the_token_and_are_searchable_without_restart(server, brows
                             ".innerText.includes('1 document(s)')", timeout=30_000)
     assert "3 document(s)" in fresh.locator("#status").inner_text()
     fresh.get_by_text("Add documents").click()
-    assert "failed-fusion-faq-2.txt renamed; " in fresh.locator("#upload-report").inner_text()
+    expect(fresh.locator("#upload-report")).to_contain_text("failed-fusion-faq-2.txt renamed; ")
     fresh.close()
     log.info("upload screenshot in %s", tmp_path)
