@@ -40,7 +40,7 @@ import faiss
 import numpy as np
 from tqdm import tqdm
 
-from chatbot import documents, instructions, models
+from chatbot import documents, models
 from chatbot.chunking import Chunk, chunk
 from chatbot.config import Settings
 from chatbot.documents import LoadError, corpus_files
@@ -49,7 +49,7 @@ from chatbot.text import terms
 log = logging.getLogger(__name__)
 logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets itself to DEBUG on import
 
-FORMAT = 4  # 4: chunks carry the spans of sentences flagged as instructions (Chunk.flagged)
+FORMAT = 5  # 5: no instruction flags in chunks (flagged when retrieved: instructions.py)
 MANIFEST_FILE, CACHE_DIR, OWNER_FILE = "manifest.json", "cache", "owner.json"
 # Embedding speed assumed for estimates until a build has measured this machine's: all-MiniLM-L6-v2
 # on 2 free cores, ~29 chunks/s for chunks of ~1,300 characters (256 tokens), 57/s for FAQ-sized
@@ -139,11 +139,10 @@ def file_hashes(corpus_dir: Path) -> dict[str, str]:
 
 
 def _recipe(settings: Settings) -> dict:
-    """Everything that, if changed, makes old vectors (or instruction flags) wrong."""
+    """Everything that, if changed, makes old vectors wrong."""
     return {"format": FORMAT, "embedder": models.embedder_id(),
             "chunking": {"chunk_chars": settings.chunk_chars,
-                         "overlap": settings.chunk_overlap_sentences},
-            "instructions": instructions.recipe(settings)}
+                         "overlap": settings.chunk_overlap_sentences}}
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -312,8 +311,7 @@ def plan(settings: Settings) -> Plan:
             log.error("skipped %s", err)
             work.problems.append(str(err))
             continue
-        chunks = instructions.flag_chunks(
-            chunk(doc, settings.chunk_chars, settings.chunk_overlap_sentences), settings)
+        chunks = chunk(doc, settings.chunk_chars, settings.chunk_overlap_sentences)
         if not chunks:
             work.problems.append(f"{source}: only headings, no text to index")
             log.error("skipped %s", work.problems[-1])

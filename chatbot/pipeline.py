@@ -123,11 +123,14 @@ class Chatbot:
                 query, hits, qvec = alt_query, alt_hits, alt_vec
                 base["query"] = query
         timings = {"retrieve_ms": ms()}
+        embed = _Embeddings()  # flagging and evidence embed the same sentences: once
+        base["flagged"] = instructions.flag_passages([h.chunk for h in hits], s, embed)
+        timings["flag_ms"] = ms()
         if _best(hits) < s.min_score:
             yield self._refuse(base, hits, Outcome(
                 Code.NO_CLOSE_PASSAGE, "no passage is close to the question"), ms, timings)
             return
-        sentences = self._sentences(hits)
+        sentences = self._sentences(hits, base["flagged"], embed)
         evidence = self._select(qvec[0], sentences)
         if not evidence:  # the closest passages hold no statement (headings, fragments)
             yield self._refuse(base, hits, Outcome(
@@ -173,17 +176,19 @@ class Chatbot:
 
     # -- steps ---------------------------------------------------------------------------------
 
-    def _sentences(self, hits: list[Hit]) -> list[_Sentence]:
-        """The statements of the retrieved passages, each without its lead-in ("Therefore,")."""
+    def _sentences(self, hits: list[Hit], flagged: instructions.Spans,
+                   embed: _Embeddings) -> list[_Sentence]:
+        """The statements of the retrieved passages, each without its lead-in ("Therefore,"),
+        none that reads as an instruction to the assistant (`flagged`)."""
         spans = []
         for i, h in enumerate(hits):
             for a, b in grounding.statements(h.chunk.text, h.chunk.start,
-                                             h.chunk.flagged):
+                                             flagged.get(h.chunk.source, ())):
                 cut = grounding.lead_in(h.chunk.text[a - h.chunk.start:b - h.chunk.start])
                 spans.append((i, (a + cut, b)))
         texts = [_capitalised(hits[i].chunk.text[a - hits[i].chunk.start:b - hits[i].chunk.start])
                  for i, (a, b) in spans]
-        vecs = models.embed(texts) if texts else np.zeros((0, 1), "float32")
+        vecs = embed(texts) if texts else np.zeros((0, 1), "float32")
         return [_Sentence(i, sp, t, v) for (i, sp), t, v in zip(spans, texts, vecs)]
 
     def _select(self, qvec: np.ndarray, sentences: list[_Sentence]) -> list[_Sentence]:
@@ -281,6 +286,20 @@ class Chatbot:
                 text += f" Closest passages: {closest}."
         return Answer(text=text, coverage=Coverage.NONE, outcome=outcome, hits=hits,
                       timings={**(timings or {}), "total_ms": ms()}, **base)
+
+
+class _Embeddings:
+    """`models.embed` with a memo for one question: the instruction detector scores the
+    passages' sentences, and evidence selection needs the same vectors."""
+
+    def __init__(self):
+        self.known: dict[str, np.ndarray] = {}
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        new = [t for t in dict.fromkeys(texts) if t not in self.known]
+        if new:
+            self.known.update(zip(new, models.embed(new)))
+        return np.stack([self.known[t] for t in texts])
 
 
 def _capitalised(sentence: str) -> str:

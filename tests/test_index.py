@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from chatbot import index as index_mod
-from chatbot import instructions, models
+from chatbot import models
 from chatbot.__main__ import main as cli
 from chatbot.config import load_settings
 from chatbot.documents import LoadError
@@ -49,8 +49,7 @@ def settings(corpus, tmp_path):
 @pytest.fixture
 def embedded(monkeypatch) -> list[int]:
     """Number of texts per call to the embedder, to see what an ingest really embedded (chunks and
-    titles: flagging instructions, which embeds sentences, is tested in test_instructions.py)."""
-    monkeypatch.setattr(instructions, "flag_chunks", lambda chunks, settings: chunks)
+    titles, nothing else: instructions are flagged when retrieved, see test_instructions.py)."""
     calls: list[int] = []
     real = models.embed
 
