@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from chatbot.config import load_settings
+from chatbot.config import CHOICES, load_settings
 
 log = logging.getLogger("chatbot")
 
@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, helptext in (("ask", cmd_ask, "answer one question"),
                                  ("chat", cmd_chat, "interactive chat in the terminal, with follow-ups")):
         p = common(sub.add_parser(name, help=helptext))
-        p.add_argument("--generator", choices=["local", "extractive", "openai"],
+        p.add_argument("--generator", choices=CHOICES["generator"],
                        help="who words the answer (default: local SmolLM2)")
         p.add_argument("-k", type=int, help="passages to retrieve (default: 4)")
         if name == "ask":
@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = common(sub.add_parser("serve", help="web chat (Gradio) on http://127.0.0.1:7860"))
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=7860)
-    p.add_argument("--generator", choices=["local", "extractive", "openai"])
+    p.add_argument("--generator", choices=CHOICES["generator"])
     p.add_argument("--allow-uploads", action="store_true",
                    help="offer an \"Add documents\" panel; each upload needs CHATBOT_ADMIN_TOKEN")
     p.set_defaults(func=cmd_serve)
@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("eval-out"), help="report folder (default: eval-out)")
     p.add_argument("--retrieval-only", action="store_true", help="skip generation; retrieval metrics only")
     p.add_argument("-k", type=int, help="passages to retrieve (default: 4)")
-    p.add_argument("--generator", choices=["local", "extractive", "openai"])
+    p.add_argument("--generator", choices=CHOICES["generator"])
     p.set_defaults(func=cmd_eval)
     return parser
 

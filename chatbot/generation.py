@@ -7,11 +7,16 @@ so the local model, an OpenAI-compatible server (vLLM, llama.cpp server) or no m
 from __future__ import annotations
 
 import json
+import logging
+import queue
 import threading
+from pathlib import Path
 from typing import Iterator, Protocol
 
 from chatbot import models
 from chatbot.config import Settings
+
+log = logging.getLogger(__name__)
 
 SYSTEM_PROMPT = (
     "You rewrite numbered facts from documents into a short answer for a patient. "
@@ -43,14 +48,63 @@ class ExtractiveGenerator:
             yield ("" if i == 0 else " ") + f"{text} [{n}]"
 
 
-class LocalGenerator:
-    """SmolLM2-135M-Instruct through transformers, greedy, on the CPU."""
+class LlamaCppGenerator:
+    """A GGUF model (default Qwen2.5-Coder-0.5B-Instruct) through llama.cpp in this process,
+    greedy. Closing the stream (the user pressed Stop, or the caller stopped reading) stops the
+    decoding at the next token, so a cancelled answer frees the CPU at once."""
 
     name = "local"
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.model, self.tokenizer = models.llm(settings.cache_dir)
+        self.gguf = models.gguf_path(settings.llm_model, settings.cache_dir)
+        self.server = models.llama_server(self.gguf, settings.llm_threads, settings.llm_context)
+        self.last_timings: dict = {}  # llama.cpp's own counts for the last answer (bench reads it)
+
+    def stream(self, question: str, facts: list[tuple[int, str]]) -> Iterator[str]:
+        s = self.settings
+        body = {"messages": build_messages(question, facts), "stream": True, "temperature": 0,
+                "max_tokens": s.max_new_tokens, "repeat_penalty": s.repetition_penalty}
+        pieces: queue.Queue = queue.Queue()
+        stop = threading.Event()
+
+        def on_chunk(chunk: dict) -> bool:
+            choice = (chunk.get("choices") or [{}])[0]
+            if choice.get("delta", {}).get("content"):
+                pieces.put(choice["delta"]["content"])
+            if "timings" in chunk:
+                self.last_timings = chunk["timings"]
+            return stop.is_set()  # True tells llama.cpp to stop decoding
+
+        def run():
+            try:
+                self.server.handle_chat_completions(body, on_chunk)
+            except Exception as exc:  # surfaced in the caller's thread below
+                pieces.put(exc)
+            finally:
+                pieces.put(None)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        try:
+            while (piece := pieces.get()) is not None:
+                if isinstance(piece, Exception):
+                    raise piece
+                yield piece
+        finally:
+            stop.set()
+            thread.join()
+
+
+class TransformersGenerator:
+    """Any Hugging Face causal LM folder (or hub id, when online) through transformers, greedy;
+    by default SmolLM2-135M de-quantized from its packaged GGUF. For bringing your own model."""
+
+    name = "transformers"
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.model, self.tokenizer = models.llm(settings.cache_dir, settings.transformers_model)
 
     def stream(self, question: str, facts: list[tuple[int, str]]) -> Iterator[str]:
         import torch
@@ -100,9 +154,11 @@ class OpenAIGenerator:
 
 
 def make_generator(settings: Settings) -> Generator:
-    kinds = {"local": LocalGenerator, "openai": OpenAIGenerator}
+    kinds = {"local": LlamaCppGenerator, "transformers": TransformersGenerator,
+             "openai": OpenAIGenerator}
     if settings.generator == "extractive":
         return ExtractiveGenerator()
     if settings.generator not in kinds:
-        raise ValueError(f"unknown generator {settings.generator!r}; use local, extractive or openai")
+        raise ValueError(f"unknown generator {settings.generator!r}; "
+                         "use local, transformers, extractive or openai")
     return kinds[settings.generator](settings)
