@@ -60,15 +60,21 @@ class LlamaCppGenerator:
         self.gguf = models.gguf_path(settings.llm_model, settings.cache_dir)
         self.server = models.llama_server(self.gguf, settings.llm_threads, settings.llm_context)
         self.last_timings: dict = {}  # llama.cpp's own counts for the last answer (bench reads it)
+        self.chunks = 0
+
+    def request(self, question: str, facts: list[tuple[int, str]]) -> dict:
+        s = self.settings
+        return {"messages": build_messages(question, facts), "stream": True, "temperature": 0,
+                "max_tokens": s.max_new_tokens, "repeat_penalty": s.repetition_penalty}
 
     def stream(self, question: str, facts: list[tuple[int, str]]) -> Iterator[str]:
-        s = self.settings
-        body = {"messages": build_messages(question, facts), "stream": True, "temperature": 0,
-                "max_tokens": s.max_new_tokens, "repeat_penalty": s.repetition_penalty}
+        body = self.request(question, facts)
         pieces: queue.Queue = queue.Queue()
         stop = threading.Event()
+        self.chunks = 0  # what llama.cpp delivered for this answer (a stop test reads it)
 
         def on_chunk(chunk: dict) -> bool:
+            self.chunks += 1
             choice = (chunk.get("choices") or [{}])[0]
             if choice.get("delta", {}).get("content"):
                 pieces.put(choice["delta"]["content"])
