@@ -96,6 +96,7 @@ class Settings:
     repetition_penalty: float = 1.15
     openai_base_url: str = "http://127.0.0.1:8000/v1"
     openai_model: str = "default"
+    openai_timeout_s: float = 30.0  # connect/read; past it the answer quotes the passages
 
     # The web server (issue #13). Changing the corpus is an admin action, off unless the operator
     # asks for it; chatting never needs a login. See README "Security and privacy".

@@ -32,6 +32,11 @@ def build_messages(question: str, facts: list[tuple[int, str]]) -> list[dict]:
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
+class GeneratorError(RuntimeError):
+    """The model could not write a draft (a server down, slow or failing); the message says
+    which and what to check. The pipeline then quotes the passages instead."""
+
+
 class Generator(Protocol):
     name: str
 
@@ -95,7 +100,7 @@ class LlamaCppGenerator:
         try:
             while (piece := pieces.get()) is not None:
                 if isinstance(piece, Exception):
-                    raise piece
+                    raise GeneratorError(f"llama.cpp failed: {piece}") from piece
                 yield piece
         finally:
             stop.set()
@@ -136,7 +141,7 @@ class TransformersGenerator:
 
 
 class OpenAIGenerator:
-    """Any OpenAI-compatible chat server (vLLM, llama.cpp server), for scaling past one laptop."""
+    """Any OpenAI-compatible chat server (vLLM, llama.cpp's server), for scaling past one box."""
 
     name = "openai"
 
@@ -146,17 +151,30 @@ class OpenAIGenerator:
     def stream(self, question: str, facts: list[tuple[int, str]]) -> Iterator[str]:
         import httpx
 
-        body = {"model": self.settings.openai_model, "messages": build_messages(question, facts),
-                "stream": True, "temperature": 0, "max_tokens": self.settings.max_new_tokens}
-        url = self.settings.openai_base_url.rstrip("/") + "/chat/completions"
-        with httpx.stream("POST", url, json=body, timeout=60) as response:
-            response.raise_for_status()
-            for line in response.iter_lines():
-                if not line.startswith("data:") or line.strip() == "data: [DONE]":
-                    continue
-                delta = json.loads(line[5:])["choices"][0].get("delta", {})
-                if delta.get("content"):
-                    yield delta["content"]
+        s = self.settings
+        body = {"model": s.openai_model, "messages": build_messages(question, facts),
+                "stream": True, "temperature": 0, "max_tokens": s.max_new_tokens}
+        url = s.openai_base_url.rstrip("/") + "/chat/completions"
+        try:
+            with httpx.stream("POST", url, json=body, timeout=s.openai_timeout_s) as response:
+                if response.status_code != 200:
+                    raise GeneratorError(f"the LLM server at {url} answered HTTP "
+                                         f"{response.status_code}; check its log")
+                for line in response.iter_lines():
+                    if not line.startswith("data:") or line.strip() == "data: [DONE]":
+                        continue
+                    delta = json.loads(line[5:])["choices"][0].get("delta", {})
+                    if delta.get("content"):
+                        yield delta["content"]
+        except httpx.TimeoutException:
+            raise GeneratorError(f"the LLM server at {url} did not answer within "
+                                 f"{s.openai_timeout_s:g} s (setting openai_timeout_s)") from None
+        except httpx.TransportError as exc:
+            raise GeneratorError(f"cannot reach the LLM server at {url} ({exc}); start it or "
+                                 "set openai_base_url") from None
+        except (ValueError, KeyError, IndexError) as exc:
+            raise GeneratorError(f"the LLM server at {url} sent a reply that is not an "
+                                 f"OpenAI chat stream ({exc!r})") from None
 
 
 def make_generator(settings: Settings) -> Generator:

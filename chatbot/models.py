@@ -147,8 +147,10 @@ def gguf_path(model: str, cache_dir: Path) -> Path:
     return target
 
 
-def llama_server(gguf: Path, threads: int, context: int):
-    """llama.cpp in this process (xllamacpp), greedy; the caller owns it."""
+def llama_server(gguf: Path, threads: int, context: int, host: str = "127.0.0.1",
+                 port: int = 0):
+    """llama.cpp in this process (xllamacpp), greedy; the caller owns it. It also answers
+    OpenAI-style HTTP on host:port (port 0: a free one, on this machine only)."""
     try:
         import xllamacpp as xlc
     except ImportError:
@@ -157,6 +159,7 @@ def llama_server(gguf: Path, threads: int, context: int):
     params = xlc.CommonParams()
     params.model.path = str(gguf)
     params.n_ctx = context
+    params.hostnames, params.port = [host], port
     params.cpuparams.n_threads = params.cpuparams_batch.n_threads = threads
     params.sampling.temp = 0.0
     params.warmup = False

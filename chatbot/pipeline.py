@@ -9,6 +9,7 @@ partial answer names what the documents lack and quotes what they say on the nea
 from __future__ import annotations
 
 import itertools
+import logging
 import re
 import time
 from dataclasses import dataclass
@@ -20,10 +21,11 @@ from chatbot import answerability, grounding, index as index_mod, instructions, 
 from chatbot.answer import REFUSAL, Answer, Citation, Claim, Code, Outcome
 from chatbot.answerability import Coverage
 from chatbot.config import Settings
-from chatbot.generation import Generator, make_generator
+from chatbot.generation import Generator, GeneratorError, make_generator
 from chatbot.retrieval import Hit, Retriever
 from chatbot.text import content_words, words
 
+log = logging.getLogger(__name__)
 __all__ = ["REFUSAL", "Answer", "Chatbot", "Citation", "Claim", "standalone_query"]
 _ANAPHORA = frozenset("it its that this they them their those these there he she him her".split())
 _TOPIC_SWITCH = re.compile(r"\b(different|separate|unrelated|another|new|other) (question|thing|"
@@ -161,15 +163,21 @@ class Chatbot:
         facts = [(n, " ".join(e.text for e in evidence if e.hit == h))
                  for n, h in enumerate(used, 1)]
         claims: list[_ClaimDraft] = []
-        for claim in self._checked(self.generator.stream(query, facts), used, sentences, timings,
-                                   ms):
-            claims.append(claim)
-            if claim.supported:  # shown as soon as it passed the check, numbered as at the end
-                yield _numbered(claims, claim)
+        failure = ""
+        try:
+            for claim in self._checked(self.generator.stream(query, facts), used, sentences,
+                                       timings, ms):
+                claims.append(claim)
+                if claim.supported:  # shown as soon as it passed the check, numbered as at the end
+                    yield _numbered(claims, claim)
+        except GeneratorError as exc:  # the answer does not depend on the model being up
+            log.warning("No draft: %s", exc)
+            failure = f"no draft from the language model ({exc})"
         timings["generate_ms"] = ms()
-        note = ""
+        note = failure
         if not any(c.supported for c in claims):
-            note = "the model's wording was not supported by the passages, so this answer quotes them"
+            note = failure or ("the model's wording was not supported by the passages, "
+                               "so this answer quotes them")
             claims += _quotes(evidence)
         timings["total_ms"] = ms()
         yield self._compose(base, hits, claims, Outcome(Code.ANSWERED, note), timings,
