@@ -24,8 +24,9 @@ def _settings(args):
 def cmd_ingest(args) -> int:
     settings = _settings(args)
     from chatbot import index
+    from chatbot.embedding import MiniLMEmbedder
 
-    index.rebuild(settings, force=args.force)  # skipped files are logged, with the reason, as read
+    index.rebuild(settings, MiniLMEmbedder(), force=args.force)  # skipped files are logged, with the reason, as read
     return 0
 
 

@@ -15,10 +15,11 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from chatbot import answerability, grounding, index as index_mod, instructions, models
+from chatbot import answerability, grounding, index as index_mod, instructions
 from chatbot.answer import REFUSAL, Answer, Citation, Claim, Code, Outcome
 from chatbot.answerability import Coverage
 from chatbot.config import Settings
+from chatbot.embedding import Embedder, MiniLMEmbedder
 from chatbot.generation import Generator, make_generator
 from chatbot.retrieval import Hit, Retriever
 from chatbot.text import content_words, words
@@ -72,22 +73,27 @@ def common_stems(index: index_mod.Index, settings: Settings) -> frozenset[str]:
 class Chatbot:
     def __init__(self, settings: Settings, index: index_mod.Index | None = None,
                  generator: Generator | None = None,
-                 scorer: answerability.Scorer | None = None):
+                 scorer: answerability.Scorer | None = None,
+                 embedder: Embedder | None = None):
+        """Every part can be passed in; the packaged ones are made for what is not. A process
+        that makes several bots passes one embedder to all, so the model loads once."""
         self.settings = settings
-        self.index = index or index_mod.ensure(settings)
-        models.embedder()  # load now, not on the first question (a fresh index needs no embedding)
+        self.embedder = embedder or MiniLMEmbedder()
+        self.index = index or index_mod.ensure(settings, self.embedder)
+        self.embedder.embed(["warm-up"])  # load now, not on the first question
         self.generator = generator or make_generator(settings)
         self.scorer = scorer or answerability.Scorer.load(settings.answer_full,
                                                           settings.answer_partial)
-        self.retriever = Retriever.from_settings(self.index, settings)
+        self.retriever = Retriever.from_settings(self.index, settings, self.embedder)
         self.common = common_stems(self.index, settings)
 
     def reindex(self) -> index_mod.Index:
         """Bring the index up to date with the corpus folder (after an admin's upload) without a
         restart, however much there is to embed. Questions already running keep the index they
         started with."""
-        fresh = index_mod.ensure(self.settings, update_all=True)
-        self.index, self.retriever = fresh, Retriever.from_settings(fresh, self.settings)
+        fresh = index_mod.ensure(self.settings, self.embedder, update_all=True)
+        self.index = fresh
+        self.retriever = Retriever.from_settings(fresh, self.settings, self.embedder)
         self.common = common_stems(fresh, self.settings)
         return fresh
 
@@ -105,9 +111,11 @@ class Chatbot:
             yield self._refuse(base, [], Outcome(Code.EMPTY, "Please ask a question"), ms)
             return
         retriever = self.retriever  # one index for the whole question, even if reindex() runs
-        qvec = models.embed([query])
+        embed = self.embedder.embed
+        qvec = embed([query])
         own = qvec[0] if query == question.strip() else None  # the question alone, not glued
-        if instructions.asks_to_change_rules(question, own, s.question_instruction_threshold):
+        if instructions.asks_to_change_rules(question, self.embedder, own,
+                                             s.question_instruction_threshold):
             yield self._refuse(base, [], Outcome(
                 Code.CHANGE_RULES, "it asks me to change my rules; I only answer from the "
                 "documents"), ms)
@@ -117,7 +125,7 @@ class Chatbot:
             # Alone, the question finds little ("what is the device called?"): read it in the
             # light of the previous one, and keep whichever reading finds the closer passage.
             alt_query = f"{query} ({history[-1]})"
-            alt_vec = models.embed([alt_query])
+            alt_vec = embed([alt_query])
             alt_hits = retriever.search(alt_query, s.top_k, alt_vec)
             if _best(alt_hits) > _best(hits):
                 query, hits, qvec = alt_query, alt_hits, alt_vec
@@ -135,11 +143,11 @@ class Chatbot:
             return
         # The new question's own words: the earlier one carried along was checked in its turn.
         top = hits[:3]
-        titles = models.embed(list(dict.fromkeys(h.chunk.title for h in top))) @ qvec[0]
+        titles = embed(list(dict.fromkeys(h.chunk.title for h in top))) @ qvec[0]
         closest = max(float(x.vec @ qvec[0]) for x in sentences if x.hit < len(top))
         sig = answerability.signals(
             question, _best(hits), closest, float(titles.max()),
-            " ".join(h.chunk.text for h in top), [e.text for e in evidence], models.embed,
+            " ".join(h.chunk.text for h in top), [e.text for e in evidence], embed,
             self.common, s.question_zipf, s.synonym_similarity)
         p = self.scorer.probability(sig)
         coverage = self.scorer.decide(p)
@@ -183,7 +191,7 @@ class Chatbot:
                 spans.append((i, (a + cut, b)))
         texts = [_capitalised(hits[i].chunk.text[a - hits[i].chunk.start:b - hits[i].chunk.start])
                  for i, (a, b) in spans]
-        vecs = models.embed(texts) if texts else np.zeros((0, 1), "float32")
+        vecs = self.embedder.embed(texts) if texts else np.zeros((0, 1), "float32")
         return [_Sentence(i, sp, t, v) for (i, sp), t, v in zip(spans, texts, vecs)]
 
     def _select(self, qvec: np.ndarray, sentences: list[_Sentence]) -> list[_Sentence]:
@@ -212,7 +220,7 @@ class Chatbot:
         passages = {h: [x for x in sentences if x.hit == h] for h in used}
         pieces = [grounding.split_citations(t) for t in grounding.answer_sentences(draft)]
         pieces = [(text, cited) for text, cited in pieces if text]
-        vecs = models.embed([t for t, _ in pieces]) if pieces else []
+        vecs = self.embedder.embed([t for t, _ in pieces]) if pieces else []
         claims = []
         for (text, cited), vec in zip(pieces, vecs):
             verdicts = {h: grounding.support(text, vec, [x.text for x in ps],
