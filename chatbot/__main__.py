@@ -149,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from chatbot import models
+
+    models.offline()  # this process is ours: offline before gradio or transformers import the hub
     args = build_parser().parse_args(argv)
     if sys.stderr.isatty():
         from rich.logging import RichHandler

@@ -18,7 +18,7 @@ import numpy as np
 from chatbot import answerability, grounding, index as index_mod, instructions
 from chatbot.answer import REFUSAL, Answer, Citation, Claim, Code, Outcome
 from chatbot.answerability import Coverage
-from chatbot.config import Settings
+from chatbot.config import Settings, load_settings
 from chatbot.embedding import Embedder, MiniLMEmbedder
 from chatbot.generation import Generator, make_generator
 from chatbot.retrieval import Hit, Retriever
@@ -70,6 +70,20 @@ def common_stems(index: index_mod.Index, settings: Settings) -> frozenset[str]:
     return frozenset(w for w, df in index.document_frequency.items() if df >= many)
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything a question is answered from that `reindex` replaces: one object, assigned at
+    once, so a question that is running never sees a new index with an old retriever."""
+    index: index_mod.Index
+    retriever: Retriever
+    common: frozenset[str]  # common_stems of the index
+
+    @classmethod
+    def of(cls, index: index_mod.Index, settings: Settings, embedder: Embedder) -> "Snapshot":
+        return cls(index, Retriever.from_settings(index, settings, embedder),
+                   common_stems(index, settings))
+
+
 class Chatbot:
     def __init__(self, settings: Settings, index: index_mod.Index | None = None,
                  generator: Generator | None = None,
@@ -79,23 +93,38 @@ class Chatbot:
         that makes several bots passes one embedder to all, so the model loads once."""
         self.settings = settings
         self.embedder = embedder or MiniLMEmbedder()
-        self.index = index or index_mod.ensure(settings, self.embedder)
+        self.snapshot = Snapshot.of(index or index_mod.ensure(settings, self.embedder), settings,
+                                    self.embedder)
         self.embedder.embed(["warm-up"])  # load now, not on the first question
         self.generator = generator or make_generator(settings)
         self.scorer = scorer or answerability.Scorer.load(settings.answer_full,
                                                           settings.answer_partial)
-        self.retriever = Retriever.from_settings(self.index, settings, self.embedder)
-        self.common = common_stems(self.index, settings)
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None, *,
+                      embedder: Embedder | None = None, **overrides) -> "Chatbot":
+        """A bot for the defaults with the CHATBOT_* environment and config file applied, then
+        `overrides` (`corpus_dir="docs"`, `generator="extractive"`, ...), each value checked: a
+        bad one is a SettingsError that names it. Or for `settings` as given, with `overrides`
+        replacing fields (as `Settings.replace`)."""
+        settings = load_settings(**overrides) if settings is None else settings.replace(**overrides)
+        return cls(settings, embedder=embedder)
 
     def reindex(self) -> index_mod.Index:
         """Bring the index up to date with the corpus folder (after an admin's upload) without a
         restart, however much there is to embed. Questions already running keep the index they
         started with."""
         fresh = index_mod.ensure(self.settings, self.embedder, update_all=True)
-        self.index = fresh
-        self.retriever = Retriever.from_settings(fresh, self.settings, self.embedder)
-        self.common = common_stems(fresh, self.settings)
+        self.snapshot = Snapshot.of(fresh, self.settings, self.embedder)
         return fresh
+
+    @property
+    def index(self) -> index_mod.Index:
+        return self.snapshot.index
+
+    @property
+    def retriever(self) -> Retriever:
+        return self.snapshot.retriever
 
     def answer(self, question: str, history: Sequence[str] = ()) -> Answer:
         *_, final = self.stream(question, history)
@@ -106,11 +135,11 @@ class Chatbot:
         s, t0 = self.settings, time.perf_counter()
         ms = lambda: (time.perf_counter() - t0) * 1000  # noqa: E731
         query = standalone_query(question.strip(), history)
-        base = dict(question=question, query=query, sources=self.index.sources)
+        now = self.snapshot  # one index for the whole question, even if reindex() runs
+        base = dict(question=question, query=query, sources=now.index.sources)
         if not question.strip():
             yield self._refuse(base, [], Outcome(Code.EMPTY, "Please ask a question"), ms)
             return
-        retriever = self.retriever  # one index for the whole question, even if reindex() runs
         embed = self.embedder.embed
         qvec = embed([query])
         own = qvec[0] if query == question.strip() else None  # the question alone, not glued
@@ -120,13 +149,13 @@ class Chatbot:
                 Code.CHANGE_RULES, "it asks me to change my rules; I only answer from the "
                 "documents"), ms)
             return
-        hits = retriever.search(query, s.top_k, qvec)
+        hits = now.retriever.search(query, s.top_k, qvec)
         if history and query == question.strip() and _best(hits) < s.min_score + s.follow_up_margin:
             # Alone, the question finds little ("what is the device called?"): read it in the
             # light of the previous one, and keep whichever reading finds the closer passage.
             alt_query = f"{query} ({history[-1]})"
             alt_vec = embed([alt_query])
-            alt_hits = retriever.search(alt_query, s.top_k, alt_vec)
+            alt_hits = now.retriever.search(alt_query, s.top_k, alt_vec)
             if _best(alt_hits) > _best(hits):
                 query, hits, qvec = alt_query, alt_hits, alt_vec
                 base["query"] = query
@@ -148,7 +177,7 @@ class Chatbot:
         sig = answerability.signals(
             question, _best(hits), closest, float(titles.max()),
             " ".join(h.chunk.text for h in top), [e.text for e in evidence], embed,
-            self.common, s.question_zipf, s.synonym_similarity)
+            now.common, s.question_zipf, s.synonym_similarity)
         p = self.scorer.probability(sig)
         coverage = self.scorer.decide(p)
         base["signals"] = {**sig.to_dict(), "p_answerable": round(p, 4)}

@@ -2,6 +2,7 @@
 one that hashes words (tests/fakes.py) makes these tests fast and loads no model."""
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 import sys
@@ -73,3 +74,20 @@ def test_the_fake_loads_no_model():
                          timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_reindex_swaps_one_snapshot_and_a_running_question_keeps_its_own(fake_bot):
+    before = fake_bot.snapshot
+    running = fake_bot.stream("What do pedicle screws do?")  # a full answer, drafted
+    assert isinstance(next(running), str)  # retrieved, now drafting
+    (fake_bot.settings.corpus_dir / "driving.md").write_text(
+        "# Driving\n\nMost patients may drive two weeks after surgery.\n", encoding="utf-8")
+    fake_bot.reindex()
+    *_, answer = running
+    assert "driving.md" not in answer.sources and answer.citations
+    after = fake_bot.snapshot
+    assert after is not before and "driving.md" in after.index.sources
+    assert after.retriever.index is after.index is fake_bot.index
+    assert before.retriever.index is before.index and "driving.md" not in before.index.sources
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        after.index = before.index  # type: ignore[misc]
