@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 from typing import Iterator
 
-from chatbot import grounding
+from chatbot import grounding, index
 from chatbot.config import load_settings
 from chatbot.generation import Generator, make_generator
 from chatbot.pipeline import Chatbot
@@ -45,12 +45,16 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     settings = load_settings(corpus_dir=args.corpus, index_dir=args.index)
     recorder = Recording(make_generator(settings))
-    bot = Chatbot(settings, generator=recorder)
+    # An existing index is used as it is (no rebuild), so drafts come from a fixed index.
+    found = args.index is not None and (args.index / index.MANIFEST_FILE).exists()
+    bot = Chatbot(settings, index=index.load(args.index) if found else None, generator=recorder)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w") as out:
         for path in args.questions:
             for line in path.read_text().splitlines():
                 row = json.loads(line)
+                if "question" not in row:  # a conversation or a comment row
+                    continue
                 recorder.draft = ""
                 answer = bot.answer(row["question"])
                 if not recorder.draft or answer.coverage.value != "full":

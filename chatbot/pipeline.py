@@ -17,10 +17,11 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from chatbot import answerability, grounding, index as index_mod, instructions, models
+from chatbot import answerability, grounding, index as index_mod, instructions
 from chatbot.answer import REFUSAL, Answer, Citation, Claim, Code, Outcome
 from chatbot.answerability import Coverage
-from chatbot.config import Settings
+from chatbot.config import Settings, load_settings
+from chatbot.embedding import Embedder, MiniLMEmbedder
 from chatbot.generation import Generator, GeneratorError, make_generator
 from chatbot.retrieval import Hit, Retriever
 from chatbot.text import content_words, words
@@ -72,27 +73,61 @@ def common_stems(index: index_mod.Index, settings: Settings) -> frozenset[str]:
     return frozenset(w for w, df in index.document_frequency.items() if df >= many)
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything a question is answered from that `reindex` replaces: one object, assigned at
+    once, so a question that is running never sees a new index with an old retriever."""
+    index: index_mod.Index
+    retriever: Retriever
+    common: frozenset[str]  # common_stems of the index
+
+    @classmethod
+    def of(cls, index: index_mod.Index, settings: Settings, embedder: Embedder) -> "Snapshot":
+        return cls(index, Retriever.from_settings(index, settings, embedder),
+                   common_stems(index, settings))
+
+
 class Chatbot:
     def __init__(self, settings: Settings, index: index_mod.Index | None = None,
                  generator: Generator | None = None,
-                 scorer: answerability.Scorer | None = None):
+                 scorer: answerability.Scorer | None = None,
+                 embedder: Embedder | None = None):
+        """Every part can be passed in; the packaged ones are made for what is not. A process
+        that makes several bots passes one embedder to all, so the model loads once."""
         self.settings = settings
-        self.index = index or index_mod.ensure(settings)
-        models.embedder()  # load now, not on the first question (a fresh index needs no embedding)
+        self.embedder = embedder or MiniLMEmbedder()
+        self.snapshot = Snapshot.of(index or index_mod.ensure(settings, self.embedder), settings,
+                                    self.embedder)
+        self.embedder.embed(["warm-up"])  # load now, not on the first question
         self.generator = generator or make_generator(settings)
         self.scorer = scorer or answerability.Scorer.load(settings.answer_full,
                                                           settings.answer_partial)
-        self.retriever = Retriever.from_settings(self.index, settings)
-        self.common = common_stems(self.index, settings)
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None, *,
+                      embedder: Embedder | None = None, **overrides) -> "Chatbot":
+        """A bot for the defaults with the CHATBOT_* environment and config file applied, then
+        `overrides` (`corpus_dir="docs"`, `generator="extractive"`, ...), each value checked: a
+        bad one is a SettingsError that names it. Or for `settings` as given, with `overrides`
+        replacing fields (as `Settings.replace`)."""
+        settings = load_settings(**overrides) if settings is None else settings.replace(**overrides)
+        return cls(settings, embedder=embedder)
 
     def reindex(self) -> index_mod.Index:
         """Bring the index up to date with the corpus folder (after an admin's upload) without a
         restart, however much there is to embed. Questions already running keep the index they
         started with."""
-        fresh = index_mod.ensure(self.settings, update_all=True)
-        self.index, self.retriever = fresh, Retriever.from_settings(fresh, self.settings)
-        self.common = common_stems(fresh, self.settings)
+        fresh = index_mod.ensure(self.settings, self.embedder, update_all=True)
+        self.snapshot = Snapshot.of(fresh, self.settings, self.embedder)
         return fresh
+
+    @property
+    def index(self) -> index_mod.Index:
+        return self.snapshot.index
+
+    @property
+    def retriever(self) -> Retriever:
+        return self.snapshot.retriever
 
     def answer(self, question: str, history: Sequence[str] = ()) -> Answer:
         *_, final = self.stream(question, history)
@@ -104,25 +139,27 @@ class Chatbot:
         s, t0 = self.settings, time.perf_counter()
         ms = lambda: (time.perf_counter() - t0) * 1000  # noqa: E731
         query = standalone_query(question.strip(), history)
-        base = dict(question=question, query=query, sources=self.index.sources)
+        now = self.snapshot  # one index for the whole question, even if reindex() runs
+        base = dict(question=question, query=query, sources=now.index.sources)
         if not question.strip():
             yield self._refuse(base, [], Outcome(Code.EMPTY, "Please ask a question"), ms)
             return
-        retriever = self.retriever  # one index for the whole question, even if reindex() runs
-        qvec = models.embed([query])
+        embed = self.embedder.embed
+        qvec = embed([query])
         own = qvec[0] if query == question.strip() else None  # the question alone, not glued
-        if instructions.asks_to_change_rules(question, own, s.question_instruction_threshold):
+        if instructions.asks_to_change_rules(question, self.embedder, own,
+                                             s.question_instruction_threshold):
             yield self._refuse(base, [], Outcome(
                 Code.CHANGE_RULES, "it asks me to change my rules; I only answer from the "
                 "documents"), ms)
             return
-        hits = retriever.search(query, s.top_k, qvec)
+        hits = now.retriever.search(query, s.top_k, qvec)
         if history and query == question.strip() and _best(hits) < s.min_score + s.follow_up_margin:
             # Alone, the question finds little ("what is the device called?"): read it in the
             # light of the previous one, and keep whichever reading finds the closer passage.
             alt_query = f"{query} ({history[-1]})"
-            alt_vec = models.embed([alt_query])
-            alt_hits = retriever.search(alt_query, s.top_k, alt_vec)
+            alt_vec = embed([alt_query])
+            alt_hits = now.retriever.search(alt_query, s.top_k, alt_vec)
             if _best(alt_hits) > _best(hits):
                 query, hits, qvec = alt_query, alt_hits, alt_vec
                 base["query"] = query
@@ -139,12 +176,12 @@ class Chatbot:
             return
         # The new question's own words: the earlier one carried along was checked in its turn.
         top = hits[:3]
-        titles = models.embed(list(dict.fromkeys(h.chunk.title for h in top))) @ qvec[0]
+        titles = embed(list(dict.fromkeys(h.chunk.title for h in top))) @ qvec[0]
         closest = max(float(x.vec @ qvec[0]) for x in sentences if x.hit < len(top))
         sig = answerability.signals(
             question, _best(hits), closest, float(titles.max()),
-            " ".join(h.chunk.text for h in top), [e.text for e in evidence], models.embed,
-            self.common, s.question_zipf, s.synonym_similarity)
+            " ".join(h.chunk.text for h in top), [e.text for e in evidence], embed,
+            now.common, s.question_zipf, s.synonym_similarity)
         p = self.scorer.probability(sig)
         coverage = self.scorer.decide(p)
         base["signals"] = {**sig.to_dict(), "p_answerable": round(p, 4)}
@@ -196,7 +233,7 @@ class Chatbot:
                 spans.append((i, (a + cut, b)))
         texts = [_capitalised(hits[i].chunk.text[a - hits[i].chunk.start:b - hits[i].chunk.start])
                  for i, (a, b) in spans]
-        vecs = models.embed(texts) if texts else np.zeros((0, 1), "float32")
+        vecs = self.embedder.embed(texts) if texts else np.zeros((0, 1), "float32")
         return [_Sentence(i, sp, t, v) for (i, sp), t, v in zip(spans, texts, vecs)]
 
     def _select(self, qvec: np.ndarray, sentences: list[_Sentence]) -> list[_Sentence]:
@@ -247,7 +284,7 @@ class Chatbot:
                passages: dict[int, list[_Sentence]], s: Settings) -> _ClaimDraft:
         """Is a draft sentence supported by a passage? Prefer a passage the model cited (fact
         numbers are 1-based positions in `used`)."""
-        vec = models.embed([text])[0]
+        vec = self.embedder.embed([text])[0]
         verdicts = {h: grounding.support(text, vec, [x.text for x in ps],
                                          np.stack([x.vec for x in ps]),
                                          s.support_threshold, s.claim_zipf)

@@ -36,13 +36,13 @@ def llm_url(tmp_path_factory):
         assert proc.wait(timeout=20) == 0  # SIGTERM is a clean stop
 
 
-def _bot(settings, faq_index, url: str, **changes) -> Chatbot:
+def _bot(settings, faq_index, embedder, url: str, **changes) -> Chatbot:
     return Chatbot(settings.replace(generator="openai", openai_base_url=url, **changes),
-                   index=faq_index)
+                   index=faq_index, embedder=embedder)
 
 
-def test_answers_through_a_real_openai_compatible_server(settings, faq_index, llm_url):
-    events = list(_bot(settings, faq_index, llm_url).stream(QUESTION))
+def test_answers_through_a_real_openai_compatible_server(settings, faq_index, embedder, llm_url):
+    events = list(_bot(settings, faq_index, embedder, llm_url).stream(QUESTION))
     answer = events[-1]
     assert answer.outcome.code is Code.ANSWERED and "no draft" not in answer.note
     assert answer.citations and "splint" in answer.text
@@ -81,11 +81,11 @@ def failing_server():
 
 @pytest.mark.parametrize("case, why", [("dead", "cannot reach"), ("500", "HTTP 500"),
                                        ("slow", "did not answer within 1 s")])
-def test_a_failing_server_still_gets_the_checked_quotes(settings, faq_index, failing_server,
-                                                         case, why):
+def test_a_failing_server_still_gets_the_checked_quotes(settings, faq_index, embedder,
+                                                         failing_server, case, why):
     url = {"dead": f"http://127.0.0.1:{free_port()}/v1", "500": failing_server(0.0),
            "slow": failing_server(5.0)}[case]
-    answer = _bot(settings, faq_index, url, openai_timeout_s=1.0).answer(QUESTION)
+    answer = _bot(settings, faq_index, embedder, url, openai_timeout_s=1.0).answer(QUESTION)
     assert answer.coverage is Coverage.FULL and not answer.refused
     assert answer.wording == "quotes" and why in answer.note
     assert answer.citations and "splint" in answer.text

@@ -149,7 +149,7 @@ def test_dev_set_figures(extractive_bot):
     assert mentioned / len(answerable) >= 0.65
 
 
-def test_a_passage_with_no_statement_is_not_an_answer(tmp_path):
+def test_a_passage_with_no_statement_is_not_an_answer(tmp_path, embedder):
     """A heading with fragments under it matches well but says nothing that could be cited."""
     from chatbot.config import load_settings
     from chatbot.pipeline import Chatbot
@@ -158,11 +158,11 @@ def test_a_passage_with_no_statement_is_not_an_answer(tmp_path):
     (tmp_path / "corpus" / "list.md").write_text("# Pedicle screws\n\nScrews.\n\nRods and plates.\n")
     settings = load_settings(corpus_dir=tmp_path / "corpus", index_dir=tmp_path / "index",
                              generator="extractive")
-    answer = Chatbot(settings).answer("What are pedicle screws?")
+    answer = Chatbot(settings, embedder=embedder).answer("What are pedicle screws?")
     assert answer.refused and "no sentence" in answer.note
 
 
-def test_a_word_many_documents_use_does_not_make_a_question_uncovered(tmp_path):
+def test_a_word_many_documents_use_does_not_make_a_question_uncovered(tmp_path, embedder):
     """'automatically' is in 20 of 21 files, just not in the passages that answer: it is how this
     corpus talks, not a topic it lacks. Below the common-word bar the same word refuses."""
     from chatbot.config import load_settings
@@ -179,9 +179,9 @@ def test_a_word_many_documents_use_does_not_make_a_question_uncovered(tmp_path):
         "# Rotation settings\n\nThe keep setting says how many old log files rotation leaves in place.\n")
     question = "Which log files get deleted automatically?"
     settings = load_settings(corpus_dir=corpus, index_dir=tmp_path / "index", generator="extractive")
-    answer = Chatbot(settings).answer(question)
+    answer = Chatbot(settings, embedder=embedder).answer(question)
     assert not answer.refused and answer.citations[0].chunk.source == "rotate.md"
-    strict = Chatbot(settings.replace(common_word_min_docs=50)).answer(question)
+    strict = Chatbot(settings.replace(common_word_min_docs=50), embedder=embedder).answer(question)
     assert "automatically" in strict.signals["missing"]
     assert strict.signals["term_min"] < answer.signals["term_min"] == 1.0
 
