@@ -32,10 +32,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
-from chatbot import instructions, models
+from chatbot import instructions
 from chatbot.chunking import chunk, split_headings
 from chatbot.config import Settings
 from chatbot.documents import LoadError, load
+from chatbot.embedding import MiniLMEmbedder
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ROOT / "tests" / "data" / "instruction_labels.txt"
@@ -52,6 +53,7 @@ HELDOUT_QUESTIONS = [ROOT / "tests" / "data" / "heldout.jsonl",
 HELDOUT_INJECTIONS = {"n08"}
 PYDOCS = Path("/usr/share/doc/python3.11/html")
 SEED = 13
+EMBEDDER = MiniLMEmbedder()  # loads on first use
 HELDOUT_SHARE = 0.25
 PYDOCS_PER_PAGE = 6  # sentences sampled per page: spread over many pages, not a few long ones
 PYDOCS_TRAIN, PYDOCS_HELDOUT = 1500, 1500
@@ -233,11 +235,11 @@ def gather() -> Texts:
             labels.append(y)
             kinds.append(k)
     t0 = time.perf_counter()
-    vectors = models.embed(texts)
+    vectors = EMBEDDER.embed(texts)
     embed_ms = (time.perf_counter() - t0) * 1000 / len(texts)
     extra = {row: instructions.pieces(t)[1:] for row, t in enumerate(texts)}
     extra = {row: ps for row, ps in extra.items() if ps}
-    flat = models.embed([p for ps in extra.values() for p in ps])
+    flat = EMBEDDER.embed([p for ps in extra.values() for p in ps])
     parts, at = {}, 0
     for row, ps in extra.items():
         parts[row] = flat[at:at + len(ps)]
@@ -326,7 +328,7 @@ def ingest_check(settings: Settings, paths: list[Path], root: Path) -> dict:
         texts = {(s, e): c.text[s - c.start:e - c.start].lstrip("#").strip()
                  for c in chunks for s, e, _ in split_headings(c.text, c.start)}
         t0 = time.perf_counter()
-        done = instructions.flag_passages(chunks, settings)
+        done = instructions.flag_passages(chunks, EMBEDDER, settings)
         seconds += time.perf_counter() - t0
         hits = set(done.get(chunks[0].source, ()))
         units += len(texts)
@@ -354,7 +356,7 @@ def main(argv: list[str] | None = None) -> None:
           f"held out {len(heldout)} ({int(data.labels[heldout].sum())})")
     if not args.check:
         fitted = fit(data, train)
-        weights = {"embedder": models.embedder_id(),
+        weights = {"embedder": EMBEDDER.id,
                    "trained_by": "python -m bench.instruction_detector",
                    "seed": SEED, "train_rows": len(train),
                    **{k: fitted[k] for k in ("C", *THRESHOLDS, "cv_average_precision",
@@ -367,7 +369,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps({k: v for k, v in weights.items() if k != "coef"}, indent=1))
     shipped = json.loads(instructions.DETECTOR_FILE.read_text(encoding="utf-8"))
     settings = Settings().replace(**{k: shipped[k] for k in THRESHOLDS})
-    report = measure(data, heldout, instructions.InstructionDetector.load(), settings)
+    report = measure(data, heldout, instructions.InstructionDetector.load(EMBEDDER.id), settings)
     report["injection_corpus"] = ingest_check(settings, sorted(INJECTION_CORPUS.iterdir()),
                                               INJECTION_CORPUS)
     if PYDOCS.is_dir():

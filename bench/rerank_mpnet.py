@@ -24,6 +24,7 @@ from sentence_transformers import SentenceTransformer
 from bench.retrieval_pydocs import QUESTION_SETS, load_rows, ranking_scores
 from chatbot import index as index_mod
 from chatbot.config import load_settings
+from chatbot.embedding import MiniLMEmbedder
 from chatbot.retrieval import Retriever, diversify
 
 
@@ -36,7 +37,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     settings = load_settings(corpus_dir=args.work / "corpus", index_dir=args.work / "index")
     index = index_mod.load(settings.index_dir)
-    first = Retriever.from_settings(index, settings.replace(diversity=0.0))
+    first = Retriever.from_settings(index, settings.replace(diversity=0.0), MiniLMEmbedder())
     mpnet = SentenceTransformer(str(args.model), device="cpu")
     position = {c.id: i for i, c in enumerate(index.chunks)}
 

@@ -25,9 +25,11 @@ from pathlib import Path
 from chatbot import evaluation
 from chatbot import index as index_mod
 from chatbot.config import load_settings
+from chatbot.embedding import MiniLMEmbedder
 from chatbot.retrieval import Retriever
 
 HERE = Path(__file__).resolve().parent
+EMBEDDER = MiniLMEmbedder()  # loads on first use
 QUESTION_SETS = {"tuning": HERE / "data" / "pydocs_questions.jsonl",
                  "held-out": HERE / "data" / "pydocs_heldout.jsonl",
                  "held-out 2": HERE / "data" / "pydocs_heldout2.jsonl"}
@@ -94,7 +96,7 @@ def _without_latencies(metrics: dict) -> dict:
 
 def timed_ingest(settings) -> tuple[float, dict]:
     t0 = time.perf_counter()
-    built = index_mod.build(settings)
+    built = index_mod.build(settings, EMBEDDER)
     index_mod.save(built, settings.index_dir)
     return time.perf_counter() - t0, built.manifest
 
@@ -122,7 +124,7 @@ def main() -> None:
                                             "skipped": manifest["skipped"]}))
     full = json.loads(results_file.read_text())
 
-    index_mod.ensure(settings)  # brings an index from an older run up to date
+    index_mod.ensure(settings, EMBEDDER)  # brings an index from an older run up to date
     t0 = time.perf_counter()
     index = index_mod.load(index_dir)
     load_s = time.perf_counter() - t0
@@ -140,19 +142,19 @@ def main() -> None:
     rows = [r for questions in sets.values() for r in questions]
     table = {}
     for stage, changes in STAGES.items():
-        retriever = Retriever.from_settings(index, settings.replace(**changes))
+        retriever = Retriever.from_settings(index, settings.replace(**changes), EMBEDDER)
         retriever.search("warm-up", 5)
         table[stage] = {name: evaluate(retriever, questions) for name, questions in sets.items()}
         ms = [t for m in table[stage].values() for t in m.pop("latencies_ms")]
         table[stage]["p50_ms"], table[stage]["p95_ms"] = percentile(ms, 50), percentile(ms, 95)
 
-    sweep = {f"{name}={value}": _without_latencies(evaluate(Retriever.from_settings(index, settings.replace(**{name: value})),
+    sweep = {f"{name}={value}": _without_latencies(evaluate(Retriever.from_settings(index, settings.replace(**{name: value}), EMBEDDER),
                                          sets["tuning"]))
              for name, values in (("lexical_weight", (0.1, 0.35, 0.5)), ("title_weight", (0.1, 0.3)),
                                   ("diversity", (0.05, 0.2))) for value in values}
 
     # Unanswerable questions: how well does the best dense score separate them?
-    retriever = Retriever.from_settings(index, settings)
+    retriever = Retriever.from_settings(index, settings, EMBEDDER)
     best = {r["id"]: max(h.dense for h in retriever.search(r["question"], 5)) for r in rows}
     refused = sum(best[r["id"]] < settings.min_score for r in rows if not r["answerable"])
     wrongly = sum(best[r["id"]] < settings.min_score for r in rows if r["answerable"])

@@ -19,7 +19,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from chatbot import grounding, models
+from chatbot import grounding
+from chatbot.embedding import Embedder
 from chatbot.config import Settings
 
 log = logging.getLogger(__name__)
@@ -149,14 +150,14 @@ def passage_statements(text: str) -> list[str]:
 class Judge:
     """grounding.support with the pipeline's thresholds, embedding each text once."""
 
-    def __init__(self, threshold: float, zipf: float):
-        self.threshold, self.zipf = threshold, zipf
+    def __init__(self, embedder: Embedder, threshold: float, zipf: float):
+        self.embedder, self.threshold, self.zipf = embedder, threshold, zipf
         self._vecs: dict[str, np.ndarray] = {}
 
     def vectors(self, texts: Sequence[str]) -> np.ndarray:
         missing = [t for t in dict.fromkeys(texts) if t not in self._vecs]
         if missing:
-            self._vecs.update(zip(missing, models.embed(missing)))
+            self._vecs.update(zip(missing, self.embedder.embed(missing)))
         return np.stack([self._vecs[t] for t in texts])
 
     def __call__(self, claim: str, passage_sentences: Sequence[str]) -> grounding.Support:
@@ -274,7 +275,7 @@ def summarize(rows: Sequence[dict], k: int, retrieval_only: bool) -> dict:
 
 # -- judge calibration ---------------------------------------------------------------------------
 
-def calibrate(labels_path: Path = LABELS, zipf: float = 4.0,
+def calibrate(embedder: Embedder, labels_path: Path = LABELS, zipf: float = 4.0,
               thresholds: Sequence[float] = tuple(np.round(np.arange(0.5, 0.96, 0.025), 3)),
               current: float | None = None, false_support_cost: float = 2.0) -> dict:
     """Agreement of the support judge with hand labels ({sentence, passage, supported} lines)
@@ -283,7 +284,7 @@ def calibrate(labels_path: Path = LABELS, zipf: float = 4.0,
     unsupported claim supported counts `false_support_cost` times (it puts words in the documents'
     mouth; a wrong rejection only drops a sentence), ties going to the stricter threshold."""
     rows = [json.loads(line) for line in Path(labels_path).read_text().splitlines() if line.strip()]
-    judge = Judge(threshold=0.0, zipf=zipf)
+    judge = Judge(embedder, threshold=0.0, zipf=zipf)
     verdicts = [judge(r["sentence"], passage_statements(r["passage"])) for r in rows]
     labels = np.array([bool(r["supported"]) for r in rows])
     passed = np.array([v.supported for v in verdicts])  # every check but the threshold
@@ -321,7 +322,7 @@ def evaluate(cases: Sequence[Case], bot, retrieval_only: bool = False, progress:
     from chatbot.pipeline import standalone_query
 
     k = bot.settings.top_k
-    judge = Judge(bot.settings.support_threshold, bot.settings.claim_zipf)
+    judge = Judge(bot.embedder, bot.settings.support_threshold, bot.settings.claim_zipf)
     rows = []
     for case in tqdm(cases, desc="questions", unit="q", disable=not progress):
         query = standalone_query(case.question.strip(), case.history)
@@ -553,7 +554,8 @@ def run(path: Path, out: Path, bot, retrieval_only: bool = False, labels: Path |
                             "support_threshold": s.support_threshold, "claim_zipf": s.claim_zipf},
                **summarize(rows, s.top_k, retrieval_only)}
     if labels and Path(labels).exists() and not retrieval_only:
-        summary["calibration"] = calibrate(labels, s.claim_zipf, current=s.support_threshold)
+        summary["calibration"] = calibrate(bot.embedder, labels, s.claim_zipf,
+                                         current=s.support_threshold)
     fails = failures(rows, s.top_k, retrieval_only)
     summary["failures"] = fails
     (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")

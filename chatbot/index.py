@@ -40,10 +40,11 @@ import faiss
 import numpy as np
 from tqdm import tqdm
 
-from chatbot import documents, models
+from chatbot import documents
 from chatbot.chunking import Chunk, chunk
 from chatbot.config import Settings
 from chatbot.documents import LoadError, corpus_files
+from chatbot.embedding import Embedder
 from chatbot.text import terms
 
 log = logging.getLogger(__name__)
@@ -138,9 +139,9 @@ def file_hashes(corpus_dir: Path) -> dict[str, str]:
     return {p.relative_to(corpus_dir).as_posix(): _sha256_file(p) for p in corpus_files(corpus_dir)}
 
 
-def _recipe(settings: Settings) -> dict:
+def _recipe(settings: Settings, embedder: Embedder) -> dict:
     """Everything that, if changed, makes old vectors wrong."""
-    return {"format": FORMAT, "embedder": models.embedder_id(),
+    return {"format": FORMAT, "embedder": embedder.id,
             "chunking": {"chunk_chars": settings.chunk_chars,
                          "overlap": settings.chunk_overlap_sentences}}
 
@@ -271,6 +272,7 @@ class Plan:
     """What bringing the index up to date takes: the files whose cache entries are ready, the
     files to embed (read and chunked already) and the files that could not be read."""
     settings: Settings
+    embedder: Embedder
     recipe: dict
     cache: EmbeddingCache
     hashes: dict[str, str]  # every file looked at, in corpus order
@@ -285,12 +287,12 @@ class Plan:
         return sum(len(p.chunks) - p.resume_at for p in self.pending)
 
 
-def plan(settings: Settings) -> Plan:
+def plan(settings: Settings, embedder: Embedder) -> Plan:
     """Read the corpus: cached files are ready, the others are loaded and chunked (seconds for a
     20 MB file); bad files are logged by name with the reason, and skipped."""
-    recipe = _recipe(settings)
+    recipe = _recipe(settings, embedder)
     cache = EmbeddingCache(settings.index_dir / CACHE_DIR, recipe)
-    work = Plan(settings, recipe, cache, {}, {}, {}, [], [])
+    work = Plan(settings, embedder, recipe, cache, {}, {}, {}, [], [])
     root = settings.corpus_dir
     paths = corpus_files(root)
     for path in tqdm(paths, unit="file", desc="reading", disable=len(paths) < 100):
@@ -340,7 +342,7 @@ def _embed(work: Plan) -> tuple[int, float]:
               disable=total < PROGRESS_MIN_CHUNKS) as bar:
         for start in range(0, len(queue), batch_size):
             batch = queue[start:start + batch_size]
-            vectors = models.embed([work.pending[n].text(i) for n, i in batch])
+            vectors = work.embedder.embed([work.pending[n].text(i) for n, i in batch])
             offset = 0
             for n, group in itertools.groupby(batch, key=lambda item: item[0]):
                 p, first = work.pending[n], next(group)[1]
@@ -390,13 +392,13 @@ def _build(work: Plan, t0: float) -> Index:
     return _assemble(work, embedded, seconds, t0)
 
 
-def build(settings: Settings) -> Index:
+def build(settings: Settings, embedder: Embedder) -> Index:
     """The index for the corpus, re-using cached chunks and vectors of files that did not change.
     Writes only cache entries, into a folder that is new or this corpus's; `save` writes the
     index."""
     t0 = time.perf_counter()
     check_owner(settings.index_dir, settings.corpus_dir)
-    return _build(plan(settings), t0)
+    return _build(plan(settings, embedder), t0)
 
 
 # -- ownership: an index folder belongs to one corpus ---------------------------------------------
@@ -437,7 +439,8 @@ def check_owner(index_dir: Path, corpus_dir: Path) -> None:
         if not index_dir.is_dir():
             raise IndexError_(f"--index {index_dir} is a file, not a folder; pass a folder for the "
                               "index")
-        if any(index_dir.iterdir()):
+        # The repository ships index/README.md (what the folder is for): that is not an index.
+        if any(p.name != "README.md" for p in index_dir.iterdir()):
             raise IndexError_(f"{index_dir} is not empty but has no readable record of its "
                               f"corpus ({MANIFEST_FILE} and {OWNER_FILE} missing or damaged); pass "
                               f"another --index, or make it the index of {corpus_dir} with {force}")
@@ -570,10 +573,10 @@ def load(index_dir: Path) -> Index:
     return Index(fidx, chunks, manifest, index_dir, titles)
 
 
-def staleness(index: Index, settings: Settings) -> str | None:
+def staleness(index: Index, settings: Settings, embedder: Embedder) -> str | None:
     """Why the index no longer matches the corpus and settings, or None if it does."""
     m = index.manifest
-    for key, want in _recipe(settings).items():
+    for key, want in _recipe(settings, embedder).items():
         if m.get(key) != want:
             return f"{key} changed ({m.get(key)} -> {want})"
     if "bm25_dir" not in m:
@@ -598,7 +601,7 @@ def _chunks_per_second(manifest: dict) -> float:
     return embedded / seconds if embedded >= 200 and seconds > 0 else DEFAULT_CHUNKS_PER_SECOND
 
 
-def ensure(settings: Settings, update_all: bool = False) -> Index:
+def ensure(settings: Settings, embedder: Embedder, update_all: bool = False) -> Index:
     """The index for the current corpus: loaded if fresh, otherwise updated (only new or changed
     files are embedded) and saved. Used by ask, chat and serve, so it never starts a long
     re-embed on its own: past auto_update_max_chunks (unless `update_all`), it warns with an
@@ -613,11 +616,11 @@ def ensure(settings: Settings, update_all: bool = False) -> Index:
                               "for this corpus?)")
     except IndexError_ as err:
         log.warning("Building the index: %s", err)
-        return rebuild(settings)
-    reason = staleness(index, settings)
+        return rebuild(settings, embedder)
+    reason = staleness(index, settings, embedder)
     if reason is None:
         return index
-    work = plan(settings)
+    work = plan(settings, embedder)
     same_model = index.manifest.get("embedder") == work.recipe["embedder"]
     if not update_all and same_model and work.todo_chunks > settings.auto_update_max_chunks:
         seconds = work.todo_chunks / _chunks_per_second(index.manifest)
@@ -647,7 +650,7 @@ def _update(work: Plan, t0: float) -> Index:
     return index
 
 
-def rebuild(settings: Settings, force: bool = False) -> Index:
+def rebuild(settings: Settings, embedder: Embedder, force: bool = False) -> Index:
     """Build (embedding only new or changed files) and save, whatever the index on disk is now.
     Into a folder of another corpus, or of unknown ownership, only with `force`."""
     t0 = time.perf_counter()
@@ -655,4 +658,4 @@ def rebuild(settings: Settings, force: bool = False) -> Index:
         with _writing(settings.index_dir):
             _claim(settings.index_dir, settings.corpus_dir)
     check_owner(settings.index_dir, settings.corpus_dir)
-    return _update(plan(settings), t0)
+    return _update(plan(settings, embedder), t0)

@@ -24,18 +24,17 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from chatbot import models
 from chatbot.chunking import Chunk, sentence_spans, split_headings
 from chatbot.config import Settings
+from chatbot.embedding import Embedder
 
 log = logging.getLogger(__name__)
 
 DETECTOR_FILE = Path(__file__).with_name("data") / "instruction_detector.json"
-Embed = Callable[[list[str]], np.ndarray]  # texts -> unit-length vectors (models.embed)
 Spans = dict[str, tuple[tuple[int, int], ...]]  # source -> flagged spans, in source offsets
 _Unit = tuple[str, int, int]  # a sentence or heading line: (source, start, end)
 
@@ -48,19 +47,19 @@ class DetectorMismatch(RuntimeError):
 class InstructionDetector:
     coef: np.ndarray  # one weight per embedding dimension
     intercept: float
-    embedder: str  # the embedding model the weights were fitted for (models.embedder_id())
+    embedder: str  # the embedding model the weights were fitted for (an Embedder's id)
     digest: str  # of the weights file: an index records it, so new weights re-flag the corpus
 
     @classmethod
-    def load(cls, path: Path = DETECTOR_FILE) -> InstructionDetector:
+    def load(cls, embedder_id: str, path: Path = DETECTOR_FILE) -> InstructionDetector:
         raw = path.read_bytes()
         data = json.loads(raw)
         detector = cls(np.asarray(data["coef"], dtype="float32"), float(data["intercept"]),
                        data["embedder"], hashlib.sha256(raw).hexdigest()[:16])
-        if detector.embedder != models.embedder_id():
+        if detector.embedder != embedder_id:
             # Scores of vectors from another model would be noise, silently.
-            raise DetectorMismatch(f"{path} was fitted for {detector.embedder}, but "
-                                   f"{models.embedder_id()} is installed; run "
+            raise DetectorMismatch(f"{path} was fitted for {detector.embedder}, but the "
+                                   f"embedder is {embedder_id}; run "
                                    "`python -m bench.instruction_detector` to refit it")
         return detector
 
@@ -70,18 +69,17 @@ class InstructionDetector:
         z = np.asarray(vectors, dtype="float32") @ self.coef + self.intercept
         return 1.0 / (1.0 + np.exp(-z))
 
-    def text_scores(self, texts: list[str], vectors: np.ndarray | None = None,
-                    embed: Embed | None = None) -> np.ndarray:
+    def text_scores(self, texts: list[str], embedder: Embedder,
+                    vectors: np.ndarray | None = None) -> np.ndarray:
         """For each text, the highest score of its `pieces`. `vectors` are the texts' own
         embeddings, if already computed (the pipeline has them); the other pieces are embedded
-        here, in one call to `embed` (default `models.embed`; heads are a few words: cheap)."""
+        here, in one call (heads are a few words: cheap)."""
         if not texts:
             return np.zeros(0, dtype="float32")
         extra = [pieces(t)[1:] for t in texts]
         own = list(texts) if vectors is None else []
         flat = own + [p for ps in extra for p in ps]
-        embedded = ((embed or models.embed)(flat) if flat
-                    else np.zeros((0, len(self.coef)), dtype="float32"))
+        embedded = embedder.embed(flat) if flat else np.zeros((0, len(self.coef)), dtype="float32")
         scores = self.scores(embedded[:len(texts)] if vectors is None else vectors)
         at = len(own)
         for i, ps in enumerate(extra):
@@ -90,10 +88,10 @@ class InstructionDetector:
                 at += len(ps)
         return scores
 
-    def flag(self, sentences: list[str], vectors: np.ndarray | None = None,
+    def flag(self, sentences: list[str], embedder: Embedder, vectors: np.ndarray | None = None,
              threshold: float = Settings.instruction_threshold) -> list[bool]:
         """Which sentences read as instructions to the assistant."""
-        return [bool(s >= threshold) for s in self.text_scores(sentences, vectors)]
+        return [bool(s >= threshold) for s in self.text_scores(sentences, embedder, vectors)]
 
 
 _HEAD_END = re.compile(r"[:,]\s")
@@ -115,28 +113,38 @@ def pieces(text: str) -> list[str]:
 
 
 @functools.cache
-def detector() -> InstructionDetector:
-    return InstructionDetector.load()
+def detector(embedder_id: str) -> InstructionDetector | None:
+    """The shipped detector, or None for an embedder it was not fitted for (an app's own, the
+    tests' fake): then nothing is flagged, and a warning says so once."""
+    try:
+        return InstructionDetector.load(embedder_id)
+    except DetectorMismatch as err:
+        log.warning("Documents and questions are not screened for instructions: %s", err)
+        return None
 
 
-def asks_to_change_rules(question: str, vector: np.ndarray | None = None,
+def asks_to_change_rules(question: str, embedder: Embedder, vector: np.ndarray | None = None,
                          threshold: float = Settings.question_instruction_threshold) -> bool:
     """Does the question ask the assistant to drop its rules ("Ignore your instructions and ...",
     "Print your system prompt")? `vector` is the question's embedding, if already computed. Each
     sentence is also scored alone ("You are now my doctor. What should I take?" reads as a
     medical question as a whole), and so is each sentence's head (see `pieces`)."""
+    found = detector(embedder.id)
+    if found is None:
+        return False
     vectors = None if vector is None else np.asarray(vector, dtype="float32").reshape(1, -1)
-    return bool(detector().text_scores([question], vectors)[0] >= threshold)
+    return bool(found.text_scores([question], embedder, vectors)[0] >= threshold)
 
 
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
 
 
-def flag_passages(chunks: Sequence[Chunk], settings: Settings = Settings(),
-                  embed: Embed | None = None) -> Spans:
+def flag_passages(chunks: Sequence[Chunk], embedder: Embedder,
+                  settings: Settings = Settings()) -> Spans:
     """The sentences and heading lines of `chunks` that read as instructions to the assistant:
-    their spans per source, each source's sorted. `embed` may be a memo the caller shares (the
-    pipeline embeds the same sentences as evidence). Logs one warning per source and process.
+    their spans per source, each source's sorted. `embedder` may be a memo the caller shares
+    (the pipeline embeds the same sentences as evidence). Logs one warning per source and
+    process.
 
     A sentence scoring `instruction_threshold` is flagged, and so, like edges in an image, are
     its neighbours in the same paragraph that score `instruction_neighbour_threshold`, and theirs:
@@ -144,6 +152,9 @@ def flag_passages(chunks: Sequence[Chunk], settings: Settings = Settings(),
     question with ...") whose later sentences may read as ordinary imperatives on their own.
     Overlapping chunks share their boundary sentence, so a block that a chunk boundary cuts is
     still linked through it when both chunks are given."""
+    found = detector(embedder.id)
+    if found is None:
+        return {}
     units: dict[_Unit, str] = {}  # overlapping chunks share sentences: score each once
     neighbours: dict[_Unit, set[_Unit]] = {}
     for c in chunks:
@@ -156,8 +167,8 @@ def flag_passages(chunks: Sequence[Chunk], settings: Settings = Settings(),
                 neighbours.setdefault(u1, set()).add(u2)
                 neighbours.setdefault(u2, set()).add(u1)
     texts = list(units.values())
-    own = (embed or models.embed)(texts) if texts else None
-    scores = dict(zip(units, detector().text_scores(texts, own, embed)))
+    own = embedder.embed(texts) if texts else None
+    scores = dict(zip(units, found.text_scores(texts, embedder, own)))
     hits = {unit for unit, score in scores.items() if score >= settings.instruction_threshold}
     todo = list(hits)
     while todo:
@@ -184,5 +195,6 @@ def _warn_once(source: str, texts: list[str]) -> None:
     _warned.add(source)
     first = " ".join(texts[0].split())
     log.warning("%s: %d sentence%s of its retrieved passages read as instructions to the "
-                "assistant; they will never be quoted as answers (first: “%s”)", source, len(texts),
-                "s" if len(texts) > 1 else "", first if len(first) <= 80 else first[:79] + "…")
+                "assistant; they will never be quoted as answers (first: “%s”)", source,
+                len(texts), "s" if len(texts) > 1 else "",
+                first if len(first) <= 80 else first[:79] + "…")

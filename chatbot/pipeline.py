@@ -8,6 +8,8 @@ partial answer names what the documents lack and quotes what they say on the nea
 """
 from __future__ import annotations
 
+import itertools
+import logging
 import re
 import time
 from dataclasses import dataclass
@@ -15,14 +17,16 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from chatbot import answerability, grounding, index as index_mod, instructions, models
+from chatbot import answerability, grounding, index as index_mod, instructions
 from chatbot.answer import REFUSAL, Answer, Citation, Claim, Code, Outcome
 from chatbot.answerability import Coverage
-from chatbot.config import Settings
-from chatbot.generation import Generator, make_generator
+from chatbot.config import Settings, load_settings
+from chatbot.embedding import Embedder, MiniLMEmbedder
+from chatbot.generation import Generator, GeneratorError, make_generator
 from chatbot.retrieval import Hit, Retriever
 from chatbot.text import content_words, words
 
+log = logging.getLogger(__name__)
 __all__ = ["REFUSAL", "Answer", "Chatbot", "Citation", "Claim", "standalone_query"]
 _ANAPHORA = frozenset("it its that this they them their those these there he she him her".split())
 _TOPIC_SWITCH = re.compile(r"\b(different|separate|unrelated|another|new|other) (question|thing|"
@@ -69,68 +73,105 @@ def common_stems(index: index_mod.Index, settings: Settings) -> frozenset[str]:
     return frozenset(w for w, df in index.document_frequency.items() if df >= many)
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything a question is answered from that `reindex` replaces: one object, assigned at
+    once, so a question that is running never sees a new index with an old retriever."""
+    index: index_mod.Index
+    retriever: Retriever
+    common: frozenset[str]  # common_stems of the index
+
+    @classmethod
+    def of(cls, index: index_mod.Index, settings: Settings, embedder: Embedder) -> "Snapshot":
+        return cls(index, Retriever.from_settings(index, settings, embedder),
+                   common_stems(index, settings))
+
+
 class Chatbot:
     def __init__(self, settings: Settings, index: index_mod.Index | None = None,
                  generator: Generator | None = None,
-                 scorer: answerability.Scorer | None = None):
+                 scorer: answerability.Scorer | None = None,
+                 embedder: Embedder | None = None):
+        """Every part can be passed in; the packaged ones are made for what is not. A process
+        that makes several bots passes one embedder to all, so the model loads once."""
         self.settings = settings
-        self.index = index or index_mod.ensure(settings)
-        models.embedder()  # load now, not on the first question (a fresh index needs no embedding)
+        self.embedder = embedder or MiniLMEmbedder()
+        self.snapshot = Snapshot.of(index or index_mod.ensure(settings, self.embedder), settings,
+                                    self.embedder)
+        self.embedder.embed(["warm-up"])  # load now, not on the first question
         self.generator = generator or make_generator(settings)
         self.scorer = scorer or answerability.Scorer.load(settings.answer_full,
                                                           settings.answer_partial)
-        self.retriever = Retriever.from_settings(self.index, settings)
-        self.common = common_stems(self.index, settings)
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None, *,
+                      embedder: Embedder | None = None, **overrides) -> "Chatbot":
+        """A bot for the defaults with the CHATBOT_* environment and config file applied, then
+        `overrides` (`corpus_dir="docs"`, `generator="extractive"`, ...), each value checked: a
+        bad one is a SettingsError that names it. Or for `settings` as given, with `overrides`
+        replacing fields (as `Settings.replace`)."""
+        settings = load_settings(**overrides) if settings is None else settings.replace(**overrides)
+        return cls(settings, embedder=embedder)
 
     def reindex(self) -> index_mod.Index:
         """Bring the index up to date with the corpus folder (after an admin's upload) without a
         restart, however much there is to embed. Questions already running keep the index they
         started with."""
-        fresh = index_mod.ensure(self.settings, update_all=True)
-        self.index, self.retriever = fresh, Retriever.from_settings(fresh, self.settings)
-        self.common = common_stems(fresh, self.settings)
+        fresh = index_mod.ensure(self.settings, self.embedder, update_all=True)
+        self.snapshot = Snapshot.of(fresh, self.settings, self.embedder)
         return fresh
+
+    @property
+    def index(self) -> index_mod.Index:
+        return self.snapshot.index
+
+    @property
+    def retriever(self) -> Retriever:
+        return self.snapshot.retriever
 
     def answer(self, question: str, history: Sequence[str] = ()) -> Answer:
         *_, final = self.stream(question, history)
         return final
 
     def stream(self, question: str, history: Sequence[str] = ()) -> Iterator[str | Answer]:
-        """Draft text pieces as the model writes them, then the checked Answer last."""
+        """Answer sentences as each passes the support check (never unchecked text), then the
+        Answer last. When no draft sentence passes, only the Answer (quoting the passages)."""
         s, t0 = self.settings, time.perf_counter()
         ms = lambda: (time.perf_counter() - t0) * 1000  # noqa: E731
         query = standalone_query(question.strip(), history)
-        base = dict(question=question, query=query, sources=self.index.sources)
+        now = self.snapshot  # one index for the whole question, even if reindex() runs
+        base = dict(question=question, query=query, sources=now.index.sources)
         if not question.strip():
             yield self._refuse(base, [], Outcome(Code.EMPTY, "Please ask a question"), ms)
             return
-        retriever = self.retriever  # one index for the whole question, even if reindex() runs
-        qvec = models.embed([query])
+        embed = self.embedder.embed
+        qvec = embed([query])
         own = qvec[0] if query == question.strip() else None  # the question alone, not glued
-        if instructions.asks_to_change_rules(question, own, s.question_instruction_threshold):
+        if instructions.asks_to_change_rules(question, self.embedder, own,
+                                             s.question_instruction_threshold):
             yield self._refuse(base, [], Outcome(
                 Code.CHANGE_RULES, "it asks me to change my rules; I only answer from the "
                 "documents"), ms)
             return
-        hits = retriever.search(query, s.top_k, qvec)
+        hits = now.retriever.search(query, s.top_k, qvec)
         if history and query == question.strip() and _best(hits) < s.min_score + s.follow_up_margin:
             # Alone, the question finds little ("what is the device called?"): read it in the
             # light of the previous one, and keep whichever reading finds the closer passage.
             alt_query = f"{query} ({history[-1]})"
-            alt_vec = models.embed([alt_query])
-            alt_hits = retriever.search(alt_query, s.top_k, alt_vec)
+            alt_vec = embed([alt_query])
+            alt_hits = now.retriever.search(alt_query, s.top_k, alt_vec)
             if _best(alt_hits) > _best(hits):
                 query, hits, qvec = alt_query, alt_hits, alt_vec
                 base["query"] = query
         timings = {"retrieve_ms": ms()}
-        embed = _Embeddings()  # flagging and evidence embed the same sentences: once
-        base["flagged"] = instructions.flag_passages([h.chunk for h in hits], s, embed)
+        memo = _Memo(self.embedder)  # flagging and evidence embed the same sentences: once
+        base["flagged"] = instructions.flag_passages([h.chunk for h in hits], memo, s)
         timings["flag_ms"] = ms()
         if _best(hits) < s.min_score:
             yield self._refuse(base, hits, Outcome(
                 Code.NO_CLOSE_PASSAGE, "no passage is close to the question"), ms, timings)
             return
-        sentences = self._sentences(hits, base["flagged"], embed)
+        sentences = self._sentences(hits, base["flagged"], memo)
         evidence = self._select(qvec[0], sentences)
         if not evidence:  # the closest passages hold no statement (headings, fragments)
             yield self._refuse(base, hits, Outcome(
@@ -138,12 +179,12 @@ class Chatbot:
             return
         # The new question's own words: the earlier one carried along was checked in its turn.
         top = hits[:3]
-        titles = models.embed(list(dict.fromkeys(h.chunk.title for h in top))) @ qvec[0]
+        titles = embed(list(dict.fromkeys(h.chunk.title for h in top))) @ qvec[0]
         closest = max(float(x.vec @ qvec[0]) for x in sentences if x.hit < len(top))
         sig = answerability.signals(
             question, _best(hits), closest, float(titles.max()),
-            " ".join(h.chunk.text for h in top), [e.text for e in evidence], models.embed,
-            self.common, s.question_zipf, s.synonym_similarity)
+            " ".join(h.chunk.text for h in top), [e.text for e in evidence], embed,
+            now.common, s.question_zipf, s.synonym_similarity)
         p = self.scorer.probability(sig)
         coverage = self.scorer.decide(p)
         base["signals"] = {**sig.to_dict(), "p_answerable": round(p, 4)}
@@ -161,23 +202,32 @@ class Chatbot:
             i for i, e in enumerate(evidence) if e.hit == h))
         facts = [(n, " ".join(e.text for e in evidence if e.hit == h))
                  for n, h in enumerate(used, 1)]
-        draft = []
-        for piece in self.generator.stream(query, facts):
-            timings.setdefault("first_token_ms", ms())
-            draft.append(piece)
-            yield piece
+        claims: list[_ClaimDraft] = []
+        failure = ""
+        try:
+            for claim in self._checked(self.generator.stream(query, facts), used, sentences,
+                                       timings, ms):
+                claims.append(claim)
+                if claim.supported:  # shown as soon as it passed the check, numbered as at the end
+                    yield _numbered(claims, claim)
+        except GeneratorError as exc:  # the answer does not depend on the model being up
+            log.warning("No draft: %s", exc)
+            failure = f"no draft from the language model ({exc})"
         timings["generate_ms"] = ms()
-        claims, note = self._ground("".join(draft), used, sentences, evidence)
+        note = failure
+        if not any(c.supported for c in claims):
+            note = failure or ("the model's wording was not supported by the passages, "
+                               "so this answer quotes them")
+            claims += _quotes(evidence)
         timings["total_ms"] = ms()
-        outcome = Outcome(Code.ANSWERED, note)
-        yield self._compose(base, hits, claims, outcome, timings,
+        yield self._compose(base, hits, claims, Outcome(Code.ANSWERED, note), timings,
                             wording="quotes" if note or self.generator.name == "extractive"
                             else "model")
 
     # -- steps ---------------------------------------------------------------------------------
 
     def _sentences(self, hits: list[Hit], flagged: instructions.Spans,
-                   embed: _Embeddings) -> list[_Sentence]:
+                   memo: _Memo) -> list[_Sentence]:
         """The statements of the retrieved passages, each without its lead-in ("Therefore,"),
         none that reads as an instruction to the assistant (`flagged`)."""
         spans = []
@@ -188,7 +238,7 @@ class Chatbot:
                 spans.append((i, (a + cut, b)))
         texts = [_capitalised(hits[i].chunk.text[a - hits[i].chunk.start:b - hits[i].chunk.start])
                  for i, (a, b) in spans]
-        vecs = embed(texts) if texts else np.zeros((0, 1), "float32")
+        vecs = memo.embed(texts) if texts else np.zeros((0, 1), "float32")
         return [_Sentence(i, sp, t, v) for (i, sp), t, v in zip(spans, texts, vecs)]
 
     def _select(self, qvec: np.ndarray, sentences: list[_Sentence]) -> list[_Sentence]:
@@ -210,32 +260,45 @@ class Chatbot:
                 keep.append((sc, x))
         return [x for _, x in sorted(keep, key=lambda p: -p[0])]
 
-    def _ground(self, draft: str, used: list[int], sentences: list[_Sentence],
-                evidence: list[_Sentence]) -> tuple[list[_ClaimDraft], str]:
-        """Check each draft sentence against the passages it may cite; keep what is supported."""
+    def _checked(self, pieces: Iterator[str], used: list[int], sentences: list[_Sentence],
+                 timings: dict, ms) -> Iterator[_ClaimDraft]:
+        """Judge each draft sentence as soon as the next one has begun (so its trailing markers
+        are in), against the passages it may cite; the last one when the draft ends."""
         s = self.settings
         passages = {h: [x for x in sentences if x.hit == h] for h in used}
-        pieces = [grounding.split_citations(t) for t in grounding.answer_sentences(draft)]
-        pieces = [(text, cited) for text, cited in pieces if text]
-        vecs = models.embed([t for t, _ in pieces]) if pieces else []
-        claims = []
-        for (text, cited), vec in zip(pieces, vecs):
-            verdicts = {h: grounding.support(text, vec, [x.text for x in ps],
-                                             np.stack([x.vec for x in ps]),
-                                             s.support_threshold, s.claim_zipf)
-                        for h, ps in passages.items()}
-            # Prefer a passage the model cited (fact numbers are 1-based positions in `used`).
-            cited_hits = [used[n - 1] for n in cited if 1 <= n <= len(used)]
-            ranked = sorted(verdicts, key=lambda h: (not verdicts[h].supported, h not in cited_hits,
-                                                     -verdicts[h].score))
-            h = ranked[0]
-            v = verdicts[h]
-            span = passages[h][v.sentence].span
-            claims.append(_ClaimDraft(text, v.supported, h, span, v.reason))
-        if any(c.supported for c in claims):
-            return claims, ""
-        note = "the model's wording was not supported by the passages, so this answer quotes them"
-        return [*claims, *_quotes(evidence)] if claims else _quotes(evidence), note
+        draft, judged = "", 0
+        try:
+            for piece in itertools.chain(pieces, [None]):
+                if piece is not None:
+                    timings.setdefault("first_token_ms", ms())
+                    draft += piece
+                done = grounding.answer_sentences(draft)
+                if piece is not None:  # the last sentence may still grow, and so may its markers
+                    done = done[:-1] if len(done) < 2 or grounding.split_citations(done[-1])[0] \
+                        else done[:-2]
+                for sentence in done[judged:]:
+                    text, cited = grounding.split_citations(sentence)
+                    if text:
+                        yield self._judge(text, cited, used, passages, s)
+                judged = max(judged, len(done))
+        finally:
+            if hasattr(pieces, "close"):  # a stopped answer stops the model's decoding too
+                pieces.close()
+
+    def _judge(self, text: str, cited: list[int], used: list[int],
+               passages: dict[int, list[_Sentence]], s: Settings) -> _ClaimDraft:
+        """Is a draft sentence supported by a passage? Prefer a passage the model cited (fact
+        numbers are 1-based positions in `used`)."""
+        vec = self.embedder.embed([text])[0]
+        verdicts = {h: grounding.support(text, vec, [x.text for x in ps],
+                                         np.stack([x.vec for x in ps]),
+                                         s.support_threshold, s.claim_zipf)
+                    for h, ps in passages.items()}
+        cited_hits = [used[n - 1] for n in cited if 1 <= n <= len(used)]
+        h = min(verdicts, key=lambda h: (not verdicts[h].supported, h not in cited_hits,
+                                         -verdicts[h].score))
+        v = verdicts[h]
+        return _ClaimDraft(text, v.supported, h, passages[h][v.sentence].span, v.reason)
 
     def _partial(self, base: dict, hits: list[Hit], evidence: list[_Sentence],
                  sig: answerability.Signals, timings: dict, ms) -> Answer:
@@ -288,23 +351,32 @@ class Chatbot:
                       timings={**(timings or {}), "total_ms": ms()}, **base)
 
 
-class _Embeddings:
-    """`models.embed` with a memo for one question: the instruction detector scores the
+class _Memo:
+    """An Embedder that remembers, for one question: the instruction detector scores the
     passages' sentences, and evidence selection needs the same vectors."""
 
-    def __init__(self):
+    def __init__(self, embedder: Embedder):
+        self.inner, self.id, self.dim = embedder, embedder.id, embedder.dim
         self.known: dict[str, np.ndarray] = {}
 
-    def __call__(self, texts: list[str]) -> np.ndarray:
+    def embed(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
         new = [t for t in dict.fromkeys(texts) if t not in self.known]
         if new:
-            self.known.update(zip(new, models.embed(new)))
+            self.known.update(zip(new, self.inner.embed(new)))
         return np.stack([self.known[t] for t in texts])
 
 
 def _capitalised(sentence: str) -> str:
     """A sentence whose lead-in was cut off starts with a capital all the same."""
     return sentence[:1].upper() + sentence[1:]
+
+
+def _numbered(claims: list[_ClaimDraft], claim: _ClaimDraft) -> str:
+    """A supported claim as the answer will show it: its passage's number is the order in which
+    supported claims first cite passages (as `_compose` numbers them)."""
+    order = list(dict.fromkeys(c.hit for c in claims if c.supported))
+    first = sum(c.supported for c in claims) == 1
+    return ("" if first else " ") + f"{claim.text.rstrip()} [{order.index(claim.hit) + 1}]"
 
 
 def _quotes(evidence: list[_Sentence]) -> list[_ClaimDraft]:

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from chatbot import models
 from chatbot.chunking import Chunk
 from chatbot.config import Settings
+from chatbot.embedding import Embedder
 from chatbot.index import Index
 from chatbot.text import terms
 
@@ -59,11 +59,13 @@ def diversify(scores: dict[int, float], chunks: list[Chunk], share: float) -> di
 
 
 class Retriever:
-    def __init__(self, index: Index, lexical_weight: float = 0.2, candidates: int = 50,
-                 mode: str = "blend", rrf_k: int = 60, title_weight: float = 0.2, diversity: float = 0.1):
+    def __init__(self, index: Index, embedder: Embedder, lexical_weight: float = 0.2,
+                 candidates: int = 50, mode: str = "blend", rrf_k: int = 60,
+                 title_weight: float = 0.2, diversity: float = 0.1):
         if mode not in MODES:
             raise ValueError(f"unknown retrieval mode {mode!r}; choose one of {', '.join(MODES)}")
         self.index = index
+        self.embedder = embedder
         self.lexical_weight = lexical_weight
         self.candidates = candidates
         self.mode = mode
@@ -72,9 +74,10 @@ class Retriever:
         self.diversity = diversity
 
     @classmethod
-    def from_settings(cls, index: Index, settings: Settings) -> "Retriever":
-        return cls(index, settings.lexical_weight, mode=settings.retrieval_mode, rrf_k=settings.rrf_k,
-                   title_weight=settings.title_weight, diversity=settings.diversity)
+    def from_settings(cls, index: Index, settings: Settings, embedder: Embedder) -> "Retriever":
+        return cls(index, embedder, settings.lexical_weight, mode=settings.retrieval_mode,
+                   rrf_k=settings.rrf_k, title_weight=settings.title_weight,
+                   diversity=settings.diversity)
 
     def lexical(self, query: str) -> np.ndarray:
         """BM25 score of every chunk, scaled so the best is 1 (all zero when no word matches)."""
@@ -90,7 +93,7 @@ class Retriever:
 
     def search(self, query: str, k: int, qvec: np.ndarray | None = None) -> list[Hit]:
         """Top k chunks; pass the query's vector (shape 1 x dim) if you have it already."""
-        qvec = models.embed([query]) if qvec is None else qvec
+        qvec = self.embedder.embed([query]) if qvec is None else qvec
         n = min(len(self.index.chunks), max(self.candidates, k))
         dense: dict[int, float] = {}  # chunk id -> cosine, in dense rank order
         if self.mode != "bm25":

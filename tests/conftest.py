@@ -25,22 +25,30 @@ def settings(faq_corpus, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def faq_index(settings):
+def embedder():
+    """The packaged all-MiniLM-L6-v2, loaded once for the session and passed to everything."""
+    from chatbot.embedding import MiniLMEmbedder
+
+    return MiniLMEmbedder()
+
+
+@pytest.fixture(scope="session")
+def faq_index(settings, embedder):
     from chatbot import index
 
-    return index.ensure(settings)
+    return index.ensure(settings, embedder)
 
 
 @pytest.fixture(scope="session")
-def bot(settings, faq_index):
-    """The default pipeline: SmolLM2 drafts, grounding checks every sentence."""
+def bot(settings, faq_index, embedder):
+    """The default pipeline: Qwen-0.5B drafts through llama.cpp, every sentence checked."""
     from chatbot.pipeline import Chatbot
 
-    return Chatbot(settings, index=faq_index)
+    return Chatbot(settings, index=faq_index, embedder=embedder)
 
 
 @pytest.fixture(scope="session")
-def extractive_bot(settings, faq_index):
+def extractive_bot(settings, faq_index, embedder):
     from chatbot.pipeline import Chatbot
 
-    return Chatbot(settings.replace(generator="extractive"), index=faq_index)
+    return Chatbot(settings.replace(generator="extractive"), index=faq_index, embedder=embedder)

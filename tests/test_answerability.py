@@ -1,7 +1,7 @@
 """The answerability signals and the calibrated three-way decision, with the real embedder."""
 import pytest
 
-from chatbot import answerability, models
+from chatbot import answerability
 from chatbot.answerability import Coverage, Scorer, Signals
 from chatbot.config import Settings
 
@@ -33,22 +33,22 @@ def test_decide_maps_probability_to_three_outcomes():
 
 
 @pytest.mark.slow
-def test_term_coverage_is_literal_first_then_by_meaning():
+def test_term_coverage_is_literal_first_then_by_meaning(embedder):
     cover = answerability.term_coverage("Would acupuncture or injections help?", TREATMENTS,
-                                        models.embed)
+                                        embedder.embed)
     assert cover["injections"] == 1.0  # literally there
     assert cover["acupuncture"] < 0.6  # a treatment the passage never names
     # Question framing ("happened", "kind") is not a topic the passage must cover.
     assert "happened" not in answerability.term_coverage("What kind of thing happened?",
-                                                         TREATMENTS, models.embed)
+                                                         TREATMENTS, embedder.embed)
 
 
 @pytest.mark.slow
-def test_signals_name_what_is_missing_and_see_an_unmet_quantity():
+def test_signals_name_what_is_missing_and_see_an_unmet_quantity(embedder):
     sig = answerability.signals("How many days of acupuncture would help?", 0.5, 0.5, 0.5, TREATMENTS,
-                                [TREATMENTS], models.embed)
+                                [TREATMENTS], embedder.embed)
     assert "acupuncture" in sig.missing
     assert sig.quantity == 1.0 and sig.term_min < 0.6
     given = answerability.signals("How many weeks of physical therapy?", 0.5, 0.5, 0.5, TREATMENTS,
-                                  ["Physical therapy lasts six weeks."], models.embed)
+                                  ["Physical therapy lasts six weeks."], embedder.embed)
     assert given.quantity == 0.0

@@ -147,7 +147,8 @@ def test_judge_rerun_catches_a_tampered_answer(dev_run, extractive_bot):
     invented = "The ProDisc Implant is guaranteed to last thirty years."
     tampered["answer"] += f" {invented} [1] It is made of titanium. [7]"
     tampered["claims"].append({"text": invented, "supported": True, "citations": [1], "reason": ""})
-    judge = ev.Judge(extractive_bot.settings.support_threshold, extractive_bot.settings.claim_zipf)
+    judge = ev.Judge(extractive_bot.embedder, extractive_bot.settings.support_threshold,
+                     extractive_bot.settings.claim_zipf)
     case = ev.parse_case(row, "x")
     m = ev.answer_metrics(tampered, case, judge)
     assert m["citation_recall"] < 1.0 and m["judge_disagreements"] == [invented]

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from chatbot import grounding, models
+from chatbot import grounding
 from chatbot.chunking import sentence_spans
 
 LABELS = Path(__file__).parent / "data" / "support_labels.jsonl"
@@ -17,6 +17,10 @@ def test_split_citations_strips_markers_and_keeps_numbers():
     assert grounding.split_citations("Screws hold it. [1] [2]") == ("Screws hold it.", [1, 2])
     assert grounding.answer_sentences("Screws hold it. [1] [2] They loosen. [3]") == [
         "Screws hold it. [1] [2]", "They loosen. [3]"]
+    # a writer that puts markers first (Qwen: "[1] Pedicle screws ...") cites the sentence after
+    assert [grounding.split_citations(x) for x in grounding.answer_sentences(
+        "[1] Yes, screws can loosen. [2] They hold the spine.")] == [
+        ("Yes, screws can loosen.", [1]), ("They hold the spine.", [2])]
     # brackets in quoted code are not markers
     assert grounding.split_citations("It uses sys.argv[0] and a[1][2] by default. [2]") == (
         "It uses sys.argv[0] and a[1][2] by default.", [2])
@@ -44,28 +48,31 @@ def test_missing_literals_wants_numbers_and_code_names_as_they_are():
     assert grounding.missing_literals("What do top_down and typing_final mean?", passage) == ["top_down", "typing_final"]
 
 
-def _judge(claim: str, passage: str):
-    """Same settings as the pipeline's defaults (config.Settings)."""
-    sentences = [passage[s:e] for s, e in sentence_spans(passage)]
-    return grounding.support(claim, models.embed([claim])[0], sentences, models.embed(sentences),
-                             threshold=0.75, zipf=4.0)
+@pytest.fixture
+def judge(embedder):
+    """The support judge with the pipeline's default settings (config.Settings)."""
+    def judged(claim: str, passage: str):
+        sentences = [passage[s:e] for s, e in sentence_spans(passage)]
+        return grounding.support(claim, embedder.embed([claim])[0], sentences,
+                                 embedder.embed(sentences), threshold=0.75, zipf=4.0)
+    return judged
 
 
 @pytest.mark.slow
-def test_support_rejects_invented_details_and_accepts_quotes():
+def test_support_rejects_invented_details_and_accepts_quotes(judge):
     passage = ("Therefore, spinal hardware (e.g. pedicle screws) may be used as an internal splint "
                "to hold the spine while it fuses after spine surgery.")
-    assert _judge("Pedicle screws may be used as an internal splint to hold the spine.", passage).supported
-    invented = _judge("Pedicle screws are a type of spinal prosthesis used in scoliosis surgery.", passage)
+    assert judge("Pedicle screws may be used as an internal splint to hold the spine.", passage).supported
+    invented = judge("Pedicle screws are a type of spinal prosthesis used in scoliosis surgery.", passage)
     assert not invented.supported and "scoliosis" in invented.reason
-    assert not _judge("Pedicle screws hold the spine for 12 weeks.", passage).supported
-    assert not _judge("Pedicle screws are never used to hold the spine.", passage).supported
+    assert not judge("Pedicle screws hold the spine for 12 weeks.", passage).supported
+    assert not judge("Pedicle screws are never used to hold the spine.", passage).supported
 
 
 @pytest.mark.slow
-def test_support_judge_agrees_with_hand_labels():
+def test_support_judge_agrees_with_hand_labels(judge):
     rows = [json.loads(line) for line in LABELS.read_text().splitlines() if line.strip()]
-    verdicts = [(_judge(r["sentence"], r["passage"].split("\n\n", 1)[-1]).supported, r["supported"])
+    verdicts = [(judge(r["sentence"], r["passage"].split("\n\n", 1)[-1]).supported, r["supported"])
                 for r in rows]
     false_support = sum(1 for got, want in verdicts if got and not want)
     agreement = sum(got == want for got, want in verdicts) / len(verdicts)

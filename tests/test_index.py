@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from chatbot import index as index_mod
-from chatbot import models
 from chatbot.__main__ import main as cli
 from chatbot.config import load_settings
 from chatbot.documents import LoadError
@@ -46,39 +45,47 @@ def settings(corpus, tmp_path):
     return load_settings(corpus_dir=corpus, index_dir=tmp_path / "index")
 
 
+class Counting:
+    """The real embedder, counting the texts of each call."""
+
+    def __init__(self, real):
+        self.real, self.id, self.dim, self.calls = real, real.id, real.dim, []
+
+    def embed(self, texts, progress=False):
+        self.calls.append(len(texts))
+        return self.real.embed(texts, progress)
+
+
 @pytest.fixture
-def embedded(monkeypatch) -> list[int]:
+def emb(embedder) -> Counting:
+    return Counting(embedder)
+
+
+@pytest.fixture
+def embedded(emb) -> list[int]:
     """Number of texts per call to the embedder, to see what an ingest really embedded (chunks and
     titles, nothing else: instructions are flagged when retrieved, see test_instructions.py)."""
-    calls: list[int] = []
-    real = models.embed
-
-    def counting(texts, *args, **kwargs):
-        calls.append(len(texts))
-        return real(texts, *args, **kwargs)
-
-    monkeypatch.setattr(models, "embed", counting)
-    return calls
+    return emb.calls
 
 
 def _sources(index) -> set[str]:
     return {c.source for c in index.chunks}
 
 
-def test_incremental_ingest_embeds_only_what_changed(settings, corpus, embedded):
-    first = index_mod.ensure(settings)
+def test_incremental_ingest_embeds_only_what_changed(emb, settings, corpus, embedded):
+    first = index_mod.ensure(settings, emb)
     assert _sources(first) == {FAQ.name, "care.md", "diet.html"}
     # every chunk, plus one title per file
     assert sum(embedded) - 3 == first.manifest["embedded_chunks"] == len(first.chunks)
 
     embedded.clear()
-    assert index_mod.ensure(settings).manifest == first.manifest  # fresh: loaded, nothing embedded
+    assert index_mod.ensure(settings, emb).manifest == first.manifest  # fresh: loaded, nothing embedded
     assert embedded == []
 
     (corpus / "care.md").write_text("# Wound care\n\nKeep the incision dry for a week.\n\n"
                                     "# Bathing\n\nShower after three days; no baths for a month.",
                                     encoding="utf-8")
-    second = index_mod.ensure(settings)
+    second = index_mod.ensure(settings, emb)
     care = [c for c in second.chunks if c.source == "care.md"]
     assert sum(embedded) - 1 == second.manifest["embedded_chunks"] == len(care) == 2
     assert any("no baths" in c.text for c in care)
@@ -86,56 +93,56 @@ def test_incremental_ingest_embeds_only_what_changed(settings, corpus, embedded)
 
     embedded.clear()
     (corpus / "diet.html").unlink()
-    third = index_mod.ensure(settings)
+    third = index_mod.ensure(settings, emb)
     assert embedded == [] and _sources(third) == {FAQ.name, "care.md"}
     assert third.faiss.ntotal == len(third.chunks) == len(second.chunks) - 1
     # the removed file's cache entry is gone too
     assert len(list((settings.index_dir / index_mod.CACHE_DIR).glob("*.npz"))) == 2
 
 
-def test_vectors_match_the_chunks_after_an_update(settings, corpus):
-    index_mod.ensure(settings)
+def test_vectors_match_the_chunks_after_an_update(emb, settings, corpus):
+    index_mod.ensure(settings, emb)
     (corpus / "care.md").write_text("# Driving\n\nWait two weeks before driving.", encoding="utf-8")
-    index = index_mod.ensure(settings)
+    index = index_mod.ensure(settings, emb)
     stored = index.vectors(list(range(len(index.chunks))))
-    fresh = models.embed([c.embed_text for c in index.chunks])
+    fresh = emb.real.embed([c.embed_text for c in index.chunks])
     assert np.allclose(stored, fresh, atol=1e-4)
     titles = list(dict.fromkeys(c.doc_title for c in index.chunks))  # one per file, in chunk order
     assert "Driving" in titles and len(titles) == len(index.sources)
-    assert np.allclose(index_mod.load(settings.index_dir).title_vectors, models.embed(titles), atol=1e-4)
+    assert np.allclose(index_mod.load(settings.index_dir).title_vectors, emb.real.embed(titles), atol=1e-4)
 
 
-def test_killed_ingest_resumes_without_redoing_finished_files(settings, monkeypatch, embedded):
+def test_killed_ingest_resumes_without_redoing_finished_files(emb, settings, monkeypatch, embedded):
     # Corpus order: care.md (2 chunks + title), diet.html (1 + title), the FAQ. Batches of 4 texts
     # cross file boundaries: the first finishes care.md and leaves a partial entry for diet.html.
     settings = settings.replace(embed_batch_chunks=4)
-    real = models.embed  # the counting wrapper
+    real = emb.embed  # the counting one
 
     def dies_on_second_batch(texts, *args, **kwargs):
         if len(embedded) == 1:
             raise KeyboardInterrupt
         return real(texts, *args, **kwargs)
 
-    monkeypatch.setattr(models, "embed", dies_on_second_batch)
+    monkeypatch.setattr(emb, "embed", dies_on_second_batch)
     with pytest.raises(KeyboardInterrupt):
-        index_mod.ensure(settings)
+        index_mod.ensure(settings, emb)
     assert embedded == [4]
     assert not (settings.index_dir / index_mod.MANIFEST_FILE).exists()
     cache = settings.index_dir / index_mod.CACHE_DIR
     assert len(list(cache.glob("*.npz"))) == 1 and len(list(cache.glob("*.part.npy"))) == 1
 
-    monkeypatch.setattr(models, "embed", real)
+    monkeypatch.setattr(emb, "embed", real)
     embedded.clear()
-    index = index_mod.ensure(settings)
+    index = index_mod.ensure(settings, emb)
     assert sum(embedded) == len(index.chunks) + 3 - 4  # chunks and titles, less the first batch
     assert index.manifest["embedded_chunks"] == len(index.chunks) - 3  # care.md's 2, diet's first
     assert not list(cache.glob("*.part.npy"))
     stored = index.vectors(list(range(len(index.chunks))))
-    assert np.allclose(stored, models.embed([c.embed_text for c in index.chunks]), atol=1e-4)
+    assert np.allclose(stored, emb.real.embed([c.embed_text for c in index.chunks]), atol=1e-4)
 
 
-def test_crash_while_swapping_leaves_the_previous_index_loadable(settings, corpus, monkeypatch):
-    before = index_mod.ensure(settings)
+def test_crash_while_swapping_leaves_the_previous_index_loadable(emb, settings, corpus, monkeypatch):
+    before = index_mod.ensure(settings, emb)
     (corpus / "extra.txt").write_text("Physical therapy starts six weeks after surgery.", encoding="utf-8")
     real_replace = os.replace
 
@@ -146,21 +153,21 @@ def test_crash_while_swapping_leaves_the_previous_index_loadable(settings, corpu
 
     monkeypatch.setattr(os, "replace", crash_on_manifest)
     with pytest.raises(OSError, match="disk full"):
-        index_mod.ensure(settings)
+        index_mod.ensure(settings, emb)
     monkeypatch.setattr(os, "replace", real_replace)
 
     survivor = index_mod.load(settings.index_dir)
     assert survivor.manifest == before.manifest and survivor.faiss.ntotal == len(before.chunks)
-    assert "extra.txt" in index_mod.staleness(survivor, settings)
-    after = index_mod.ensure(settings)
+    assert "extra.txt" in index_mod.staleness(survivor, settings, emb)
+    after = index_mod.ensure(settings, emb)
     assert "extra.txt" in _sources(after)
     assert [p.name for p in settings.index_dir.glob("*.faiss")] == [after.manifest["faiss_file"]]
     assert not list(settings.index_dir.glob(".*"))  # no temporary files left behind
 
 
 @pytest.mark.parametrize("part", ["faiss_file", "titles_file"])
-def test_corrupted_index_is_detected_and_rebuilt(settings, embedded, caplog, part):
-    built = index_mod.ensure(settings)
+def test_corrupted_index_is_detected_and_rebuilt(emb, settings, embedded, caplog, part):
+    built = index_mod.ensure(settings, emb)
     path = settings.index_dir / built.manifest[part]
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -170,59 +177,59 @@ def test_corrupted_index_is_detected_and_rebuilt(settings, embedded, caplog, par
 
     embedded.clear()
     with caplog.at_level(logging.WARNING):
-        rebuilt = index_mod.ensure(settings)
+        rebuilt = index_mod.ensure(settings, emb)
     assert any("corrupted" in r.getMessage() for r in caplog.records)
     assert embedded == []  # rebuilt from the embedding cache
     assert len(rebuilt.chunks) == len(built.chunks)
     assert index_mod.load(settings.index_dir).faiss.ntotal == len(built.chunks)
 
 
-def test_broken_manifest_and_missing_faiss_file_are_clear_errors(settings):
-    built = index_mod.ensure(settings)
+def test_broken_manifest_and_missing_faiss_file_are_clear_errors(emb, settings):
+    built = index_mod.ensure(settings, emb)
     (settings.index_dir / built.manifest["faiss_file"]).unlink()
     with pytest.raises(index_mod.IndexError_, match="is missing"):
         index_mod.load(settings.index_dir)
     (settings.index_dir / index_mod.MANIFEST_FILE).write_text("{not json")
     with pytest.raises(index_mod.IndexError_, match="unreadable"):
         index_mod.load(settings.index_dir)
-    assert index_mod.ensure(settings).faiss.ntotal == len(built.chunks)
+    assert index_mod.ensure(settings, emb).faiss.ntotal == len(built.chunks)
 
 
-def test_staleness_on_model_or_chunking_change(settings, monkeypatch, embedded):
-    index = index_mod.ensure(settings)
-    assert index_mod.staleness(index, settings) is None
-    assert "chunking changed" in index_mod.staleness(index, settings.replace(chunk_chars=300))
-    monkeypatch.setattr(models, "embedder_id", lambda: "another-model==1.0")
-    assert "embedder changed" in index_mod.staleness(index, settings)
+def test_staleness_on_model_or_chunking_change(emb, settings, monkeypatch, embedded):
+    index = index_mod.ensure(settings, emb)
+    assert index_mod.staleness(index, settings, emb) is None
+    assert "chunking changed" in index_mod.staleness(index, settings.replace(chunk_chars=300), emb)
+    monkeypatch.setattr(emb, "id", "another-model==1.0")
+    assert "embedder changed" in index_mod.staleness(index, settings, emb)
     embedded.clear()
-    rebuilt = index_mod.ensure(settings)
+    rebuilt = index_mod.ensure(settings, emb)
     assert rebuilt.manifest["embedder"] == "another-model==1.0"
     assert sum(embedded) == len(rebuilt.chunks) + 3  # new model: every chunk and title embedded again
 
 
-def test_bad_files_are_skipped_and_the_rest_indexed(settings, corpus):
+def test_bad_files_are_skipped_and_the_rest_indexed(emb, settings, corpus):
     (corpus / "empty.txt").write_text("")
     (corpus / "broken.pdf").write_bytes(b"%PDF-1.4 garbage")
-    index = index_mod.ensure(settings)
+    index = index_mod.ensure(settings, emb)
     assert _sources(index) == {FAQ.name, "care.md", "diet.html"}
     assert sorted(p.split(":")[0] for p in index.manifest["skipped"]) == ["broken.pdf", "empty.txt"]
-    assert index_mod.staleness(index, settings) is None  # unchanged bad files do not force rebuilds
+    assert index_mod.staleness(index, settings, emb) is None  # unchanged bad files do not force rebuilds
 
 
-def test_no_readable_documents_is_an_error(tmp_path):
+def test_no_readable_documents_is_an_error(emb, tmp_path):
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "empty.txt").write_text("")
     with pytest.raises(LoadError, match="no readable documents.*empty.txt"):
-        index_mod.build(load_settings(corpus_dir=tmp_path / "c", index_dir=tmp_path / "i"))
+        index_mod.build(load_settings(corpus_dir=tmp_path / "c", index_dir=tmp_path / "i"), emb)
 
 
-def test_hnsw_above_the_threshold_matches_exact_search(settings):
-    exact = index_mod.ensure(settings)
+def test_hnsw_above_the_threshold_matches_exact_search(emb, settings):
+    exact = index_mod.ensure(settings, emb)
     hnsw_settings = settings.replace(index_dir=settings.index_dir.parent / "hnsw", hnsw_min_chunks=1)
-    approx = index_mod.ensure(hnsw_settings)
+    approx = index_mod.ensure(hnsw_settings, emb)
     assert approx.manifest["index_type"] == "IndexHNSWFlat"
     reloaded = index_mod.load(hnsw_settings.index_dir)
-    q = models.embed(["Why does my back still hurt after fusion surgery?"])
+    q = emb.real.embed(["Why does my back still hurt after fusion surgery?"])
     assert list(reloaded.search(q, 3)[1][0]) == list(exact.search(q, 3)[1][0])
 
 
@@ -233,8 +240,8 @@ def test_cli_ingest(settings, caplog):
     assert index.manifest["chunk_count"] == len(index.chunks) > 0
 
 
-def test_bm25_is_saved_and_loaded_instead_of_rebuilt(settings, monkeypatch, caplog):
-    built = index_mod.ensure(settings)
+def test_bm25_is_saved_and_loaded_instead_of_rebuilt(emb, settings, monkeypatch, caplog):
+    built = index_mod.ensure(settings, emb)
     loaded = index_mod.load(settings.index_dir)
     monkeypatch.setattr(index_mod, "lexical_index", lambda chunks: pytest.fail("BM25 rebuilt"))
     query = ["fusion", "pain"]
@@ -264,9 +271,9 @@ def other(tmp_path) -> Path:
     return folder
 
 
-def test_a_damaged_manifest_never_lets_another_corpus_touch_the_index(settings, corpus, other,
+def test_a_damaged_manifest_never_lets_another_corpus_touch_the_index(emb, settings, corpus, other,
                                                                        embedded):
-    index_mod.ensure(settings)
+    index_mod.ensure(settings, emb)
     manifest = settings.index_dir / index_mod.MANIFEST_FILE
     manifest.write_bytes(manifest.read_bytes()[:100])  # issue #13: a truncated manifest
     intruder = settings.replace(corpus_dir=other)
@@ -274,28 +281,36 @@ def test_a_damaged_manifest_never_lets_another_corpus_touch_the_index(settings, 
     for attempt in (index_mod.ensure, index_mod.rebuild, index_mod.build):
         expected = f"holds the index of {corpus.resolve()}, not of {other.resolve()}.*ingest --force"
         with pytest.raises(index_mod.IndexError_, match=expected):
-            attempt(intruder)
+            attempt(intruder, emb)
     # The owner file damaged too: its copy in the cache still tells.
     (settings.index_dir / index_mod.OWNER_FILE).write_text("{")
     before = _snapshot(settings.index_dir)
     with pytest.raises(index_mod.IndexError_, match="holds the index of"):
-        index_mod.ensure(intruder)
+        index_mod.ensure(intruder, emb)
     assert _snapshot(settings.index_dir) == before  # nothing written, nothing pruned
 
     embedded.clear()
-    rebuilt = index_mod.ensure(settings)  # its own corpus: rebuilt from the cache, records repaired
+    rebuilt = index_mod.ensure(settings, emb)  # its own corpus: rebuilt from the cache, records repaired
     assert embedded == [] and _sources(rebuilt) == {FAQ.name, "care.md", "diet.html"}
     assert index_mod.owner(settings.index_dir) == str(corpus.resolve())
 
 
-def test_a_folder_of_unknown_ownership_is_replaced_only_with_force(settings, caplog):
-    index_mod.ensure(settings)
+def test_the_repositorys_index_folder_with_its_readme_is_a_new_index(emb, settings):
+    """A fresh clone has index/README.md only: the README's first command must just build."""
+    settings.index_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(Path(__file__).parents[1] / "index" / "README.md", settings.index_dir)
+    assert index_mod.ensure(settings, emb).faiss.ntotal > 0
+    assert (settings.index_dir / "README.md").exists()
+
+
+def test_a_folder_of_unknown_ownership_is_replaced_only_with_force(emb, settings, caplog):
+    index_mod.ensure(settings, emb)
     for record in (index_mod.OWNER_FILE, f"{index_mod.CACHE_DIR}/{index_mod.OWNER_FILE}"):
         (settings.index_dir / record).unlink()
     (settings.index_dir / index_mod.MANIFEST_FILE).write_text("{not json")
     before = _snapshot(settings.index_dir)
     with pytest.raises(index_mod.IndexError_, match="not empty but has no readable record"):
-        index_mod.ensure(settings)
+        index_mod.ensure(settings, emb)
     args = ["ingest", "--corpus", str(settings.corpus_dir), "--index", str(settings.index_dir)]
     with caplog.at_level(logging.ERROR):
         assert cli(args) == 2
@@ -306,33 +321,33 @@ def test_a_folder_of_unknown_ownership_is_replaced_only_with_force(settings, cap
     assert index_mod.owner(settings.index_dir) == str(settings.corpus_dir.resolve())
 
 
-def test_force_replaces_another_corpus_index_and_prunes_its_cache(settings, other):
-    index_mod.ensure(settings)
-    index_mod.rebuild(settings.replace(corpus_dir=other), force=True)
+def test_force_replaces_another_corpus_index_and_prunes_its_cache(emb, settings, other):
+    index_mod.ensure(settings, emb)
+    index_mod.rebuild(settings.replace(corpus_dir=other), emb, force=True)
     index = index_mod.load(settings.index_dir)
     assert _sources(index) == {"a.txt"} and index.manifest["corpus_dir"] == str(other.resolve())
     assert len(list((settings.index_dir / index_mod.CACHE_DIR).glob("*.npz"))) == 1
     with pytest.raises(index_mod.IndexError_, match="holds the index of"):
-        index_mod.ensure(settings)
+        index_mod.ensure(settings, emb)
 
 
-def test_an_index_from_before_owner_records_is_proven_by_its_manifest(settings, corpus):
-    built = index_mod.ensure(settings)
+def test_an_index_from_before_owner_records_is_proven_by_its_manifest(emb, settings, corpus):
+    built = index_mod.ensure(settings, emb)
     for record in (index_mod.OWNER_FILE, f"{index_mod.CACHE_DIR}/{index_mod.OWNER_FILE}"):
         (settings.index_dir / record).unlink()
-    assert index_mod.ensure(settings).manifest == built.manifest  # fresh: loaded, nothing written
+    assert index_mod.ensure(settings, emb).manifest == built.manifest  # fresh: loaded, nothing written
     assert not (settings.index_dir / index_mod.OWNER_FILE).exists()
     (corpus / "extra.txt").write_text("Physical therapy starts six weeks after surgery.")
-    assert "extra.txt" in _sources(index_mod.ensure(settings))
+    assert "extra.txt" in _sources(index_mod.ensure(settings, emb))
     assert index_mod.owner(settings.index_dir) == str(corpus.resolve())
     assert (settings.index_dir / index_mod.CACHE_DIR / index_mod.OWNER_FILE).exists()
 
 
 # -- failures while saving ------------------------------------------------------------------------
 
-def test_a_full_disk_is_one_line_and_the_old_index_keeps_answering(settings, corpus, monkeypatch,
+def test_a_full_disk_is_one_line_and_the_old_index_keeps_answering(emb, settings, corpus, monkeypatch,
                                                                     caplog, capsys):
-    before = index_mod.ensure(settings)
+    before = index_mod.ensure(settings, emb)
     (corpus / "extra.txt").write_text("Physical therapy starts six weeks after surgery.")
 
     def full(*args, **kwargs):
@@ -350,11 +365,11 @@ def test_a_full_disk_is_one_line_and_the_old_index_keeps_answering(settings, cor
 
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        served = index_mod.ensure(settings)  # what ask, chat and serve do
+        served = index_mod.ensure(settings, emb)  # what ask, chat and serve do
     assert served.manifest == before.manifest and "extra.txt" in served.stale
     assert "Answering from the index built" in caplog.text
     monkeypatch.undo()
-    assert "extra.txt" in _sources(index_mod.ensure(settings))
+    assert "extra.txt" in _sources(index_mod.ensure(settings, emb))
     assert len(list(settings.index_dir.glob("index-*.faiss"))) == 1  # the orphan was cleaned up
 
 
@@ -366,45 +381,45 @@ def _numbered_facts(count: int) -> str:
                     for i in range(count))
 
 
-def test_a_killed_ingest_of_one_huge_file_resumes_from_its_last_batch(settings, corpus, monkeypatch,
+def test_a_killed_ingest_of_one_huge_file_resumes_from_its_last_batch(emb, settings, corpus, monkeypatch,
                                                                         embedded):
     for path in corpus.iterdir():
         path.unlink()
     (corpus / "huge.txt").write_text(_numbered_facts(2001), encoding="utf-8")
     settings = settings.replace(chunk_chars=80, embed_batch_chunks=200)
-    real = models.embed
+    real = emb.embed
 
     def killed_after_five_batches(texts, *args, **kwargs):
         if len(embedded) == 5:
             raise KeyboardInterrupt
         return real(texts, *args, **kwargs)
 
-    monkeypatch.setattr(models, "embed", killed_after_five_batches)
+    monkeypatch.setattr(emb, "embed", killed_after_five_batches)
     with pytest.raises(KeyboardInterrupt):
-        index_mod.rebuild(settings)
+        index_mod.rebuild(settings, emb)
     assert embedded == [200] * 5
     assert len(list((settings.index_dir / index_mod.CACHE_DIR).glob("*.part.npy"))) == 5
 
-    monkeypatch.setattr(models, "embed", real)
+    monkeypatch.setattr(emb, "embed", real)
     embedded.clear()
-    index = index_mod.rebuild(settings)
+    index = index_mod.rebuild(settings, emb)
     assert len(index.chunks) == 2001
     assert sum(embedded) == 2001 + 1 - 1000  # only the rest, and the title
     assert index.manifest["embedded_chunks"] == 1001
     sample = [0, 199, 200, 999, 1000, 1001, 2000]  # either side of the batch edges and the resume
-    fresh = models.embed([index.chunks[i].embed_text for i in sample])
+    fresh = emb.real.embed([index.chunks[i].embed_text for i in sample])
     assert np.allclose(index.vectors(sample), fresh, atol=1e-4)
     assert not list((settings.index_dir / index_mod.CACHE_DIR).glob("*.part.npy"))
 
 
-def test_ask_leaves_a_big_update_to_ingest_and_serves_the_last_index(settings, corpus, embedded,
+def test_ask_leaves_a_big_update_to_ingest_and_serves_the_last_index(emb, settings, corpus, embedded,
                                                                      caplog):
-    first = index_mod.ensure(settings.replace(auto_update_max_chunks=0))  # no index: always built
+    first = index_mod.ensure(settings.replace(auto_update_max_chunks=0), emb)  # no index: always built
     (corpus / "facts.txt").write_text(_numbered_facts(40), encoding="utf-8")
     embedded.clear()
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        served = index_mod.ensure(settings.replace(auto_update_max_chunks=1))
+        served = index_mod.ensure(settings.replace(auto_update_max_chunks=1), emb)
     assert embedded == [] and served.manifest == first.manifest
     assert served.stale == "corpus added: facts.txt"
     (warning,) = caplog.messages
@@ -412,15 +427,15 @@ def test_ask_leaves_a_big_update_to_ingest_and_serves_the_last_index(settings, c
                               "embed, about 1 s here, more than auto_update_max_chunks (1).")
     assert f"`python -m chatbot ingest --corpus {corpus} --index {settings.index_dir}`" in warning
 
-    updated = index_mod.ensure(settings)  # within the limit: updated as before
+    updated = index_mod.ensure(settings, emb)  # within the limit: updated as before
     assert "facts.txt" in _sources(updated) and updated.stale is None
 
 
-def test_a_killed_rebuild_leaves_the_last_good_index_answering(settings, corpus):
+def test_a_killed_rebuild_leaves_the_last_good_index_answering(emb, settings, corpus):
     """SIGKILL in the middle of a real `ingest` (a subprocess), then the old index answers."""
     from chatbot.pipeline import Chatbot
 
-    before = index_mod.ensure(settings)
+    before = index_mod.ensure(settings, emb)
     (corpus / "facts.txt").write_text(_numbered_facts(4000), encoding="utf-8")
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("CHATBOT_")},
            "PYTHONPATH": str(ROOT), "CHATBOT_EMBED_BATCH_CHUNKS": "20"}
@@ -441,6 +456,6 @@ def test_a_killed_rebuild_leaves_the_last_good_index_answering(settings, corpus)
 
     survivor = index_mod.load(settings.index_dir)
     assert survivor.manifest == before.manifest
-    bot = Chatbot(settings.replace(generator="extractive"), index=survivor)
+    bot = Chatbot(settings.replace(generator="extractive"), index=survivor, embedder=emb)
     answer = bot.answer("Can your spine curve after fusion?")
     assert not answer.refused and answer.citations

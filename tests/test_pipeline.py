@@ -75,10 +75,30 @@ def test_no_sentence_the_passages_do_not_support_reaches_the_answer(bot):
         assert not any(d in answer.text for d in dropped if d not in " ".join(kept))
 
 
-def test_stream_yields_draft_pieces_then_the_checked_answer(bot):
+def test_stream_yields_only_checked_sentences_then_the_answer(bot):
     events = list(bot.stream("Can your spine curve after fusion?"))
-    assert isinstance(events[-1], Answer)
-    assert all(isinstance(e, str) for e in events[:-1]) and len(events) > 2
+    answer = events[-1]
+    assert isinstance(answer, Answer) and all(isinstance(e, str) for e in events[:-1])
+    if answer.wording == "model":  # what streamed is what the checked answer says
+        assert "".join(events[:-1]) == answer.text and len(events) >= 2
+    else:  # nothing passed the check: nothing but the answer that quotes the passages
+        assert len(events) == 1
+
+
+def test_closing_the_stream_stops_the_model(settings, faq_index):
+    """Stop in the web page closes the stream: the model must stop decoding, not run on."""
+    from chatbot.generation import LlamaCppGenerator
+
+    class Endless(LlamaCppGenerator):
+        def request(self, question, facts):
+            return {**super().request(question, facts), "ignore_eos": True}  # 300 tokens, always
+
+    generator = Endless(settings.replace(max_new_tokens=300))
+    stream = generator.stream("What do pedicle screws do?", [(1, "Screws hold the spine.")])
+    assert [next(stream) for _ in range(3)]
+    stream.close()
+    assert generator.chunks <= 6
+    assert sum(1 for _ in generator.stream("Why?", [(1, "Screws hold it.")])) >= 290  # can fail
 
 
 def test_follow_up_carries_the_previous_question():
@@ -129,7 +149,7 @@ def test_dev_set_figures(extractive_bot):
     assert mentioned / len(answerable) >= 0.65
 
 
-def test_a_passage_with_no_statement_is_not_an_answer(tmp_path):
+def test_a_passage_with_no_statement_is_not_an_answer(tmp_path, embedder):
     """A heading with fragments under it matches well but says nothing that could be cited."""
     from chatbot.config import load_settings
     from chatbot.pipeline import Chatbot
@@ -138,11 +158,11 @@ def test_a_passage_with_no_statement_is_not_an_answer(tmp_path):
     (tmp_path / "corpus" / "list.md").write_text("# Pedicle screws\n\nScrews.\n\nRods and plates.\n")
     settings = load_settings(corpus_dir=tmp_path / "corpus", index_dir=tmp_path / "index",
                              generator="extractive")
-    answer = Chatbot(settings).answer("What are pedicle screws?")
+    answer = Chatbot(settings, embedder=embedder).answer("What are pedicle screws?")
     assert answer.refused and "no sentence" in answer.note
 
 
-def test_a_word_many_documents_use_does_not_make_a_question_uncovered(tmp_path):
+def test_a_word_many_documents_use_does_not_make_a_question_uncovered(tmp_path, embedder):
     """'automatically' is in 20 of 21 files, just not in the passages that answer: it is how this
     corpus talks, not a topic it lacks. Below the common-word bar the same word refuses."""
     from chatbot.config import load_settings
@@ -159,9 +179,9 @@ def test_a_word_many_documents_use_does_not_make_a_question_uncovered(tmp_path):
         "# Rotation settings\n\nThe keep setting says how many old log files rotation leaves in place.\n")
     question = "Which log files get deleted automatically?"
     settings = load_settings(corpus_dir=corpus, index_dir=tmp_path / "index", generator="extractive")
-    answer = Chatbot(settings).answer(question)
+    answer = Chatbot(settings, embedder=embedder).answer(question)
     assert not answer.refused and answer.citations[0].chunk.source == "rotate.md"
-    strict = Chatbot(settings.replace(common_word_min_docs=50)).answer(question)
+    strict = Chatbot(settings.replace(common_word_min_docs=50), embedder=embedder).answer(question)
     assert "automatically" in strict.signals["missing"]
     assert strict.signals["term_min"] < answer.signals["term_min"] == 1.0
 

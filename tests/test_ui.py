@@ -154,7 +154,7 @@ def upload_bot(bot, tmp_path):
     shutil.copy(FAQ, corpus / FAQ.name)
     settings = load_settings(corpus_dir=corpus, index_dir=tmp_path / "index", max_file_mb=0.01,
                              allow_uploads=True, admin_token=TOKEN)
-    return Chatbot(settings, generator=bot.generator)  # models are cached per process: cheap
+    return Chatbot(settings, generator=bot.generator, embedder=bot.embedder)  # models loaded
 
 
 def no_progress(*args, **kwargs):

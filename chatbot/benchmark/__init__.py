@@ -41,6 +41,7 @@ def run(settings: Settings, repeats: int = 3, ingest_repeats: int = 1,
         questions_file: Path | None = None, config: Path | None = None) -> dict:
     """Every figure of the benchmark, as one flat JSON-ready dict (plus `machine`)."""
     from chatbot import index as index_mod
+    from chatbot.embedding import MiniLMEmbedder
     from chatbot.pipeline import Chatbot
     from chatbot.retrieval import Retriever
 
@@ -48,21 +49,22 @@ def run(settings: Settings, repeats: int = 3, ingest_repeats: int = 1,
                     "corpus": str(settings.corpus_dir), "generator": settings.generator,
                     "repeats": repeats, "ingest_repeats": ingest_repeats}
     result["mem_bandwidth_gbs"] = round(machine.memory_bandwidth_gbs(), 2)
+    embedder = MiniLMEmbedder()  # one model for every stage, as a serving process has
     with measure.scratch() as tmp:
         work = Path(tmp)
         log.info("bench: ingest x%d", ingest_repeats)
-        result.update(measure.ingest(settings, work, ingest_repeats))
+        result.update(measure.ingest(settings, embedder, work, ingest_repeats))
         built = settings.replace(index_dir=Path(result.pop("index_dir")))
         index = index_mod.load(built.index_dir)
         log.info("bench: embedder alone x%d", ingest_repeats)
-        result.update(measure.embed_only(index, settings, ingest_repeats))
+        result.update(measure.embed_only(index, settings, embedder, ingest_repeats))
         result["ingest_vs_embed_only"] = round(
             result["ingest_chunks_per_s"] / result["embed_only_chunks_per_s"], 3)
         asked = questions_from(questions_file, [c.title for c in index.chunks])
-        retriever = Retriever.from_settings(index, settings)
+        retriever = Retriever.from_settings(index, settings, embedder)
         log.info("bench: retrieval, %d questions", len(asked))
         result.update(measure.retrieval(retriever, asked, settings.top_k))
-        bot = Chatbot(built, index=index)
+        bot = Chatbot(built, index=index, embedder=embedder)
         if bot.generator.name == "extractive":
             log.info("bench: generator %s runs no LLM: no LLM figures", bot.generator.name)
         else:

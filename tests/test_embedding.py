@@ -1,0 +1,93 @@
+"""The Embedder seam: the index, retrieval and the pipeline run on any embedder passed in. A fake
+one that hashes words (tests/fakes.py) makes these tests fast and loads no model."""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fakes import FakeEmbedder
+
+from chatbot import index as index_mod
+from chatbot.config import load_settings
+from chatbot.embedding import Embedder, MiniLMEmbedder
+from chatbot.pipeline import Chatbot
+
+ROOT = Path(__file__).resolve().parents[1]
+FAQ = ROOT / "corpus" / "failed-fusion-faq.txt"
+
+
+@pytest.fixture
+def fake_bot(tmp_path) -> Chatbot:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    shutil.copy(FAQ, corpus / FAQ.name)
+    settings = load_settings(corpus_dir=corpus, index_dir=tmp_path / "index",
+                             generator="extractive")
+    return Chatbot(settings, embedder=FakeEmbedder())
+
+
+def test_the_fake_and_the_packaged_embedder_fit_the_protocol():
+    fake = FakeEmbedder()
+    assert isinstance(fake, Embedder) and isinstance(MiniLMEmbedder(), Embedder)
+    vectors = fake.embed(["pedicle screws", "screws pedicle", "zebra", ""])
+    assert vectors.dtype == np.float32 and vectors.shape == (4, fake.dim)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0)
+    assert vectors[0] @ vectors[1] == pytest.approx(1.0) and vectors[0] @ vectors[2] == 0
+
+
+def test_the_index_is_built_with_the_embedder_passed_in(fake_bot):
+    index = fake_bot.index
+    assert index.manifest["embedder"] == FakeEmbedder.id
+    assert index.manifest["dim"] == FakeEmbedder().dim
+    # Another embedder makes it stale: its vectors would mean nothing to the new one.
+    assert "embedder changed" in index_mod.staleness(index, fake_bot.settings, MiniLMEmbedder())
+
+
+def test_the_pipeline_answers_and_refuses_with_the_fake(fake_bot):
+    answer = fake_bot.answer("Can pedicle screws come loose?")
+    assert not answer.refused, answer.text
+    assert "screw" in answer.citations[0].chunk.text.lower()
+    off_topic = fake_bot.answer("zebra xylophone quantum chromodynamics")
+    assert off_topic.refused and off_topic.outcome.code.value == "no_close_passage"
+
+
+def test_the_fake_loads_no_model():
+    """In a process of its own: building an index and answering with the fake never imports
+    sentence-transformers or torch."""
+    code = ("import sys, tempfile, shutil, pathlib\n"
+            "sys.path.insert(0, 'tests')\n"
+            "from fakes import FakeEmbedder\n"
+            "from chatbot.config import load_settings\n"
+            "from chatbot.pipeline import Chatbot\n"
+            "tmp = pathlib.Path(tempfile.mkdtemp())\n"
+            "(tmp / 'c').mkdir()\n"
+            f"shutil.copy({str(FAQ)!r}, tmp / 'c')\n"
+            "s = load_settings(corpus_dir=tmp / 'c', index_dir=tmp / 'i', generator='extractive')\n"
+            "Chatbot(s, embedder=FakeEmbedder()).answer('Can pedicle screws come loose?')\n"
+            "print(sorted(m for m in ('torch', 'sentence_transformers') if m in sys.modules))\n")
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_reindex_swaps_one_snapshot_and_a_running_question_keeps_its_own(fake_bot):
+    before = fake_bot.snapshot
+    running = fake_bot.stream("What do pedicle screws do?")  # a full answer, drafted
+    assert isinstance(next(running), str)  # retrieved, now drafting
+    (fake_bot.settings.corpus_dir / "driving.md").write_text(
+        "# Driving\n\nMost patients may drive two weeks after surgery.\n", encoding="utf-8")
+    fake_bot.reindex()
+    *_, answer = running
+    assert "driving.md" not in answer.sources and answer.citations
+    after = fake_bot.snapshot
+    assert after is not before and "driving.md" in after.index.sources
+    assert after.retriever.index is after.index is fake_bot.index
+    assert before.retriever.index is before.index and "driving.md" not in before.index.sources
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        after.index = before.index  # type: ignore[misc]
