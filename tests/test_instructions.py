@@ -167,8 +167,8 @@ QUESTIONS = ["How soon can I return to office work after spinal fusion?",
 
 
 @pytest.mark.slow
-def test_no_answer_carries_a_planted_instruction_and_retrieved_ones_are_reported(embedder,
-                                                                                 injected):
+def test_no_answer_carries_a_planted_instruction_and_retrieved_ones_are_reported(
+        embedder, injected, monkeypatch):
     from chatbot import ui
     from chatbot.pipeline import Chatbot
 
@@ -178,6 +178,7 @@ def test_no_answer_carries_a_planted_instruction_and_retrieved_ones_are_reported
     shown = _Recording()
     bot = Chatbot(settings.replace(generator="extractive"), index=built, generator=shown,
                   embedder=embedder)
+    monkeypatch.setattr(instructions, "_warned", set())  # other tests flagged these files too
     handler = _Records()
     logging.getLogger("chatbot.instructions").addHandler(handler)
     answered, reported = 0, set()
