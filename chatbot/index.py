@@ -78,11 +78,10 @@ class Index:
 
     @cached_property
     def document_frequency(self) -> Counter[str]:
-        """How many documents use each word stem (computed when first asked: ~1 s at 14k chunks)."""
-        stems: dict[str, set[str]] = {}
-        for c in self.chunks:
-            stems.setdefault(c.source, set()).update(terms(c.text))
-        return Counter(stem for doc in stems.values() for stem in doc)
+        """How many documents use each word stem: saved with the index, since counting it took
+        ~1 s at 14k chunks at every start; counted here for an index saved without it."""
+        saved = self.manifest.get("document_frequency")
+        return Counter(saved) if isinstance(saved, dict) else document_frequency(self.chunks)
 
     @cached_property
     def title_rows(self) -> np.ndarray:
@@ -127,6 +126,14 @@ def _sha256_file(path: Path) -> str:
 def _sha256_dir(folder: Path) -> str:
     return hashlib.sha256("".join(f"{p.name}:{_sha256_file(p)}\n" for p in sorted(folder.iterdir()))
                           .encode()).hexdigest()
+
+
+def document_frequency(chunks: list[Chunk]) -> Counter[str]:
+    """How many documents use each word stem (pipeline.common_stems reads it)."""
+    stems: dict[str, set[str]] = {}
+    for c in chunks:
+        stems.setdefault(c.source, set()).update(terms(c.text))
+    return Counter(stem for doc in stems.values() for stem in doc)
 
 
 def lexical_index(chunks: list[Chunk]) -> bm25s.BM25:
@@ -380,6 +387,7 @@ def _assemble(work: Plan, embedded: int, embed_seconds: float, t0: float) -> Ind
                 "embed_seconds": round(embed_seconds, 2),  # to estimate the next update's time
                 "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "build_seconds": round(time.perf_counter() - t0, 2),
+                "document_frequency": dict(document_frequency(chunks)),
                 "chunks": [c.to_dict() for c in chunks]}
     titles = np.stack([work.ready[s][2] for s in sources])
     return Index(index, chunks, manifest, title_vectors=titles)

@@ -459,3 +459,15 @@ def test_a_killed_rebuild_leaves_the_last_good_index_answering(emb, settings, co
     bot = Chatbot(settings.replace(generator="extractive"), index=survivor, embedder=emb)
     answer = bot.answer("Can your spine curve after fusion?")
     assert not answer.refused and answer.citations
+
+
+def test_document_frequencies_are_saved_with_the_index_not_counted_at_start(settings):
+    from fakes import FakeEmbedder
+
+    built = index_mod.ensure(settings, FakeEmbedder())
+    counted = index_mod.document_frequency(built.chunks)
+    assert counted["incis"] == 1 and counted["surgeri"] == 2  # care.md; the FAQ and diet.html
+    reloaded = index_mod.load(settings.index_dir)
+    assert reloaded.manifest["document_frequency"] == dict(counted)
+    reloaded.manifest["document_frequency"] = {"only": 3}  # read back, not counted again
+    assert reloaded.document_frequency == {"only": 3}
