@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from wordfreq import zipf_frequency
@@ -97,8 +97,17 @@ def lead_in(sentence: str) -> int:
     return m.end() if len(words(sentence[m.end():])) >= 4 else 0
 
 
-def negated(text: str) -> bool:
-    return any(is_negation(w) for w in words(text))
+def negations(text: str) -> int:
+    """How many negations: "cannot fail if there is not enough" has two, "can fail if there is
+    not enough" one, so a flipped claim is told apart from a passage that already negates."""
+    return sum(is_negation(w) for w in words(text))
+
+
+# Words that make a statement possible rather than certain; a claim that drops them all from a
+# passage sentence that has one ("fails if" for "can fail if") says more than the passage.
+HEDGES = frozenset("may might can could possibly sometimes perhaps often usually".split())
+# A sentence that stops on one of these was cut off ("... can lead to."): it makes no claim.
+_DANGLING = frozenset("to of the a an and or by with for from that which as at in on".split())
 
 
 def split_citations(sentence: str) -> tuple[str, list[int]]:
@@ -158,15 +167,36 @@ class Support:
         return not self.reason
 
 
+def same_family(novel: list[str], passage_words: set[str], embed: Callable | None,
+                similarity: float) -> set[str]:
+    """The novel words that are another form of a passage word ("fused" for "fusion", "spinal"
+    for "spine"): the same first three letters and close in meaning by the embedder. Both are
+    needed: "hospital" and "clinic" are close in meaning but name different places."""
+    if embed is None or not novel:
+        return set()
+    pairs = [(w, p) for w in novel for p in passage_words if p[:3] == w[:3] and p != w]
+    if not pairs:
+        return set()
+    vocab = sorted({x for pair in pairs for x in pair})
+    vecs = dict(zip(vocab, embed(vocab)))
+    return {w for w, p in pairs if float(vecs[w] @ vecs[p]) >= similarity}
+
+
 def support(claim: str, claim_vec: np.ndarray, passage: list[str], passage_vecs: np.ndarray,
-            threshold: float, zipf: float) -> Support:
-    """Is `claim` supported by a passage, given as its statement sentences and their vectors?"""
+            threshold: float, zipf: float, embed: Callable | None = None,
+            family_similarity: float = 1.0, hedges: bool = False) -> Support:
+    """Is `claim` supported by a passage, given as its statement sentences and their vectors?
+    With `embed`, a word in another form than the passage's counts as the passage's."""
     sims = passage_vecs @ claim_vec
     best = int(np.argmax(sims))
     similarity = float(sims[best])
     vocab = vocabulary(" ".join(passage))
     cw = content_words(claim)
-    novel = tuple(dict.fromkeys(w for w in cw if not matches(stem(w), vocab)))
+    novel = [w for w in dict.fromkeys(cw) if not matches(stem(w), vocab)]
+    family = same_family([w for w in novel if len(w) >= 4],
+                         {w for w in words(" ".join(passage)) if len(w) >= 4}, embed,
+                         family_similarity)
+    novel = tuple(w for w in novel if w not in family)
     coverage = 1.0 - len(novel) / max(1, len(cw))
     score = 0.5 * similarity + 0.5 * coverage
     rare = [w for w in novel if is_rare(w, zipf)]
@@ -178,8 +208,12 @@ def support(claim: str, claim_vec: np.ndarray, passage: list[str], passage_vecs:
         reason = "adds " + ", ".join(rare)
     elif overclaims:
         reason = "says " + ", ".join(overclaims) + " where the passage does not"
-    elif negated(claim) != negated(passage[best]):
+    elif negations(claim) != negations(passage[best]):
         reason = "negation differs from the passage"
+    elif hedges and HEDGES & set(words(passage[best])) and not HEDGES & set(words(claim)):
+        reason = "states as certain what the passage says may be"
+    elif words(claim)[-1] in _DANGLING:
+        reason = "unfinished sentence"
     elif score < threshold:
         reason = f"support {score:.2f} < {threshold:.2f}"
     else:
