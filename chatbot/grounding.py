@@ -28,14 +28,17 @@ always all every everyone never none most majority minority rare rarely only mus
 certainly definitely completely permanently immediately usually often seldom few
 """.split())
 _NUMBER_NAMES = dict(zip("1 2 3 4 5 6 7 8 9 10 11 12 20 30 40 50 100 1000".split(), """
-one two three four five six seven eight nine ten eleven twelve twenty thirty forty fifty hundred thousand
+one two three four five six seven eight nine ten eleven twelve twenty thirty forty fifty hundred
+thousand
 """.split()))
-NUMBER_WORDS = frozenset(_NUMBER_NAMES.values()) | {"half", "quarter", "third", "dozen", "once", "twice"}
+NUMBER_WORDS = frozenset(_NUMBER_NAMES.values()) | {"half", "quarter", "third", "dozen", "once",
+                                                    "twice"}
 # A name in code: typing.override, os.path.join (not "e.g.": both parts need two characters;
 # not a file name such as notes.txt).
 _CODE_NAME = re.compile(r"\b[A-Za-z_]\w+(?:\.[A-Za-z_]\w*)*\.([A-Za-z_]\w+)")
 _SNAKE_NAME = re.compile(r"\b[A-Za-z][A-Za-z0-9]*_\w*[A-Za-z0-9]\b")  # top_down, lru_cache
-_NOT_CODE = frozenset("txt csv json py html htm md pdf log cfg ini toml yaml xml zip gz com org net".split())
+_NOT_CODE = frozenset(
+    "txt csv json py html htm md pdf log cfg ini toml yaml xml zip gz com org net".split())
 # Words people frame questions with; their absence from a passage says nothing about coverage.
 QUESTION_FRAME = frozenset("""
 option options mine named name mentioned mention exist exists okay ok instead gets getting seeing
@@ -67,11 +70,13 @@ def missing_literals(question: str, evidence_text: str) -> list[str]:
     """Numbers and names in code that the question uses and the evidence lacks. No synonym or
     close meaning stands in for these: 3.13 is not 3.12, a passage on `typing.final` (which says
     "overridden") does not answer a question on `typing.override`, nor one on `os.walk(topdown=)`
-    a question on `top_down`. A number may be spelled out; of a dotted name, the last part is enough."""
+    a question on `top_down`. A number may be spelled out; of a dotted name, the last part is
+    enough."""
     evidence = set(words(evidence_text))
     numbers = [w for w in content_words(question)
                if w[0].isdigit() and w not in evidence and _NUMBER_NAMES.get(w) not in evidence]
-    names = [m.group(0) for m in _CODE_NAME.finditer(question) if m.group(1).lower() not in _NOT_CODE
+    names = [m.group(0) for m in _CODE_NAME.finditer(question)
+             if m.group(1).lower() not in _NOT_CODE
              and not re.search(rf"\b{re.escape(m.group(1))}\b", evidence_text, re.IGNORECASE)]
     names += [m.group(0) for m in _SNAKE_NAME.finditer(question)
               if not re.search(rf"\b{re.escape(m.group(0))}\b", evidence_text, re.IGNORECASE)]
@@ -201,7 +206,8 @@ def support(claim: str, claim_vec: np.ndarray, passage: list[str], passage_vecs:
     score = 0.5 * similarity + 0.5 * coverage
     rare = [w for w in novel if is_rare(w, zipf)]
     passage_words = set(words(" ".join(passage)))
-    overclaims = [w for w in dict.fromkeys(words(claim)) if w in QUANTIFIERS and w not in passage_words]
+    overclaims = [w for w in dict.fromkeys(words(claim))
+                  if w in QUANTIFIERS and w not in passage_words]
     if not cw:
         reason = "says nothing checkable"
     elif rare:
