@@ -97,7 +97,7 @@ def _without_latencies(metrics: dict) -> dict:
 def timed_ingest(settings) -> tuple[float, dict]:
     t0 = time.perf_counter()
     built = index_mod.build(settings, EMBEDDER)
-    index_mod.save(built, settings.index_dir)
+    index_mod.save(built, settings.index_dir, settings.database_url)
     return time.perf_counter() - t0, built.manifest
 
 

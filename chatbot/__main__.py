@@ -167,10 +167,12 @@ def main(argv: list[str] | None = None) -> int:
     from chatbot.documents import LoadError
     from chatbot.index import IndexError_
     from chatbot.models import ModelMissing
+    from chatbot.stores import DatabaseError
 
     try:
         return args.func(args)
-    except (LoadError, IndexError_, ModelMissing, ValueError) as err:  # incl. SettingsError
+    except (LoadError, IndexError_, ModelMissing, DatabaseError,
+            ValueError) as err:  # ValueError includes SettingsError
         log.error("%s", err)
         return 2
     except OSError as err:  # a file or folder named on the command line that cannot be used

@@ -1,6 +1,7 @@
 """Shared fixtures: the real packaged models on the real seed FAQ, loaded once per test session."""
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -52,3 +53,27 @@ def extractive_bot(settings, faq_index, embedder):
     from chatbot.pipeline import Chatbot
 
     return Chatbot(settings.replace(generator="extractive"), index=faq_index, embedder=embedder)
+
+
+@pytest.fixture(scope="session")
+def database_url() -> str:
+    """The PostgreSQL (with pgvector) that `.ci/run` starts. Without it the pgvector tests fail,
+    saying how to start one: a skipped store would pass CI untested."""
+    url = os.environ.get("CHATBOT_DATABASE_URL", "")
+    if not url:
+        pytest.fail("CHATBOT_DATABASE_URL is not set: start a server with `export "
+                    "CHATBOT_DATABASE_URL=$(python .ci/postgres.py start .pgdata)` (pgvector tests)",
+                    pytrace=False)
+    return url
+
+
+@pytest.fixture(scope="session", params=["faiss", "pgvector"])
+def store_bot(request, faq_corpus, tmp_path_factory, embedder):
+    """An extractive bot on the seed FAQ with its vectors in each store, built on its own."""
+    from chatbot.pipeline import Chatbot
+
+    store = request.param
+    url = request.getfixturevalue("database_url") if store == "pgvector" else ""
+    settings = load_settings(corpus_dir=faq_corpus, index_dir=tmp_path_factory.mktemp(store),
+                             generator="extractive", vector_store=store, database_url=url)
+    return Chatbot(settings, embedder=embedder)

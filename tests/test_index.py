@@ -92,13 +92,13 @@ def test_incremental_ingest_embeds_only_what_changed(emb, settings, corpus, embe
     care = [c for c in second.chunks if c.source == "care.md"]
     assert sum(embedded) - 1 == second.manifest["embedded_chunks"] == len(care) == 2
     assert any("no baths" in c.text for c in care)
-    assert len(second.chunks) == second.faiss.ntotal
+    assert len(second.chunks) == second.store.stats()["vectors"]
 
     embedded.clear()
     (corpus / "diet.html").unlink()
     third = index_mod.ensure(settings, emb)
     assert embedded == [] and _sources(third) == {FAQ.name, "care.md"}
-    assert third.faiss.ntotal == len(third.chunks) == len(second.chunks) - 1
+    assert third.store.stats()["vectors"] == len(third.chunks) == len(second.chunks) - 1
     # the removed file's cache entry is gone too
     assert len(list((settings.index_dir / index_mod.CACHE_DIR).glob("*.npz"))) == 2
 
@@ -160,7 +160,7 @@ def test_crash_while_swapping_leaves_the_previous_index_loadable(emb, settings, 
     monkeypatch.setattr(os, "replace", real_replace)
 
     survivor = index_mod.load(settings.index_dir)
-    assert survivor.manifest == before.manifest and survivor.faiss.ntotal == len(before.chunks)
+    assert survivor.manifest == before.manifest and survivor.store.stats()["vectors"] == len(before.chunks)
     assert "extra.txt" in index_mod.staleness(survivor, settings, emb)
     after = index_mod.ensure(settings, emb)
     assert "extra.txt" in _sources(after)
@@ -184,7 +184,7 @@ def test_corrupted_index_is_detected_and_rebuilt(emb, settings, embedded, caplog
     assert any("corrupted" in r.getMessage() for r in caplog.records)
     assert embedded == []  # rebuilt from the embedding cache
     assert len(rebuilt.chunks) == len(built.chunks)
-    assert index_mod.load(settings.index_dir).faiss.ntotal == len(built.chunks)
+    assert index_mod.load(settings.index_dir).store.stats()["vectors"] == len(built.chunks)
 
 
 def test_broken_manifest_and_missing_faiss_file_are_clear_errors(emb, settings):
@@ -195,7 +195,7 @@ def test_broken_manifest_and_missing_faiss_file_are_clear_errors(emb, settings):
     (settings.index_dir / index_mod.MANIFEST_FILE).write_text("{not json")
     with pytest.raises(index_mod.IndexError_, match="unreadable"):
         index_mod.load(settings.index_dir)
-    assert index_mod.ensure(settings, emb).faiss.ntotal == len(built.chunks)
+    assert index_mod.ensure(settings, emb).store.stats()["vectors"] == len(built.chunks)
 
 
 def test_staleness_on_model_or_chunking_change(emb, settings, monkeypatch, embedded):
@@ -312,7 +312,7 @@ def test_a_folder_of_unknown_ownership_is_replaced_only_with_force(emb, settings
     assert "ingest --force" in caplog.records[-1].getMessage()
     assert _snapshot(settings.index_dir) == before
     assert cli([*args, "--force"]) == 0
-    assert index_mod.load(settings.index_dir).faiss.ntotal > 0
+    assert index_mod.load(settings.index_dir).store.stats()["vectors"] > 0
     assert index_mod.owner(settings.index_dir) == str(settings.corpus_dir.resolve())
 
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from chatbot.retrieval import MODES, Retriever
+from chatbot.stores import FaissStore
 
 pytestmark = pytest.mark.slow
 
@@ -97,7 +98,8 @@ def test_retrieval_works_on_an_hnsw_index(embedder, faq_index, settings):
 
     hnsw = index_mod.make_faiss(faq_index.vectors(list(range(len(faq_index.chunks)))),
                                 settings.replace(hnsw_min_chunks=1))
-    approx = index_mod.Index(hnsw, faq_index.chunks, faq_index.manifest,
+    approx = index_mod.Index(FaissStore(hnsw, [c.source for c in faq_index.chunks]),
+                             faq_index.chunks, faq_index.manifest,
                              title_vectors=faq_index.title_vectors)
     for mode in MODES:
         got = [h.chunk.id for h in Retriever(approx, embedder, mode=mode).search(QUESTION, 3)]
