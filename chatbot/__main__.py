@@ -26,7 +26,8 @@ def cmd_ingest(args) -> int:
     from chatbot import index
     from chatbot.embedding import MiniLMEmbedder
 
-    index.rebuild(settings, MiniLMEmbedder(), force=args.force)  # skipped files are logged, with the reason, as read
+    # skipped files are logged, with the reason, as read
+    index.rebuild(settings, MiniLMEmbedder(), force=args.force)
     return 0
 
 

@@ -62,8 +62,8 @@ def database_url() -> str:
     url = os.environ.get("CHATBOT_DATABASE_URL", "")
     if not url:
         pytest.fail("CHATBOT_DATABASE_URL is not set: start a server with `export "
-                    "CHATBOT_DATABASE_URL=$(python .ci/postgres.py start .pgdata)` (pgvector tests)",
-                    pytrace=False)
+                    "CHATBOT_DATABASE_URL=$(python .ci/postgres.py start .pgdata)` (pgvector "
+                    "tests)", pytrace=False)
     return url
 
 

@@ -28,7 +28,8 @@ def test_hits_carry_the_dense_cosine_whatever_the_mode(embedder, faq_index, mode
     hits = Retriever(faq_index, embedder, mode=mode).search(QUESTION, 3)
     q = embedder.embed([QUESTION])[0]
     for h in hits:
-        assert h.dense == pytest.approx(float(embedder.embed([h.chunk.embed_text])[0] @ q), abs=1e-4)
+        own = embedder.embed([h.chunk.embed_text])[0]
+        assert h.dense == pytest.approx(float(own @ q), abs=1e-4)
 
 
 def test_dense_mode_is_the_faiss_ranking(embedder, faq_index):
@@ -42,14 +43,17 @@ def test_bm25_finds_a_rare_exact_word(embedder, faq_index):
     hits = Retriever(faq_index, embedder, mode="bm25").search("FBSS", 3)
     assert hits and "FBSS" in hits[0].chunk.text
     assert hits[0].score == 1.0  # scaled to the best match
-    assert Retriever(faq_index, embedder, mode="bm25").search("zebra xylophone", 3) == []  # no word matches
+    # no word matches
+    assert Retriever(faq_index, embedder, mode="bm25").search("zebra xylophone", 3) == []
 
 
 def test_blend_adds_the_scaled_bm25_and_the_title_similarity_to_the_cosine(embedder, faq_index):
-    retriever = Retriever(faq_index, embedder, lexical_weight=0.2, mode="blend", title_weight=0.3, diversity=0)
+    retriever = Retriever(faq_index, embedder, lexical_weight=0.2, mode="blend", title_weight=0.3,
+                          diversity=0)
     lexical = retriever.lexical(QUESTION)
     assert lexical.max() == pytest.approx(1.0)
-    title = float(embedder.embed([faq_index.chunks[0].doc_title])[0] @ embedder.embed([QUESTION])[0])
+    title = float(embedder.embed([faq_index.chunks[0].doc_title])[0]
+                  @ embedder.embed([QUESTION])[0])
     for h in retriever.search(QUESTION, 4):
         i = faq_index.chunks.index(h.chunk)
         assert h.score == pytest.approx(h.dense + 0.2 * lexical[i] + 0.3 * title, abs=1e-5)
@@ -73,10 +77,12 @@ def test_diversity_brings_in_other_documents(embedder, tmp_path):
         for w in range(1, 7)), encoding="utf-8")
     (corpus / "pool.md").write_text("# Swimming\n\nAfter back surgery, swim once the wound has healed.",
                                     encoding="utf-8")
-    index = index_mod.ensure(load_settings(corpus_dir=corpus, index_dir=tmp_path / "index"), embedder)
+    index = index_mod.ensure(load_settings(corpus_dir=corpus, index_dir=tmp_path / "index"),
+                             embedder)
     question = "How much should I walk each day after back surgery?"
     plain = [h.chunk.source for h in Retriever(index, embedder, diversity=0).search(question, 3)]
-    diverse = [h.chunk.source for h in Retriever(index, embedder, diversity=0.5).search(question, 3)]
+    diverse = [h.chunk.source
+               for h in Retriever(index, embedder, diversity=0.5).search(question, 3)]
     assert plain == ["walking.md"] * 3
     assert diverse[0] == "walking.md" and "pool.md" in diverse
 
