@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from chatbot.config import load_settings
+from chatbot.config import CHOICES, load_settings
 
 log = logging.getLogger("chatbot")
 
@@ -88,6 +88,28 @@ def cmd_eval(args) -> int:
     return evaluation.main(args, settings)
 
 
+def cmd_llm_server(args) -> int:
+    """The packaged LLM as an OpenAI-compatible HTTP server, for app processes that set
+    generator = "openai" (README "Scaling out")."""
+    settings = _settings(args)
+    import signal
+
+    from chatbot import models
+
+    gguf = models.gguf_path(settings.llm_model, settings.cache_dir)
+    stop = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop)  # before llama.cpp starts its threads
+    server = models.llama_server(gguf, settings.llm_threads, settings.llm_context,
+                                 args.host, args.port)
+    log.info("%s answering on http://%s:%d/v1 (Ctrl-C stops it)", gguf.name, args.host, args.port)
+    print(f"openai_base_url = \"http://{args.host}:{args.port}/v1\"", flush=True)
+    try:
+        signal.sigwait(stop)
+    finally:
+        del server
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line that says where the help is."""
 
@@ -125,8 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, helptext in (("ask", cmd_ask, "answer one question"),
                                  ("chat", cmd_chat, "interactive chat in the terminal, with follow-ups")):
         p = common(sub.add_parser(name, help=helptext))
-        p.add_argument("--generator", choices=["local", "extractive", "openai"],
-                       help="who words the answer (default: local SmolLM2)")
+        p.add_argument("--generator", choices=CHOICES["generator"],
+                       help="who words the answer (default: local, Qwen2.5-Coder-0.5B)")
         p.add_argument("-k", type=int, help="passages to retrieve (default: 4)")
         if name == "ask":
             p.add_argument("question")
@@ -135,16 +157,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = common(sub.add_parser("serve", help="web chat (Gradio) on http://127.0.0.1:7860"))
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=7860)
-    p.add_argument("--generator", choices=["local", "extractive", "openai"])
+    p.add_argument("--generator", choices=CHOICES["generator"])
     p.add_argument("--allow-uploads", action="store_true",
                    help="offer an \"Add documents\" panel; each upload needs CHATBOT_ADMIN_TOKEN")
     p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("llm-server", help="the packaged LLM as an OpenAI-compatible server")
+    _global_options(p, top_level=False)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.set_defaults(func=cmd_llm_server)
     p = common(sub.add_parser("eval", help="grounding evaluation of a questions file"))
     p.add_argument("questions", type=Path, help="JSONL file of questions")
     p.add_argument("--out", type=Path, default=Path("eval-out"), help="report folder (default: eval-out)")
     p.add_argument("--retrieval-only", action="store_true", help="skip generation; retrieval metrics only")
     p.add_argument("-k", type=int, help="passages to retrieve (default: 4)")
-    p.add_argument("--generator", choices=["local", "extractive", "openai"])
+    p.add_argument("--generator", choices=CHOICES["generator"])
     p.set_defaults(func=cmd_eval)
     return parser
 

@@ -90,12 +90,18 @@ class Settings:
     # no ordinary tuning question refused; held-out recall .92:
     question_instruction_threshold: float = 0.637
 
-    # Generation: "local" (SmolLM2 via transformers), "extractive" (no LLM), "openai" (HTTP server).
+    # Generation: "local" (a GGUF through llama.cpp), "transformers" (a Hugging Face folder),
+    # "extractive" (no LLM), "openai" (an OpenAI-compatible HTTP server). README "Models".
     generator: str = "local"
+    llm_model: str = "qwen2.5-coder-0.5b"  # a packaged name (models.GGUF_MODELS) or a .gguf path
+    transformers_model: str = ""  # for "transformers": a folder or hub id; "" = packaged SmolLM2
+    llm_threads: int = 2  # llama.cpp threads; on a shared 2-core box 1 can be faster
+    llm_context: int = 2048  # tokens; prompts here are ~300-700
     max_new_tokens: int = 80
     repetition_penalty: float = 1.15
     openai_base_url: str = "http://127.0.0.1:8000/v1"
     openai_model: str = "default"
+    openai_timeout_s: float = 30.0  # connect/read; past it the answer quotes the passages
 
     # The web server (issue #13). Changing the corpus is an admin action, off unless the operator
     # asks for it; chatting never needs a login. See README "Security and privacy".
@@ -123,10 +129,12 @@ class SettingsError(ValueError):
 
 
 # Values a setting may take, beyond its type.
-CHOICES = {"generator": ("local", "extractive", "openai"), "vector_store": ("faiss", "pgvector"),
+CHOICES = {"generator": ("local", "transformers", "extractive", "openai"),
+           "vector_store": ("faiss", "pgvector"),
            "retrieval_mode": ("dense", "bm25", "blend", "rrf")}
 POSITIVE = frozenset({"chunk_chars", "max_file_mb", "embed_batch_chunks", "top_k", "hnsw_m",
-                      "hnsw_ef_construction", "hnsw_ef_search", "max_new_tokens"})
+                      "hnsw_ef_construction", "hnsw_ef_search", "max_new_tokens",
+                      "llm_threads", "llm_context"})
 _EXPECTED = {"int": "a whole number", "float": "a number", "str": "a string",
              "Path": "a path (string)", "bool": "a yes/no value (true or false)"}
 _SECRET = frozenset(f.name for f in fields(Settings) if not f.repr)  # never shown in a message

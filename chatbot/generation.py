@@ -7,11 +7,16 @@ so the local model, an OpenAI-compatible server (vLLM, llama.cpp server) or no m
 from __future__ import annotations
 
 import json
+import logging
+import queue
 import threading
+from pathlib import Path
 from typing import Iterator, Protocol
 
 from chatbot import models
 from chatbot.config import Settings
+
+log = logging.getLogger(__name__)
 
 SYSTEM_PROMPT = (
     "You rewrite numbered facts from documents into a short answer for a patient. "
@@ -25,6 +30,11 @@ def build_messages(question: str, facts: list[tuple[int, str]]) -> list[dict]:
     listed = "\n".join(f"[{n}] {text}" for n, text in facts)
     user = f"Facts:\n{listed}\n\nQuestion: {question}\nAnswer in one or two sentences."
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+
+class GeneratorError(RuntimeError):
+    """The model could not write a draft (a server down, slow or failing); the message says
+    which and what to check. The pipeline then quotes the passages instead."""
 
 
 class Generator(Protocol):
@@ -43,14 +53,69 @@ class ExtractiveGenerator:
             yield ("" if i == 0 else " ") + f"{text} [{n}]"
 
 
-class LocalGenerator:
-    """SmolLM2-135M-Instruct through transformers, greedy, on the CPU."""
+class LlamaCppGenerator:
+    """A GGUF model (default Qwen2.5-Coder-0.5B-Instruct) through llama.cpp in this process,
+    greedy. Closing the stream (the user pressed Stop, or the caller stopped reading) stops the
+    decoding at the next token, so a cancelled answer frees the CPU at once."""
 
     name = "local"
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.model, self.tokenizer = models.llm(settings.cache_dir)
+        self.gguf = models.gguf_path(settings.llm_model, settings.cache_dir)
+        self.server = models.llama_server(self.gguf, settings.llm_threads, settings.llm_context)
+        self.last_timings: dict = {}  # llama.cpp's own counts for the last answer (bench reads it)
+        self.chunks = 0
+
+    def request(self, question: str, facts: list[tuple[int, str]]) -> dict:
+        s = self.settings
+        return {"messages": build_messages(question, facts), "stream": True, "temperature": 0,
+                "max_tokens": s.max_new_tokens, "repeat_penalty": s.repetition_penalty}
+
+    def stream(self, question: str, facts: list[tuple[int, str]]) -> Iterator[str]:
+        body = self.request(question, facts)
+        pieces: queue.Queue = queue.Queue()
+        stop = threading.Event()
+        self.chunks = 0  # what llama.cpp delivered for this answer (a stop test reads it)
+
+        def on_chunk(chunk: dict) -> bool:
+            self.chunks += 1
+            choice = (chunk.get("choices") or [{}])[0]
+            if choice.get("delta", {}).get("content"):
+                pieces.put(choice["delta"]["content"])
+            if "timings" in chunk:
+                self.last_timings = chunk["timings"]
+            return stop.is_set()  # True tells llama.cpp to stop decoding
+
+        def run():
+            try:
+                self.server.handle_chat_completions(body, on_chunk)
+            except Exception as exc:  # surfaced in the caller's thread below
+                pieces.put(exc)
+            finally:
+                pieces.put(None)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        try:
+            while (piece := pieces.get()) is not None:
+                if isinstance(piece, Exception):
+                    raise GeneratorError(f"llama.cpp failed: {piece}") from piece
+                yield piece
+        finally:
+            stop.set()
+            thread.join()
+
+
+class TransformersGenerator:
+    """Any Hugging Face causal LM folder (or hub id, when online) through transformers, greedy;
+    by default SmolLM2-135M de-quantized from its packaged GGUF. For bringing your own model."""
+
+    name = "transformers"
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.model, self.tokenizer = models.llm(settings.cache_dir, settings.transformers_model)
 
     def stream(self, question: str, facts: list[tuple[int, str]]) -> Iterator[str]:
         import torch
@@ -76,7 +141,7 @@ class LocalGenerator:
 
 
 class OpenAIGenerator:
-    """Any OpenAI-compatible chat server (vLLM, llama.cpp server), for scaling past one laptop."""
+    """Any OpenAI-compatible chat server (vLLM, llama.cpp's server), for scaling past one box."""
 
     name = "openai"
 
@@ -86,23 +151,38 @@ class OpenAIGenerator:
     def stream(self, question: str, facts: list[tuple[int, str]]) -> Iterator[str]:
         import httpx
 
-        body = {"model": self.settings.openai_model, "messages": build_messages(question, facts),
-                "stream": True, "temperature": 0, "max_tokens": self.settings.max_new_tokens}
-        url = self.settings.openai_base_url.rstrip("/") + "/chat/completions"
-        with httpx.stream("POST", url, json=body, timeout=60) as response:
-            response.raise_for_status()
-            for line in response.iter_lines():
-                if not line.startswith("data:") or line.strip() == "data: [DONE]":
-                    continue
-                delta = json.loads(line[5:])["choices"][0].get("delta", {})
-                if delta.get("content"):
-                    yield delta["content"]
+        s = self.settings
+        body = {"model": s.openai_model, "messages": build_messages(question, facts),
+                "stream": True, "temperature": 0, "max_tokens": s.max_new_tokens}
+        url = s.openai_base_url.rstrip("/") + "/chat/completions"
+        try:
+            with httpx.stream("POST", url, json=body, timeout=s.openai_timeout_s) as response:
+                if response.status_code != 200:
+                    raise GeneratorError(f"the LLM server at {url} answered HTTP "
+                                         f"{response.status_code}; check its log")
+                for line in response.iter_lines():
+                    if not line.startswith("data:") or line.strip() == "data: [DONE]":
+                        continue
+                    delta = json.loads(line[5:])["choices"][0].get("delta", {})
+                    if delta.get("content"):
+                        yield delta["content"]
+        except httpx.TimeoutException:
+            raise GeneratorError(f"the LLM server at {url} did not answer within "
+                                 f"{s.openai_timeout_s:g} s (setting openai_timeout_s)") from None
+        except httpx.TransportError as exc:
+            raise GeneratorError(f"cannot reach the LLM server at {url} ({exc}); start it or "
+                                 "set openai_base_url") from None
+        except (ValueError, KeyError, IndexError) as exc:
+            raise GeneratorError(f"the LLM server at {url} sent a reply that is not an "
+                                 f"OpenAI chat stream ({exc!r})") from None
 
 
 def make_generator(settings: Settings) -> Generator:
-    kinds = {"local": LocalGenerator, "openai": OpenAIGenerator}
+    kinds = {"local": LlamaCppGenerator, "transformers": TransformersGenerator,
+             "openai": OpenAIGenerator}
     if settings.generator == "extractive":
         return ExtractiveGenerator()
     if settings.generator not in kinds:
-        raise ValueError(f"unknown generator {settings.generator!r}; use local, extractive or openai")
+        raise ValueError(f"unknown generator {settings.generator!r}; "
+                         "use local, transformers, extractive or openai")
     return kinds[settings.generator](settings)

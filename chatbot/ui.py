@@ -32,7 +32,7 @@ from chatbot.pipeline import REFUSAL, Answer, Chatbot
 log = logging.getLogger(__name__)
 
 UPLOAD_SUFFIXES = tuple(documents.LOADERS)  # whatever the loader reads
-DRAFT_LABEL = "*Drafting (not yet checked against the sources)…*"
+DRAFT_LABEL = "*Checking the answer against the sources…*"
 SEARCHING_PANEL = '<div class="panel-empty">Searching the documents…</div>'
 EMPTY_PANEL = '<div class="panel-empty">Ask a question: the passages behind the answer appear here.</div>'
 CONCURRENCY = dict(concurrency_id="model", concurrency_limit=1)  # one CPU model: one question at a time
@@ -495,8 +495,8 @@ def create_app(bot: Chatbot, uploads: bool = False) -> gr.Blocks:
         interrupts.start(session)
         try:
             for event in bot.stream(question, history):
-                if wanted := interrupts.wanted(session):  # an unchecked draft must not stay on screen
-                    chat[-1] = {"role": "assistant", "content": "*Stopped before the answer was checked.*"}
+                if wanted := interrupts.wanted(session):  # half an answer, without its sources: gone
+                    chat[-1] = {"role": "assistant", "content": "*Stopped before the answer was finished.*"}
                     yield reset if wanted == "new" else ("", chat, history, EMPTY_PANEL, gr.skip(), gr.skip())
                     return
                 if isinstance(event, Answer):
@@ -504,9 +504,9 @@ def create_app(bot: Chatbot, uploads: bool = False) -> gr.Blocks:
                     others, count = others_html(event)
                     yield ("", chat, [*history, question], sources_html(event, turn), others,
                            gr.Accordion(label=f"Other retrieved passages ({count})"))
-                else:
+                else:  # a sentence that passed the check: shown at once, never unchecked text
                     draft += event
-                    chat[-1] = {"role": "assistant", "content": f"{DRAFT_LABEL}\n\n{md_escape(draft)}"}
+                    chat[-1] = {"role": "assistant", "content": md_escape(draft)}
                     yield "", chat, history, gr.skip(), gr.skip(), gr.skip()
         except Exception:  # e.g. an unreachable generator server: say so instead of a frozen draft
             log.exception("Answering %r failed", question)

@@ -42,7 +42,7 @@ def faq_index(settings, embedder):
 
 @pytest.fixture(scope="session")
 def bot(settings, faq_index, embedder):
-    """The default pipeline: SmolLM2 drafts, grounding checks every sentence."""
+    """The default pipeline: Qwen-0.5B drafts through llama.cpp, every sentence checked."""
     from chatbot.pipeline import Chatbot
 
     return Chatbot(settings, index=faq_index, embedder=embedder)

@@ -17,6 +17,10 @@ def test_split_citations_strips_markers_and_keeps_numbers():
     assert grounding.split_citations("Screws hold it. [1] [2]") == ("Screws hold it.", [1, 2])
     assert grounding.answer_sentences("Screws hold it. [1] [2] They loosen. [3]") == [
         "Screws hold it. [1] [2]", "They loosen. [3]"]
+    # a writer that puts markers first (Qwen: "[1] Pedicle screws ...") cites the sentence after
+    assert [grounding.split_citations(x) for x in grounding.answer_sentences(
+        "[1] Yes, screws can loosen. [2] They hold the spine.")] == [
+        ("Yes, screws can loosen.", [1]), ("They hold the spine.", [2])]
     # brackets in quoted code are not markers
     assert grounding.split_citations("It uses sys.argv[0] and a[1][2] by default. [2]") == (
         "It uses sys.argv[0] and a[1][2] by default.", [2])

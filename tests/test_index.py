@@ -304,6 +304,14 @@ def test_a_damaged_manifest_never_lets_another_corpus_touch_the_index(emb, setti
     assert index_mod.owner(settings.index_dir) == str(corpus.resolve())
 
 
+def test_the_repositorys_index_folder_with_its_readme_is_a_new_index(emb, settings):
+    """A fresh clone has index/README.md only: the README's first command must just build."""
+    settings.index_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(Path(__file__).parents[1] / "index" / "README.md", settings.index_dir)
+    assert index_mod.ensure(settings, emb).store.stats()["vectors"] > 0
+    assert (settings.index_dir / "README.md").exists()
+
+
 def test_a_folder_of_unknown_ownership_is_replaced_only_with_force(emb, settings, caplog):
     index_mod.ensure(settings, emb)
     for record in (index_mod.OWNER_FILE, f"{index_mod.CACHE_DIR}/{index_mod.OWNER_FILE}"):

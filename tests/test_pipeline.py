@@ -75,10 +75,30 @@ def test_no_sentence_the_passages_do_not_support_reaches_the_answer(bot):
         assert not any(d in answer.text for d in dropped if d not in " ".join(kept))
 
 
-def test_stream_yields_draft_pieces_then_the_checked_answer(bot):
+def test_stream_yields_only_checked_sentences_then_the_answer(bot):
     events = list(bot.stream("Can your spine curve after fusion?"))
-    assert isinstance(events[-1], Answer)
-    assert all(isinstance(e, str) for e in events[:-1]) and len(events) > 2
+    answer = events[-1]
+    assert isinstance(answer, Answer) and all(isinstance(e, str) for e in events[:-1])
+    if answer.wording == "model":  # what streamed is what the checked answer says
+        assert "".join(events[:-1]) == answer.text and len(events) >= 2
+    else:  # nothing passed the check: nothing but the answer that quotes the passages
+        assert len(events) == 1
+
+
+def test_closing_the_stream_stops_the_model(settings, faq_index):
+    """Stop in the web page closes the stream: the model must stop decoding, not run on."""
+    from chatbot.generation import LlamaCppGenerator
+
+    class Endless(LlamaCppGenerator):
+        def request(self, question, facts):
+            return {**super().request(question, facts), "ignore_eos": True}  # 300 tokens, always
+
+    generator = Endless(settings.replace(max_new_tokens=300))
+    stream = generator.stream("What do pedicle screws do?", [(1, "Screws hold the spine.")])
+    assert [next(stream) for _ in range(3)]
+    stream.close()
+    assert generator.chunks <= 6
+    assert sum(1 for _ in generator.stream("Why?", [(1, "Screws hold it.")])) >= 290  # can fail
 
 
 def test_follow_up_carries_the_previous_question():
