@@ -67,13 +67,19 @@ def database_url() -> str:
     return url
 
 
-@pytest.fixture(scope="session", params=["faiss", "pgvector"])
-def store_bot(request, faq_corpus, tmp_path_factory, embedder):
-    """An extractive bot on the seed FAQ with its vectors in each store, built on its own."""
+@pytest.fixture(scope="session")
+def pgvector_bot(faq_corpus, tmp_path_factory, embedder, database_url):
+    """extractive_bot with its vectors in PostgreSQL + pgvector."""
     from chatbot.pipeline import Chatbot
 
-    store = request.param
-    url = request.getfixturevalue("database_url") if store == "pgvector" else ""
-    settings = load_settings(corpus_dir=faq_corpus, index_dir=tmp_path_factory.mktemp(store),
-                             generator="extractive", vector_store=store, database_url=url)
+    settings = load_settings(corpus_dir=faq_corpus, index_dir=tmp_path_factory.mktemp("pgvector"),
+                             generator="extractive", vector_store="pgvector",
+                             database_url=database_url)
     return Chatbot(settings, embedder=embedder)
+
+
+@pytest.fixture(scope="session", params=["faiss", "pgvector"])
+def store_bot(request):
+    """The extractive bot on the seed FAQ, once per vector store."""
+    return request.getfixturevalue("extractive_bot" if request.param == "faiss"
+                                   else "pgvector_bot")

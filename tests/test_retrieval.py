@@ -13,8 +13,10 @@ QUESTION = "Why does my back still hurt after fusion surgery?"
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_every_mode_finds_the_matching_faq_entry(embedder, faq_index, settings, mode):
-    retriever = Retriever.from_settings(faq_index, settings.replace(retrieval_mode=mode), embedder)
+def test_every_mode_finds_the_matching_faq_entry(embedder, store_bot, settings, mode):
+    """In each vector store (FAISS files, PostgreSQL + pgvector)."""
+    retriever = Retriever.from_settings(store_bot.index, settings.replace(retrieval_mode=mode),
+                                        embedder)
     assert retriever.mode == mode
     hits = retriever.search("What causes a failed fusion?", 4)
     assert hits[0].chunk.title == "What causes a failed fusion?"

@@ -17,7 +17,7 @@ from fakes import FakeEmbedder
 from chatbot import index as index_mod
 from chatbot.__main__ import main as cli
 from chatbot.config import load_settings
-from chatbot.retrieval import MODES
+from chatbot.retrieval import MODES, Retriever
 from chatbot.stores import DatabaseError, connect
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,26 +27,25 @@ CARE = "# Wound care\n\nKeep the wound dry for five days.\n\n# Showers\n\nShower
 
 
 @pytest.mark.slow
-def test_every_store_answers_the_dev_set_as_faiss_does(store_bot, extractive_bot):
+def test_pgvector_answers_the_dev_set_as_faiss_does(pgvector_bot, extractive_bot):
     """The FAISS bot of the other tests is the reference: same hits, scores, answers."""
     rows = [json.loads(line) for line in DEV.read_text().splitlines() if line.strip()]
+    assert pgvector_bot.index.store.stats()["kind"] == "pgvector"
     for r in rows:
         turns = r.get("turns") or [r["question"]]
-        got = store_bot.answer(turns[-1], turns[:-1])
+        got = pgvector_bot.answer(turns[-1], turns[:-1])
         want = extractive_bot.answer(turns[-1], turns[:-1])
         assert [h.chunk.id for h in got.hits] == [h.chunk.id for h in want.hits], turns
         assert np.allclose([h.dense for h in got.hits], [h.dense for h in want.hits], atol=1e-5)
         assert (got.text, got.coverage) == (want.text, want.coverage), turns
+    queries = [(r.get("turns") or [r["question"]])[-1] for r in rows]
+    vectors = extractive_bot.embedder.embed(queries)
     for mode in MODES:
-        retriever = store_bot.retriever.__class__.from_settings(
-            store_bot.index, store_bot.settings.replace(retrieval_mode=mode), store_bot.embedder)
-        reference = extractive_bot.retriever.__class__.from_settings(
-            extractive_bot.index, extractive_bot.settings.replace(retrieval_mode=mode),
-            extractive_bot.embedder)
-        for r in rows:
-            query = (r.get("turns") or [r["question"]])[-1]
-            assert ([h.chunk.id for h in retriever.search(query, 8)]
-                    == [h.chunk.id for h in reference.search(query, 8)]), (mode, query)
+        retrievers = [Retriever.from_settings(bot.index, bot.settings.replace(retrieval_mode=mode),
+                                              bot.embedder) for bot in (pgvector_bot, extractive_bot)]
+        for query, qvec in zip(queries, vectors):
+            got, want = (r.search(query, 8, qvec[None, :]) for r in retrievers)
+            assert [h.chunk.id for h in got] == [h.chunk.id for h in want], (mode, query)
 
 
 @pytest.fixture
