@@ -31,11 +31,12 @@ def cmd_ingest(args) -> int:
     return 0
 
 
-def _print_answer(answer, as_json: bool) -> None:
+def _print_answer(answer, as_json: bool, shown: str = "") -> None:
+    """The answer and its sources; `shown` is the part already streamed to the terminal."""
     if as_json:
         print(json.dumps(answer.to_dict(), ensure_ascii=False, indent=2))
         return
-    print(answer.text)
+    print(answer.text if not shown else answer.text.removeprefix(shown) or "")
     for c in answer.citations:
         print(f"  [{c.n}] {c.chunk.source} — {c.chunk.title}")
     if answer.coverage.value == "partial":
@@ -68,7 +69,12 @@ def cmd_chat(args) -> int:
             break
         if not question:
             break
-        _print_answer(bot.answer(question, history), False)
+        shown = ""
+        for event in bot.stream(question, history):  # checked sentences as they pass
+            if isinstance(event, str):
+                print(event, end="", flush=True)
+                shown += event
+        _print_answer(event, False, shown)
         history.append(question)
     return 0
 

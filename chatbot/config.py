@@ -67,6 +67,13 @@ class Settings:
     # blended support a claim needs (strict: a false "supported" is the costly error):
     support_threshold: float = 0.75
     claim_zipf: float = 4.0  # an answer word rarer than this in English must be in the passage
+    # A claim word in another form of a passage word ("fused"/"fusion": same first 3 letters)
+    # counts as the passage's at this word cosine; and a claim that drops every "may/can" of
+    # the passage sentence it rests on is rejected. Chosen on the tuning half of 91 hand-labelled
+    # Qwen sentences (`python -m bench.support_judge --grid`): agreement .91, no unsupported
+    # sentence let through (blind half: .82, 2 of 23 let through). 1.0 / false turn them off.
+    family_similarity: float = 0.75
+    certainty_check: bool = True
 
     # Answerability (answerability.py): P(answerable) from a logistic regression over signals,
     # fitted on tuning questions only by `python -m bench.answerability --fit`.

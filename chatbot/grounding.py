@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from wordfreq import zipf_frequency
@@ -28,14 +28,17 @@ always all every everyone never none most majority minority rare rarely only mus
 certainly definitely completely permanently immediately usually often seldom few
 """.split())
 _NUMBER_NAMES = dict(zip("1 2 3 4 5 6 7 8 9 10 11 12 20 30 40 50 100 1000".split(), """
-one two three four five six seven eight nine ten eleven twelve twenty thirty forty fifty hundred thousand
+one two three four five six seven eight nine ten eleven twelve twenty thirty forty fifty hundred
+thousand
 """.split()))
-NUMBER_WORDS = frozenset(_NUMBER_NAMES.values()) | {"half", "quarter", "third", "dozen", "once", "twice"}
+NUMBER_WORDS = frozenset(_NUMBER_NAMES.values()) | {"half", "quarter", "third", "dozen", "once",
+                                                    "twice"}
 # A name in code: typing.override, os.path.join (not "e.g.": both parts need two characters;
 # not a file name such as notes.txt).
 _CODE_NAME = re.compile(r"\b[A-Za-z_]\w+(?:\.[A-Za-z_]\w*)*\.([A-Za-z_]\w+)")
 _SNAKE_NAME = re.compile(r"\b[A-Za-z][A-Za-z0-9]*_\w*[A-Za-z0-9]\b")  # top_down, lru_cache
-_NOT_CODE = frozenset("txt csv json py html htm md pdf log cfg ini toml yaml xml zip gz com org net".split())
+_NOT_CODE = frozenset(
+    "txt csv json py html htm md pdf log cfg ini toml yaml xml zip gz com org net".split())
 # Words people frame questions with; their absence from a passage says nothing about coverage.
 QUESTION_FRAME = frozenset("""
 option options mine named name mentioned mention exist exists okay ok instead gets getting seeing
@@ -67,11 +70,13 @@ def missing_literals(question: str, evidence_text: str) -> list[str]:
     """Numbers and names in code that the question uses and the evidence lacks. No synonym or
     close meaning stands in for these: 3.13 is not 3.12, a passage on `typing.final` (which says
     "overridden") does not answer a question on `typing.override`, nor one on `os.walk(topdown=)`
-    a question on `top_down`. A number may be spelled out; of a dotted name, the last part is enough."""
+    a question on `top_down`. A number may be spelled out; of a dotted name, the last part is
+    enough."""
     evidence = set(words(evidence_text))
     numbers = [w for w in content_words(question)
                if w[0].isdigit() and w not in evidence and _NUMBER_NAMES.get(w) not in evidence]
-    names = [m.group(0) for m in _CODE_NAME.finditer(question) if m.group(1).lower() not in _NOT_CODE
+    names = [m.group(0) for m in _CODE_NAME.finditer(question)
+             if m.group(1).lower() not in _NOT_CODE
              and not re.search(rf"\b{re.escape(m.group(1))}\b", evidence_text, re.IGNORECASE)]
     names += [m.group(0) for m in _SNAKE_NAME.finditer(question)
               if not re.search(rf"\b{re.escape(m.group(0))}\b", evidence_text, re.IGNORECASE)]
@@ -97,8 +102,17 @@ def lead_in(sentence: str) -> int:
     return m.end() if len(words(sentence[m.end():])) >= 4 else 0
 
 
-def negated(text: str) -> bool:
-    return any(is_negation(w) for w in words(text))
+def negations(text: str) -> int:
+    """How many negations: "cannot fail if there is not enough" has two, "can fail if there is
+    not enough" one, so a flipped claim is told apart from a passage that already negates."""
+    return sum(is_negation(w) for w in words(text))
+
+
+# Words that make a statement possible rather than certain; a claim that drops them all from a
+# passage sentence that has one ("fails if" for "can fail if") says more than the passage.
+HEDGES = frozenset("may might can could possibly sometimes perhaps often usually".split())
+# A sentence that stops on one of these was cut off ("... can lead to."): it makes no claim.
+_DANGLING = frozenset("to of the a an and or by with for from that which as at in on".split())
 
 
 def split_citations(sentence: str) -> tuple[str, list[int]]:
@@ -158,28 +172,54 @@ class Support:
         return not self.reason
 
 
+def same_family(novel: list[str], passage_words: set[str], embed: Callable | None,
+                similarity: float) -> set[str]:
+    """The novel words that are another form of a passage word ("fused" for "fusion", "spinal"
+    for "spine"): the same first three letters and close in meaning by the embedder. Both are
+    needed: "hospital" and "clinic" are close in meaning but name different places."""
+    if embed is None or not novel:
+        return set()
+    pairs = [(w, p) for w in novel for p in passage_words if p[:3] == w[:3] and p != w]
+    if not pairs:
+        return set()
+    vocab = sorted({x for pair in pairs for x in pair})
+    vecs = dict(zip(vocab, embed(vocab)))
+    return {w for w, p in pairs if float(vecs[w] @ vecs[p]) >= similarity}
+
+
 def support(claim: str, claim_vec: np.ndarray, passage: list[str], passage_vecs: np.ndarray,
-            threshold: float, zipf: float) -> Support:
-    """Is `claim` supported by a passage, given as its statement sentences and their vectors?"""
+            threshold: float, zipf: float, embed: Callable | None = None,
+            family_similarity: float = 1.0, hedges: bool = False) -> Support:
+    """Is `claim` supported by a passage, given as its statement sentences and their vectors?
+    With `embed`, a word in another form than the passage's counts as the passage's."""
     sims = passage_vecs @ claim_vec
     best = int(np.argmax(sims))
     similarity = float(sims[best])
     vocab = vocabulary(" ".join(passage))
     cw = content_words(claim)
-    novel = tuple(dict.fromkeys(w for w in cw if not matches(stem(w), vocab)))
+    novel = [w for w in dict.fromkeys(cw) if not matches(stem(w), vocab)]
+    family = same_family([w for w in novel if len(w) >= 4],
+                         {w for w in words(" ".join(passage)) if len(w) >= 4}, embed,
+                         family_similarity)
+    novel = tuple(w for w in novel if w not in family)
     coverage = 1.0 - len(novel) / max(1, len(cw))
     score = 0.5 * similarity + 0.5 * coverage
     rare = [w for w in novel if is_rare(w, zipf)]
     passage_words = set(words(" ".join(passage)))
-    overclaims = [w for w in dict.fromkeys(words(claim)) if w in QUANTIFIERS and w not in passage_words]
+    overclaims = [w for w in dict.fromkeys(words(claim))
+                  if w in QUANTIFIERS and w not in passage_words]
     if not cw:
         reason = "says nothing checkable"
     elif rare:
         reason = "adds " + ", ".join(rare)
     elif overclaims:
         reason = "says " + ", ".join(overclaims) + " where the passage does not"
-    elif negated(claim) != negated(passage[best]):
+    elif negations(claim) != negations(passage[best]):
         reason = "negation differs from the passage"
+    elif hedges and HEDGES & set(words(passage[best])) and not HEDGES & set(words(claim)):
+        reason = "states as certain what the passage says may be"
+    elif words(claim)[-1] in _DANGLING:
+        reason = "unfinished sentence"
     elif score < threshold:
         reason = f"support {score:.2f} < {threshold:.2f}"
     else:

@@ -56,7 +56,8 @@ def embedder_path() -> Path:
     """The folder of the packaged sentence-transformers model (chatbot.embedding loads it)."""
     path = _package_dir(EMBEDDER_PACKAGE) / "model"
     if not (path / "modules.json").exists():
-        raise ModelMissing(f"{path} holds no sentence-transformers model; reinstall {EMBEDDER_PACKAGE}")
+        raise ModelMissing(f"{path} holds no sentence-transformers model; "
+                           f"reinstall {EMBEDDER_PACKAGE}")
     return path
 
 

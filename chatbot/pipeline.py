@@ -286,8 +286,9 @@ class Chatbot:
         numbers are 1-based positions in `used`)."""
         vec = self.embedder.embed([text])[0]
         verdicts = {h: grounding.support(text, vec, [x.text for x in ps],
-                                         np.stack([x.vec for x in ps]),
-                                         s.support_threshold, s.claim_zipf)
+                                         np.stack([x.vec for x in ps]), s.support_threshold,
+                                         s.claim_zipf, self.embedder.embed, s.family_similarity,
+                                         s.certainty_check)
                     for h, ps in passages.items()}
         cited_hits = [used[n - 1] for n in cited if 1 <= n <= len(used)]
         h = min(verdicts, key=lambda h: (not verdicts[h].supported, h not in cited_hits,

@@ -6,8 +6,10 @@ import pytest
 
 from chatbot import grounding
 from chatbot.chunking import sentence_spans
+from chatbot.config import Settings
 
 LABELS = Path(__file__).parent / "data" / "support_labels.jsonl"
+QWEN_LABELS = Path(__file__).parent / "data" / "support_labels_qwen.jsonl"
 
 
 def test_split_citations_strips_markers_and_keeps_numbers():
@@ -79,6 +81,21 @@ def test_support_judge_agrees_with_hand_labels(judge):
     # Calling an unsupported claim supported is the costly error in a medical setting.
     assert false_support / sum(1 for _, want in verdicts if not want) <= 0.1
     assert agreement >= 0.85
+
+
+@pytest.mark.slow
+def test_support_judge_on_what_qwen_writes(embedder):
+    """91 sentences Qwen-0.5B wrote for FAQ questions, labelled by someone who never ran the
+    bot (tests/data/support_labels_qwen.jsonl); chosen settings from bench.support_judge."""
+    from bench import support_judge as bench
+
+    s = Settings()
+    rows = [json.loads(line) for line in QWEN_LABELS.read_text().splitlines()]
+    cached = bench.Cached(embedder)
+    r = bench.rates([(bench.judge(row, cached, s.support_threshold, s.family_similarity,
+                                  s.claim_zipf, s.certainty_check), row["supported"])
+                     for row in rows])
+    assert r["agreement"] >= 0.85 and r["served_unsupported"] <= 0.06, r
 
 
 def test_answer_sentences_keep_markers_with_the_sentence_they_follow():
