@@ -44,7 +44,7 @@ def test_models_set_offline_mode_where_they_load(monkeypatch):
     ("top_k = true\n", "top_k = True in config file {cfg} is not a whole number"),
     ("min_score = -0.1\n", "min_score = -0.1 in config file {cfg} is out of range"),
     ("corpus_dir = 3\n", "corpus_dir = 3 in config file {cfg} is not a path (string)"),
-    ('generator = "gpt"\n', "is not one of local, extractive, openai (setting generator"),
+    ('generator = "gpt"\n', "is not one of local, transformers, extractive, openai (setting generator"),
     ('corpus_dr = "x"\n', "unknown setting 'corpus_dr' in config file {cfg}; did you mean"),
     ("top_k 3\n", "config file {cfg} is not valid TOML: Expected '=' after a key"),
 ])
