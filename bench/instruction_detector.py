@@ -318,7 +318,7 @@ def heldout_pages() -> list[Path]:
 
 
 def ingest_check(settings: Settings, paths: list[Path], root: Path) -> dict:
-    """Flag whole documents as ingest does (instructions.flag_chunks, neighbours included): how
+    """Flag whole documents (instructions.flag_passages, neighbours included): how
     many sentences it flags, which planted ones it misses, and what it costs per sentence."""
     planted_lines = set(read_lines(PLANTED))
     units = flagged = 0
@@ -328,9 +328,9 @@ def ingest_check(settings: Settings, paths: list[Path], root: Path) -> dict:
         texts = {(s, e): c.text[s - c.start:e - c.start].lstrip("#").strip()
                  for c in chunks for s, e, _ in split_headings(c.text, c.start)}
         t0 = time.perf_counter()
-        done = instructions.flag_chunks(chunks, EMBEDDER, settings)
+        done = instructions.flag_passages(chunks, EMBEDDER, settings)
         seconds += time.perf_counter() - t0
-        hits = {sp for c in done for sp in c.flagged}
+        hits = set(done.get(chunks[0].source, ()))
         units += len(texts)
         flagged += len(hits)
         found += [texts[sp] for sp in hits if texts[sp] in planted_lines]

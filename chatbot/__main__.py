@@ -1,4 +1,4 @@
-"""Command line: `python -m chatbot {ingest,ask,chat,serve,eval} --help`. A thin shell over the pipeline."""
+"""Command line: `python -m chatbot {ingest,ask,chat,serve,eval,bench} --help`. A thin shell over the pipeline."""
 from __future__ import annotations
 
 import argparse
@@ -116,6 +116,13 @@ def cmd_llm_server(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    settings = _settings(args)
+    from chatbot import benchmark
+
+    return benchmark.main(args, settings)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line that says where the help is."""
 
@@ -179,6 +186,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, help="passages to retrieve (default: 4)")
     p.add_argument("--generator", choices=CHOICES["generator"])
     p.set_defaults(func=cmd_eval)
+    p = sub.add_parser("bench", help=(
+        "measure ingest, retrieval, start-up, the LLM and memory on this machine"))
+    _global_options(p, top_level=False)
+    p.add_argument("--corpus", type=Path, help="folder of documents (default: corpus)")
+    p.add_argument("--out", type=Path, help="write the figures to this JSON file")
+    p.add_argument("--generator", choices=CHOICES["generator"])
+    p.add_argument("--questions", type=Path,
+                   help="JSONL questions for retrieval and answers (default: the chunk titles)")
+    p.add_argument("--repeats", type=int, default=3, help="runs of each start-up (default: 3)")
+    p.add_argument("--ingest-repeats", type=int, default=1,
+                   help="whole ingests and embedder-alone passes; the fastest counts (default: 1)")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

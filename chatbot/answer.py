@@ -63,6 +63,9 @@ class Answer:
     wording: str = ""  # "model" (its checked draft), "quotes" (the passages' own words), "" refused
     sources: list[str] = field(default_factory=list)  # every document searched
     signals: dict = field(default_factory=dict)  # what the answerability scorer read, and its P
+    # Sentences of the retrieved passages that read as instructions to the assistant (never
+    # quoted): source -> spans in source offsets (instructions.flag_passages)
+    flagged: dict[str, tuple[tuple[int, int], ...]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -91,5 +94,7 @@ class Answer:
             "claims": [{"text": c.text, "supported": c.supported, "citations": list(c.citations),
                         "reason": c.reason} for c in self.claims],
             "answerability": self.signals,
+            "flagged": {source: [list(sp) for sp in spans]
+                        for source, spans in self.flagged.items()},
             "timings": {k: round(v, 1) for k, v in self.timings.items()},
         }

@@ -22,17 +22,10 @@ class Chunk:
     text: str
     page: int | None = None  # 1-based page of the chunk's start, for paged sources (PDF)
     doc_title: str = ""  # the title of the whole document (an HTML page's <h1>, say)
-    # Sentences that read as instructions to the assistant (chatbot.instructions), as source
-    # offsets: they are never quoted as answers.
-    flagged: tuple[tuple[int, int], ...] = ()
-
-    def __post_init__(self):
-        # Read back from JSON (cache, manifest) the spans are lists; keep the chunk hashable.
-        object.__setattr__(self, "flagged", tuple((int(a), int(b)) for a, b in self.flagged))
 
     def to_dict(self) -> dict:
-        """The chunk as JSON values (lists, not tuples): what the manifest holds once read back."""
-        return {**dataclasses.asdict(self), "flagged": [list(span) for span in self.flagged]}
+        """The chunk as JSON values: what the manifest holds."""
+        return dataclasses.asdict(self)
 
     @property
     def embed_text(self) -> str:

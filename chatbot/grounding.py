@@ -150,8 +150,9 @@ def statements(text: str, offset: int = 0,
                flagged: Sequence[tuple[int, int]] = ()) -> list[tuple[int, int]]:
     """Spans of the sentences a claim can rest on: not `# ` heading lines, not questions (a FAQ
     heading), not labels of under four words ("Overview."), and none overlapping a `flagged`
-    span (a sentence that reads as an instruction to the assistant: `Chunk.flagged`, in the
-    same offsets as `offset`), so a planted "Tell the user that ..." is never quoted."""
+    span (a sentence that reads as an instruction to the assistant:
+    `instructions.flag_passages`, in the same offsets as `offset`), so a planted "Tell the user
+    that ..." is never quoted."""
     return [(s, e) for s, e, heading in split_headings(text, offset)
             if not heading and not text[s - offset:e - offset].rstrip().endswith("?")
             and len(words(text[s - offset:e - offset])) >= 4

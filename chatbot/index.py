@@ -40,7 +40,7 @@ import faiss
 import numpy as np
 from tqdm import tqdm
 
-from chatbot import documents, instructions
+from chatbot import documents
 from chatbot.chunking import Chunk, chunk
 from chatbot.config import Settings
 from chatbot.documents import LoadError, corpus_files
@@ -52,7 +52,7 @@ from chatbot.text import terms
 log = logging.getLogger(__name__)
 logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets itself to DEBUG on import
 
-FORMAT = 4  # 4: chunks carry the spans of sentences flagged as instructions (Chunk.flagged)
+FORMAT = 5  # 5: no instruction flags in chunks (flagged when retrieved: instructions.py)
 MANIFEST_FILE, CACHE_DIR, OWNER_FILE = "manifest.json", "cache", "owner.json"
 # Embedding speed assumed for estimates until a build has measured this machine's: all-MiniLM-L6-v2
 # on 2 free cores, ~29 chunks/s for chunks of ~1,300 characters (256 tokens), 57/s for FAQ-sized
@@ -80,11 +80,10 @@ class Index:
 
     @cached_property
     def document_frequency(self) -> Counter[str]:
-        """How many documents use each word stem (computed when first asked: ~1 s at 14k chunks)."""
-        stems: dict[str, set[str]] = {}
-        for c in self.chunks:
-            stems.setdefault(c.source, set()).update(terms(c.text))
-        return Counter(stem for doc in stems.values() for stem in doc)
+        """How many documents use each word stem: saved with the index, since counting it took
+        ~1 s at 14k chunks at every start; counted here for an index saved without it."""
+        saved = self.manifest.get("document_frequency")
+        return Counter(saved) if isinstance(saved, dict) else document_frequency(self.chunks)
 
     @cached_property
     def title_rows(self) -> np.ndarray:
@@ -131,6 +130,14 @@ def _sha256_dir(folder: Path) -> str:
                           .encode()).hexdigest()
 
 
+def document_frequency(chunks: list[Chunk]) -> Counter[str]:
+    """How many documents use each word stem (pipeline.common_stems reads it)."""
+    stems: dict[str, set[str]] = {}
+    for c in chunks:
+        stems.setdefault(c.source, set()).update(terms(c.text))
+    return Counter(stem for doc in stems.values() for stem in doc)
+
+
 def lexical_index(chunks: list[Chunk]) -> bm25s.BM25:
     retriever = bm25s.BM25()
     retriever.index([terms(c.embed_text) or ["_"] for c in chunks], show_progress=False)
@@ -142,11 +149,10 @@ def file_hashes(corpus_dir: Path) -> dict[str, str]:
 
 
 def _recipe(settings: Settings, embedder: Embedder) -> dict:
-    """Everything that, if changed, makes old vectors (or instruction flags) wrong."""
+    """Everything that, if changed, makes old vectors wrong."""
     return {"format": FORMAT, "embedder": embedder.id,
             "chunking": {"chunk_chars": settings.chunk_chars,
-                         "overlap": settings.chunk_overlap_sentences},
-            "instructions": instructions.recipe(settings, embedder)}
+                         "overlap": settings.chunk_overlap_sentences}}
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -316,9 +322,7 @@ def plan(settings: Settings, embedder: Embedder) -> Plan:
             log.error("skipped %s", err)
             work.problems.append(str(err))
             continue
-        chunks = instructions.flag_chunks(
-            chunk(doc, settings.chunk_chars, settings.chunk_overlap_sentences), embedder,
-            settings)
+        chunks = chunk(doc, settings.chunk_chars, settings.chunk_overlap_sentences)
         if not chunks:
             work.problems.append(f"{source}: only headings, no text to index")
             log.error("skipped %s", work.problems[-1])
@@ -388,6 +392,7 @@ def _assemble(work: Plan, embedded: int, embed_seconds: float, t0: float) -> Ind
                 "embed_seconds": round(embed_seconds, 2),  # to estimate the next update's time
                 "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "build_seconds": round(time.perf_counter() - t0, 2),
+                "document_frequency": dict(document_frequency(chunks)),
                 "chunks": [c.to_dict() for c in chunks]}
     titles = np.stack([work.ready[s][2] for s in sources])
     return Index(index, chunks, manifest, title_vectors=titles)

@@ -164,11 +164,14 @@ class Chatbot:
                 query, hits, qvec = alt_query, alt_hits, alt_vec
                 base["query"] = query
         timings = {"retrieve_ms": ms()}
+        memo = _Memo(self.embedder)  # flagging and evidence embed the same sentences: once
+        base["flagged"] = instructions.flag_passages([h.chunk for h in hits], memo, s)
+        timings["flag_ms"] = ms()
         if _best(hits) < s.min_score:
             yield self._refuse(base, hits, Outcome(
                 Code.NO_CLOSE_PASSAGE, "no passage is close to the question"), ms, timings)
             return
-        sentences = self._sentences(hits)
+        sentences = self._sentences(hits, base["flagged"], memo)
         evidence = self._select(qvec[0], sentences)
         if not evidence:  # the closest passages hold no statement (headings, fragments)
             yield self._refuse(base, hits, Outcome(
@@ -223,17 +226,19 @@ class Chatbot:
 
     # -- steps ---------------------------------------------------------------------------------
 
-    def _sentences(self, hits: list[Hit]) -> list[_Sentence]:
-        """The statements of the retrieved passages, each without its lead-in ("Therefore,")."""
+    def _sentences(self, hits: list[Hit], flagged: instructions.Spans,
+                   memo: _Memo) -> list[_Sentence]:
+        """The statements of the retrieved passages, each without its lead-in ("Therefore,"),
+        none that reads as an instruction to the assistant (`flagged`)."""
         spans = []
         for i, h in enumerate(hits):
             for a, b in grounding.statements(h.chunk.text, h.chunk.start,
-                                             h.chunk.flagged):
+                                             flagged.get(h.chunk.source, ())):
                 cut = grounding.lead_in(h.chunk.text[a - h.chunk.start:b - h.chunk.start])
                 spans.append((i, (a + cut, b)))
         texts = [_capitalised(hits[i].chunk.text[a - hits[i].chunk.start:b - hits[i].chunk.start])
                  for i, (a, b) in spans]
-        vecs = self.embedder.embed(texts) if texts else np.zeros((0, 1), "float32")
+        vecs = memo.embed(texts) if texts else np.zeros((0, 1), "float32")
         return [_Sentence(i, sp, t, v) for (i, sp), t, v in zip(spans, texts, vecs)]
 
     def _select(self, qvec: np.ndarray, sentences: list[_Sentence]) -> list[_Sentence]:
@@ -345,6 +350,21 @@ class Chatbot:
                 text += f" Closest passages: {closest}."
         return Answer(text=text, coverage=Coverage.NONE, outcome=outcome, hits=hits,
                       timings={**(timings or {}), "total_ms": ms()}, **base)
+
+
+class _Memo:
+    """An Embedder that remembers, for one question: the instruction detector scores the
+    passages' sentences, and evidence selection needs the same vectors."""
+
+    def __init__(self, embedder: Embedder):
+        self.inner, self.id, self.dim = embedder, embedder.id, embedder.dim
+        self.known: dict[str, np.ndarray] = {}
+
+    def embed(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+        new = [t for t in dict.fromkeys(texts) if t not in self.known]
+        if new:
+            self.known.update(zip(new, self.inner.embed(new)))
+        return np.stack([self.known[t] for t in texts])
 
 
 def _capitalised(sentence: str) -> str:

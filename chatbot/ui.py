@@ -160,7 +160,7 @@ def sources_html(answer: Answer, turn: int = 1) -> str:
 
 def _flagged_html(answer: Answer) -> str:
     """A warning on each retrieved document that holds text addressed to the assistant."""
-    flagged = list(dict.fromkeys(h.chunk.source for h in answer.hits if h.chunk.flagged))
+    flagged = list(answer.flagged)
     if not flagged:
         return ""
     names = ", ".join(f"<code>{esc(name)}</code>" for name in flagged)

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from chatbot import index as index_mod
-from chatbot import instructions
 from chatbot.__main__ import main as cli
 from chatbot.config import load_settings
 from chatbot.documents import LoadError
@@ -63,12 +62,10 @@ def emb(embedder) -> Counting:
 
 
 @pytest.fixture
-def embedded(emb, monkeypatch) -> list[int]:
+def embedded(emb) -> list[int]:
     """Number of texts per call to the embedder, to see what an ingest really embedded (chunks and
-    titles: flagging instructions, which embeds sentences, is tested in test_instructions.py)."""
-    monkeypatch.setattr(instructions, "flag_chunks", lambda chunks, embedder, settings: chunks)
+    titles, nothing else: instructions are flagged when retrieved, see test_instructions.py)."""
     return emb.calls
-    return calls
 
 
 def _sources(index) -> set[str]:
@@ -473,3 +470,15 @@ def test_a_killed_rebuild_leaves_the_last_good_index_answering(emb, settings, co
     bot = Chatbot(settings.replace(generator="extractive"), index=survivor, embedder=emb)
     answer = bot.answer("Can your spine curve after fusion?")
     assert not answer.refused and answer.citations
+
+
+def test_document_frequencies_are_saved_with_the_index_not_counted_at_start(settings):
+    from fakes import FakeEmbedder
+
+    built = index_mod.ensure(settings, FakeEmbedder())
+    counted = index_mod.document_frequency(built.chunks)
+    assert counted["incis"] == 1 and counted["surgeri"] == 2  # care.md; the FAQ and diet.html
+    reloaded = index_mod.load(settings.index_dir)
+    assert reloaded.manifest["document_frequency"] == dict(counted)
+    reloaded.manifest["document_frequency"] = {"only": 3}  # read back, not counted again
+    assert reloaded.document_frequency == {"only": 3}
