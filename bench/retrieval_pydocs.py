@@ -97,7 +97,7 @@ def _without_latencies(metrics: dict) -> dict:
 def timed_ingest(settings) -> tuple[float, dict]:
     t0 = time.perf_counter()
     built = index_mod.build(settings, EMBEDDER)
-    index_mod.save(built, settings.index_dir)
+    index_mod.save(built, settings.index_dir, settings.database_url)
     return time.perf_counter() - t0, built.manifest
 
 
@@ -148,7 +148,8 @@ def main() -> None:
         ms = [t for m in table[stage].values() for t in m.pop("latencies_ms")]
         table[stage]["p50_ms"], table[stage]["p95_ms"] = percentile(ms, 50), percentile(ms, 95)
 
-    sweep = {f"{name}={value}": _without_latencies(evaluate(Retriever.from_settings(index, settings.replace(**{name: value}), EMBEDDER),
+    sweep = {f"{name}={value}": _without_latencies(evaluate(
+                 Retriever.from_settings(index, settings.replace(**{name: value}), EMBEDDER),
                                          sets["tuning"]))
              for name, values in (("lexical_weight", (0.1, 0.35, 0.5)), ("title_weight", (0.1, 0.3)),
                                   ("diversity", (0.05, 0.2))) for value in values}

@@ -31,6 +31,7 @@ from chatbot import index as index_mod
 from chatbot.config import Settings
 from chatbot.embedding import MiniLMEmbedder
 from chatbot.retrieval import Retriever
+from chatbot.stores import FaissStore
 
 QUESTIONS = Path(__file__).resolve().parent / "data" / "pydocs_questions.jsonl"
 
@@ -151,7 +152,8 @@ def main() -> None:
                     ms = timed_queries(lambda v: fidx.search(v[None, :], 50), qvecs)
                     recalls[ef] = (*recall_at_10(fidx, exact_ids, qvecs, n_real), pct(ms, 50))
                 fidx.hnsw.efSearch = settings.hnsw_ef_search
-            index = index_mod.Index(fidx, chunks, {}, title_vectors=titles)
+            index = index_mod.Index(FaissStore(fidx, [c.source for c in chunks]), chunks, {},
+                                    title_vectors=titles)
             index.__dict__["bm25"] = bm25  # the cached_property, as a loaded index would have it
             dense_ms = timed_queries(lambda v: fidx.search(v[None, :], 50), qvecs)
             hybrid = Retriever.from_settings(index, settings, known)

@@ -26,7 +26,8 @@ def cmd_ingest(args) -> int:
     from chatbot import index
     from chatbot.embedding import MiniLMEmbedder
 
-    index.rebuild(settings, MiniLMEmbedder(), force=args.force)  # skipped files are logged, with the reason, as read
+    # skipped files are logged, with the reason, as read
+    index.rebuild(settings, MiniLMEmbedder(), force=args.force)
     return 0
 
 
@@ -219,10 +220,12 @@ def main(argv: list[str] | None = None) -> int:
     from chatbot.documents import LoadError
     from chatbot.index import IndexError_
     from chatbot.models import ModelMissing
+    from chatbot.stores import DatabaseError
 
     try:
         return args.func(args)
-    except (LoadError, IndexError_, ModelMissing, ValueError) as err:  # incl. SettingsError
+    except (LoadError, IndexError_, ModelMissing, DatabaseError,
+            ValueError) as err:  # ValueError includes SettingsError
         log.error("%s", err)
         return 2
     except OSError as err:  # a file or folder named on the command line that cannot be used

@@ -40,6 +40,11 @@ class Settings:
     hnsw_m: int = 32  # HNSW links per node: more = better recall, more memory
     hnsw_ef_construction: int = 80
     hnsw_ef_search: int = 256  # HNSW candidates per query: recall@10 .98 at 110k chunks, 0.3 ms
+    # Where chunk vectors live: "faiss" (files in index_dir) or "pgvector" (PostgreSQL at
+    # database_url, shared by app processes; manifest, BM25 and titles stay in index_dir).
+    vector_store: str = "faiss"
+    # postgresql://user:password@host:port/db or postgresql:///db?host=/socket/dir; secret:
+    database_url: str = field(default="", repr=False)
 
     # Retrieval.
     top_k: int = 4
@@ -132,6 +137,7 @@ class SettingsError(ValueError):
 
 # Values a setting may take, beyond its type.
 CHOICES = {"generator": ("local", "transformers", "extractive", "openai"),
+           "vector_store": ("faiss", "pgvector"),
            "retrieval_mode": ("dense", "bm25", "blend", "rrf")}
 POSITIVE = frozenset({"chunk_chars", "max_file_mb", "embed_batch_chunks", "top_k", "hnsw_m",
                       "hnsw_ef_construction", "hnsw_ef_search", "max_new_tokens",

@@ -45,6 +45,8 @@ from chatbot.chunking import Chunk, chunk
 from chatbot.config import Settings
 from chatbot.documents import LoadError, corpus_files
 from chatbot.embedding import Embedder
+from chatbot.stores import FaissStore, OwnerMismatch, PgVectorStore, VectorStore
+from chatbot.stores import sync as database_sync
 from chatbot.text import terms
 
 log = logging.getLogger(__name__)
@@ -69,7 +71,7 @@ class IndexWriteError(IndexError_):
 
 @dataclass
 class Index:
-    faiss: faiss.Index
+    store: VectorStore  # the chunk vectors, row i for chunks[i]
     chunks: list[Chunk]
     manifest: dict
     root: Path | None = None  # the folder it was loaded from or saved to
@@ -104,11 +106,11 @@ class Index:
         return lexical_index(self.chunks)
 
     def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.faiss.search(vectors, min(k, len(self.chunks)))
+        return self.store.search(vectors, min(k, len(self.chunks)))
 
     def vectors(self, ids: list[int]) -> np.ndarray:
         """Stored vectors of the given chunks (to score chunks that the dense search did not return)."""
-        return self.faiss.reconstruct_batch(np.asarray(ids, dtype="int64"))
+        return self.store.vectors(ids)
 
     @property
     def sources(self) -> list[str]:
@@ -375,14 +377,17 @@ def _assemble(work: Plan, embedded: int, embed_seconds: float, t0: float) -> Ind
     sources = [s for s in work.hashes if s in work.ready]
     chunks = [c for s in sources for c in work.ready[s][0]]
     vectors = np.concatenate([work.ready[s][1] for s in sources])
-    index = make_faiss(vectors, work.settings)
+    # In memory until saved, whatever the store: `save` moves the vectors where they are kept.
+    index = FaissStore(make_faiss(vectors, work.settings), [c.source for c in chunks])
     manifest = {**work.recipe, "corpus_dir": _corpus_id(work.settings.corpus_dir),
                 "dim": int(vectors.shape[1]), "chunk_count": len(chunks),
-                "index_type": type(index).__name__,
+                "vector_store": work.settings.vector_store,
+                "index_type": index.stats()["index_type"],
                 "files": {s: work.hashes[s] for s in sources}, "skipped": work.problems,
                 # every file looked at, skipped ones too: fixing one triggers a rebuild
                 "seen": work.hashes,
                 "cache_keys": sorted(work.keys[s] for s in sources),
+                "source_keys": {s: work.keys[s] for s in sources},  # what each file's rows are
                 "embedded_chunks": embedded,  # how many were new this time (the rest were cached)
                 "embed_seconds": round(embed_seconds, 2),  # to estimate the next update's time
                 "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -517,21 +522,54 @@ def _save_bm25(bm25: bm25s.BM25, index_dir: Path) -> tuple[str, str]:
     return name, digest
 
 
-def save(index: Index, index_dir: Path) -> None:
-    """New FAISS, title-vector and BM25 files under new names first, the manifest naming them (with
-    their hashes) last, then clean-up: a crash or a full disk before the manifest is replaced
-    leaves the old index in force. Only into a folder that is new or this corpus's own."""
+def collection_name(index_dir: Path) -> str:
+    """The index's name in a database: its folder, so app processes that share the folder share
+    the collection, and indexes in other folders keep theirs apart."""
+    return str(index_dir.resolve())
+
+
+def _save_to_database(index: Index, index_dir: Path, database_url: str, force: bool) -> dict:
+    """Sync the database's collection to this index (by document), then point the index at it."""
+    if not database_url:
+        raise IndexError_("vector_store is pgvector but no database_url is set; set "
+                          "CHATBOT_DATABASE_URL (postgresql://...)")
+    m, collection = index.manifest, collection_name(index_dir)
+    try:
+        changed = database_sync(database_url, collection, m["corpus_dir"], m["embedder"],
+                                index.chunks, index.vectors(list(range(len(index.chunks)))),
+                                m["source_keys"], force=force)
+    except OwnerMismatch as err:
+        raise IndexError_(f"the database's collection {collection} holds the index of "
+                          f"{err.args[0]}, not of {m['corpus_dir']}; pass another --index, or "
+                          "replace it with `python -m chatbot ingest --force`") from None
+    store = PgVectorStore(database_url, collection, [c.id for c in index.chunks], m["dim"])
+    log.info("Database collection %s: %s", collection, changed)
+    index.store = store
+    return {"pg_collection": collection, "pg_generation": store.generation(),
+            "index_type": store.stats()["index_type"]}
+
+
+def save(index: Index, index_dir: Path, database_url: str = "", force: bool = False) -> None:
+    """New FAISS (or database rows), title-vector and BM25 files under new names first, the
+    manifest naming them (with their hashes) last, then clean-up: a crash or a full disk before
+    the manifest is replaced leaves the old index in force. Only into a folder that is new or
+    this corpus's own (and, with pgvector, a collection that is new or this corpus's own)."""
     corpus_dir = Path(index.manifest["corpus_dir"])
     check_owner(index_dir, corpus_dir)
     with _writing(index_dir):
         _claim(index_dir, corpus_dir)
         buf = io.BytesIO()
         np.save(buf, index.title_vectors)
-        faiss_name, faiss_digest = _save_file(index_dir, "index", ".faiss",
-                                              faiss.serialize_index(index.faiss).tobytes())
+        if index.manifest.get("vector_store") == "pgvector":
+            where = _save_to_database(index, index_dir, database_url, force)
+            faiss_name = ""
+        else:
+            faiss_name, faiss_digest = _save_file(
+                index_dir, "index", ".faiss", faiss.serialize_index(index.store.index).tobytes())
+            where = {"faiss_file": faiss_name, "faiss_sha256": faiss_digest}
         titles_name, titles_digest = _save_file(index_dir, "titles", ".npy", buf.getvalue())
         bm25_name, bm25_digest = _save_bm25(index.bm25, index_dir)
-        manifest = {**index.manifest, "faiss_file": faiss_name, "faiss_sha256": faiss_digest,
+        manifest = {**index.manifest, **where,
                     "titles_file": titles_name, "titles_sha256": titles_digest,
                     "bm25_dir": bm25_name, "bm25_sha256": bm25_digest}
         _atomic_write(index_dir / MANIFEST_FILE, json.dumps(manifest, ensure_ascii=False).encode())
@@ -557,28 +595,51 @@ def _checked(index_dir: Path, manifest: dict, kind: str) -> Path:
     return path
 
 
-def load(index_dir: Path) -> Index:
+def _database_store(index_dir: Path, manifest: dict, chunks: list[Chunk], database_url: str,
+                    ef_search: int) -> PgVectorStore:
+    """The collection the manifest names, after checking it is the version the manifest saw."""
+    if not database_url:
+        raise IndexError_(f"the index in {index_dir} keeps its vectors in PostgreSQL; set "
+                          "CHATBOT_DATABASE_URL (postgresql://...) or CHATBOT_VECTOR_STORE=faiss")
+    store = PgVectorStore(database_url, manifest["pg_collection"], [c.id for c in chunks],
+                          manifest["dim"], ef_search)
+    if store.generation() != manifest["pg_generation"]:
+        raise IndexError_(f"the database's collection {manifest['pg_collection']} is not the one "
+                          f"the index in {index_dir} was saved with (changed or dropped since)")
+    return store
+
+
+def load(index_dir: Path, database_url: str = "", ef_search: int = 256) -> Index:
     """Read the index memory-mapped: the hash check streams the file once through the page cache,
-    and the mapping then shares those pages instead of copying the vectors into the heap."""
+    and the mapping then shares those pages instead of copying the vectors into the heap. An
+    index whose vectors are in PostgreSQL connects to `database_url` instead."""
     mpath = index_dir / MANIFEST_FILE
     if not mpath.exists():
         raise IndexError_(f"no index in {index_dir}")
     try:
         manifest = json.loads(mpath.read_text(encoding="utf-8"))
-        if manifest.get("format") != FORMAT or "faiss_file" not in manifest:
+        in_database = manifest.get("vector_store") == "pgvector"
+        if manifest.get("format") != FORMAT or not ("pg_collection" if in_database
+                                                      else "faiss_file") in manifest:
             raise IndexError_(f"index in {index_dir} has an older format ({manifest.get('format')})")
-        fpath, tpath = _checked(index_dir, manifest, "faiss"), _checked(index_dir, manifest, "titles")
-        fidx = faiss.read_index(str(fpath), faiss.IO_FLAG_MMAP)
+        tpath = _checked(index_dir, manifest, "titles")
         titles = np.load(tpath, mmap_mode="r")
         chunks = [Chunk(**c) for c in manifest["chunks"]]
+        if in_database:
+            store: VectorStore = _database_store(index_dir, manifest, chunks, database_url,
+                                                 ef_search)
+        else:
+            fidx = faiss.read_index(str(_checked(index_dir, manifest, "faiss")), faiss.IO_FLAG_MMAP)
+            store = FaissStore(fidx, [c.source for c in chunks])
     except (ValueError, KeyError, TypeError, RuntimeError) as err:
         if isinstance(err, IndexError_):
             raise
         raise IndexError_(f"index in {index_dir} is unreadable ({err})") from err
-    if fidx.ntotal != len(chunks) or len(titles) != len({c.source for c in chunks}):
-        raise IndexError_(f"index in {index_dir} has {fidx.ntotal} vectors and {len(titles)} titles "
+    vectors = store.stats()["vectors"]
+    if vectors != len(chunks) or len(titles) != len({c.source for c in chunks}):
+        raise IndexError_(f"index in {index_dir} has {vectors} vectors and {len(titles)} titles "
                           f"for {len(chunks)} chunks; rebuild with `python -m chatbot ingest`")
-    return Index(fidx, chunks, manifest, index_dir, titles)
+    return Index(store, chunks, manifest, index_dir, titles)
 
 
 def staleness(index: Index, settings: Settings, embedder: Embedder) -> str | None:
@@ -587,6 +648,8 @@ def staleness(index: Index, settings: Settings, embedder: Embedder) -> str | Non
     for key, want in _recipe(settings, embedder).items():
         if m.get(key) != want:
             return f"{key} changed ({m.get(key)} -> {want})"
+    if m.get("vector_store", "faiss") != settings.vector_store:
+        return f"vector store changed ({m.get('vector_store', 'faiss')} -> {settings.vector_store})"
     if "bm25_dir" not in m:
         return "no saved BM25 index"
     now = file_hashes(settings.corpus_dir)
@@ -617,7 +680,7 @@ def ensure(settings: Settings, embedder: Embedder, update_all: bool = False) -> 
     that cannot be saved (read-only or full disk) also leaves the stale index in service."""
     check_owner(settings.index_dir, settings.corpus_dir)
     try:
-        index = load(settings.index_dir)
+        index = load(settings.index_dir, settings.database_url, settings.hnsw_ef_search)
         if index.manifest.get("corpus_dir") != _corpus_id(settings.corpus_dir):
             raise IndexError_(f"the index in {settings.index_dir} is of "
                               f"{index.manifest.get('corpus_dir')} (an unfinished `ingest --force` "
@@ -648,9 +711,9 @@ def ensure(settings: Settings, embedder: Embedder, update_all: bool = False) -> 
         return index
 
 
-def _update(work: Plan, t0: float) -> Index:
+def _update(work: Plan, t0: float, force: bool = False) -> Index:
     index = _build(work, t0)
-    save(index, work.settings.index_dir)
+    save(index, work.settings.index_dir, work.settings.database_url, force)
     m = index.manifest
     log.info("Indexed %d chunks from %d files (%d embedded, the rest cached; %s) in %.1f s -> %s",
              m["chunk_count"], len(m["files"]), m["embedded_chunks"], m["index_type"],
@@ -666,4 +729,4 @@ def rebuild(settings: Settings, embedder: Embedder, force: bool = False) -> Inde
         with _writing(settings.index_dir):
             _claim(settings.index_dir, settings.corpus_dir)
     check_owner(settings.index_dir, settings.corpus_dir)
-    return _update(plan(settings, embedder), t0)
+    return _update(plan(settings, embedder), t0, force)

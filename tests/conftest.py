@@ -1,6 +1,7 @@
 """Shared fixtures: the real packaged models on the real seed FAQ, loaded once per test session."""
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -52,3 +53,33 @@ def extractive_bot(settings, faq_index, embedder):
     from chatbot.pipeline import Chatbot
 
     return Chatbot(settings.replace(generator="extractive"), index=faq_index, embedder=embedder)
+
+
+@pytest.fixture(scope="session")
+def database_url() -> str:
+    """The PostgreSQL (with pgvector) that `.ci/run` starts. Without it the pgvector tests fail,
+    saying how to start one: a skipped store would pass CI untested."""
+    url = os.environ.get("CHATBOT_DATABASE_URL", "")
+    if not url:
+        pytest.fail("CHATBOT_DATABASE_URL is not set: start a server with `export "
+                    "CHATBOT_DATABASE_URL=$(python .ci/postgres.py start .pgdata)` (pgvector "
+                    "tests)", pytrace=False)
+    return url
+
+
+@pytest.fixture(scope="session")
+def pgvector_bot(faq_corpus, tmp_path_factory, embedder, database_url):
+    """extractive_bot with its vectors in PostgreSQL + pgvector."""
+    from chatbot.pipeline import Chatbot
+
+    settings = load_settings(corpus_dir=faq_corpus, index_dir=tmp_path_factory.mktemp("pgvector"),
+                             generator="extractive", vector_store="pgvector",
+                             database_url=database_url)
+    return Chatbot(settings, embedder=embedder)
+
+
+@pytest.fixture(scope="session", params=["faiss", "pgvector"])
+def store_bot(request):
+    """The extractive bot on the seed FAQ, once per vector store."""
+    return request.getfixturevalue("extractive_bot" if request.param == "faiss"
+                                   else "pgvector_bot")

@@ -24,7 +24,8 @@ class FakeEmbedder:
         out = np.zeros((len(texts), self.dim), dtype="float32")
         for row, text in enumerate(texts):
             for stem in terms(text):
-                out[row, 1 + int(hashlib.sha256(stem.encode()).hexdigest(), 16) % (self.dim - 1)] += 1
+                digest = int(hashlib.sha256(stem.encode()).hexdigest(), 16)
+                out[row, 1 + digest % (self.dim - 1)] += 1
             if not out[row].any():
                 out[row, 0] = 1.0
         return out / np.linalg.norm(out, axis=1, keepdims=True)

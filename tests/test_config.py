@@ -24,12 +24,16 @@ def test_unknown_setting_is_an_error_that_names_it(tmp_path):
         load_settings(cfg)
 
 
-def test_package_sets_offline_mode():
+def test_models_set_offline_mode_where_they_load(monkeypatch):
+    """Not at import (tests/test_api.py checks that): where a model loads, and in the CLI."""
     import os
 
-    import chatbot  # noqa: F401
+    from chatbot import models
 
-    assert os.environ["HF_HUB_OFFLINE"] == "1"
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    models.offline()
+    assert os.environ["HF_HUB_OFFLINE"] == os.environ["TRANSFORMERS_OFFLINE"] == "1"
 
 
 # -- every bad setting is one line naming the setting, the value, where it came from ---------------
@@ -40,7 +44,7 @@ def test_package_sets_offline_mode():
     ("top_k = true\n", "top_k = True in config file {cfg} is not a whole number"),
     ("min_score = -0.1\n", "min_score = -0.1 in config file {cfg} is out of range"),
     ("corpus_dir = 3\n", "corpus_dir = 3 in config file {cfg} is not a path (string)"),
-    ('generator = "gpt"\n', "is not one of local, extractive, openai (setting generator"),
+    ('generator = "gpt"\n', "is not one of local, transformers, extractive, openai (setting generator"),
     ('corpus_dr = "x"\n', "unknown setting 'corpus_dr' in config file {cfg}; did you mean"),
     ("top_k 3\n", "config file {cfg} is not valid TOML: Expected '=' after a key"),
 ])

@@ -79,7 +79,8 @@ def test_incremental_ingest_embeds_only_what_changed(emb, settings, corpus, embe
     assert sum(embedded) - 3 == first.manifest["embedded_chunks"] == len(first.chunks)
 
     embedded.clear()
-    assert index_mod.ensure(settings, emb).manifest == first.manifest  # fresh: loaded, nothing embedded
+    # fresh: loaded, nothing embedded
+    assert index_mod.ensure(settings, emb).manifest == first.manifest
     assert embedded == []
 
     (corpus / "care.md").write_text("# Wound care\n\nKeep the incision dry for a week.\n\n"
@@ -89,13 +90,13 @@ def test_incremental_ingest_embeds_only_what_changed(emb, settings, corpus, embe
     care = [c for c in second.chunks if c.source == "care.md"]
     assert sum(embedded) - 1 == second.manifest["embedded_chunks"] == len(care) == 2
     assert any("no baths" in c.text for c in care)
-    assert len(second.chunks) == second.faiss.ntotal
+    assert len(second.chunks) == second.store.stats()["vectors"]
 
     embedded.clear()
     (corpus / "diet.html").unlink()
     third = index_mod.ensure(settings, emb)
     assert embedded == [] and _sources(third) == {FAQ.name, "care.md"}
-    assert third.faiss.ntotal == len(third.chunks) == len(second.chunks) - 1
+    assert third.store.stats()["vectors"] == len(third.chunks) == len(second.chunks) - 1
     # the removed file's cache entry is gone too
     assert len(list((settings.index_dir / index_mod.CACHE_DIR).glob("*.npz"))) == 2
 
@@ -109,7 +110,8 @@ def test_vectors_match_the_chunks_after_an_update(emb, settings, corpus):
     assert np.allclose(stored, fresh, atol=1e-4)
     titles = list(dict.fromkeys(c.doc_title for c in index.chunks))  # one per file, in chunk order
     assert "Driving" in titles and len(titles) == len(index.sources)
-    assert np.allclose(index_mod.load(settings.index_dir).title_vectors, emb.real.embed(titles), atol=1e-4)
+    assert np.allclose(index_mod.load(settings.index_dir).title_vectors, emb.real.embed(titles),
+                       atol=1e-4)
 
 
 def test_killed_ingest_resumes_without_redoing_finished_files(emb, settings, monkeypatch, embedded):
@@ -141,7 +143,8 @@ def test_killed_ingest_resumes_without_redoing_finished_files(emb, settings, mon
     assert np.allclose(stored, emb.real.embed([c.embed_text for c in index.chunks]), atol=1e-4)
 
 
-def test_crash_while_swapping_leaves_the_previous_index_loadable(emb, settings, corpus, monkeypatch):
+def test_crash_while_swapping_leaves_the_previous_index_loadable(emb, settings,
+                                                                 corpus, monkeypatch):
     before = index_mod.ensure(settings, emb)
     (corpus / "extra.txt").write_text("Physical therapy starts six weeks after surgery.", encoding="utf-8")
     real_replace = os.replace
@@ -157,7 +160,8 @@ def test_crash_while_swapping_leaves_the_previous_index_loadable(emb, settings, 
     monkeypatch.setattr(os, "replace", real_replace)
 
     survivor = index_mod.load(settings.index_dir)
-    assert survivor.manifest == before.manifest and survivor.faiss.ntotal == len(before.chunks)
+    assert survivor.manifest == before.manifest
+    assert survivor.store.stats()["vectors"] == len(before.chunks)
     assert "extra.txt" in index_mod.staleness(survivor, settings, emb)
     after = index_mod.ensure(settings, emb)
     assert "extra.txt" in _sources(after)
@@ -181,7 +185,7 @@ def test_corrupted_index_is_detected_and_rebuilt(emb, settings, embedded, caplog
     assert any("corrupted" in r.getMessage() for r in caplog.records)
     assert embedded == []  # rebuilt from the embedding cache
     assert len(rebuilt.chunks) == len(built.chunks)
-    assert index_mod.load(settings.index_dir).faiss.ntotal == len(built.chunks)
+    assert index_mod.load(settings.index_dir).store.stats()["vectors"] == len(built.chunks)
 
 
 def test_broken_manifest_and_missing_faiss_file_are_clear_errors(emb, settings):
@@ -192,7 +196,7 @@ def test_broken_manifest_and_missing_faiss_file_are_clear_errors(emb, settings):
     (settings.index_dir / index_mod.MANIFEST_FILE).write_text("{not json")
     with pytest.raises(index_mod.IndexError_, match="unreadable"):
         index_mod.load(settings.index_dir)
-    assert index_mod.ensure(settings, emb).faiss.ntotal == len(built.chunks)
+    assert index_mod.ensure(settings, emb).store.stats()["vectors"] == len(built.chunks)
 
 
 def test_staleness_on_model_or_chunking_change(emb, settings, monkeypatch, embedded):
@@ -213,7 +217,8 @@ def test_bad_files_are_skipped_and_the_rest_indexed(emb, settings, corpus):
     index = index_mod.ensure(settings, emb)
     assert _sources(index) == {FAQ.name, "care.md", "diet.html"}
     assert sorted(p.split(":")[0] for p in index.manifest["skipped"]) == ["broken.pdf", "empty.txt"]
-    assert index_mod.staleness(index, settings, emb) is None  # unchanged bad files do not force rebuilds
+    # unchanged bad files do not force rebuilds
+    assert index_mod.staleness(index, settings, emb) is None
 
 
 def test_no_readable_documents_is_an_error(emb, tmp_path):
@@ -290,7 +295,8 @@ def test_a_damaged_manifest_never_lets_another_corpus_touch_the_index(emb, setti
     assert _snapshot(settings.index_dir) == before  # nothing written, nothing pruned
 
     embedded.clear()
-    rebuilt = index_mod.ensure(settings, emb)  # its own corpus: rebuilt from the cache, records repaired
+    # its own corpus: rebuilt from the cache, records repaired
+    rebuilt = index_mod.ensure(settings, emb)
     assert embedded == [] and _sources(rebuilt) == {FAQ.name, "care.md", "diet.html"}
     assert index_mod.owner(settings.index_dir) == str(corpus.resolve())
 
@@ -299,7 +305,7 @@ def test_the_repositorys_index_folder_with_its_readme_is_a_new_index(emb, settin
     """A fresh clone has index/README.md only: the README's first command must just build."""
     settings.index_dir.mkdir(parents=True, exist_ok=True)
     shutil.copy(Path(__file__).parents[1] / "index" / "README.md", settings.index_dir)
-    assert index_mod.ensure(settings, emb).faiss.ntotal > 0
+    assert index_mod.ensure(settings, emb).store.stats()["vectors"] > 0
     assert (settings.index_dir / "README.md").exists()
 
 
@@ -317,7 +323,7 @@ def test_a_folder_of_unknown_ownership_is_replaced_only_with_force(emb, settings
     assert "ingest --force" in caplog.records[-1].getMessage()
     assert _snapshot(settings.index_dir) == before
     assert cli([*args, "--force"]) == 0
-    assert index_mod.load(settings.index_dir).faiss.ntotal > 0
+    assert index_mod.load(settings.index_dir).store.stats()["vectors"] > 0
     assert index_mod.owner(settings.index_dir) == str(settings.corpus_dir.resolve())
 
 
@@ -335,7 +341,8 @@ def test_an_index_from_before_owner_records_is_proven_by_its_manifest(emb, setti
     built = index_mod.ensure(settings, emb)
     for record in (index_mod.OWNER_FILE, f"{index_mod.CACHE_DIR}/{index_mod.OWNER_FILE}"):
         (settings.index_dir / record).unlink()
-    assert index_mod.ensure(settings, emb).manifest == built.manifest  # fresh: loaded, nothing written
+    # fresh: loaded, nothing written
+    assert index_mod.ensure(settings, emb).manifest == built.manifest
     assert not (settings.index_dir / index_mod.OWNER_FILE).exists()
     (corpus / "extra.txt").write_text("Physical therapy starts six weeks after surgery.")
     assert "extra.txt" in _sources(index_mod.ensure(settings, emb))
@@ -345,7 +352,8 @@ def test_an_index_from_before_owner_records_is_proven_by_its_manifest(emb, setti
 
 # -- failures while saving ------------------------------------------------------------------------
 
-def test_a_full_disk_is_one_line_and_the_old_index_keeps_answering(emb, settings, corpus, monkeypatch,
+def test_a_full_disk_is_one_line_and_the_old_index_keeps_answering(emb, settings, corpus,
+                                                                   monkeypatch,
                                                                     caplog, capsys):
     before = index_mod.ensure(settings, emb)
     (corpus / "extra.txt").write_text("Physical therapy starts six weeks after surgery.")
@@ -381,7 +389,8 @@ def _numbered_facts(count: int) -> str:
                     for i in range(count))
 
 
-def test_a_killed_ingest_of_one_huge_file_resumes_from_its_last_batch(emb, settings, corpus, monkeypatch,
+def test_a_killed_ingest_of_one_huge_file_resumes_from_its_last_batch(emb, settings, corpus,
+                                                                        monkeypatch,
                                                                         embedded):
     for path in corpus.iterdir():
         path.unlink()
@@ -412,9 +421,11 @@ def test_a_killed_ingest_of_one_huge_file_resumes_from_its_last_batch(emb, setti
     assert not list((settings.index_dir / index_mod.CACHE_DIR).glob("*.part.npy"))
 
 
-def test_ask_leaves_a_big_update_to_ingest_and_serves_the_last_index(emb, settings, corpus, embedded,
+def test_ask_leaves_a_big_update_to_ingest_and_serves_the_last_index(emb, settings, corpus,
+                                                                     embedded,
                                                                      caplog):
-    first = index_mod.ensure(settings.replace(auto_update_max_chunks=0), emb)  # no index: always built
+    # no index: always built
+    first = index_mod.ensure(settings.replace(auto_update_max_chunks=0), emb)
     (corpus / "facts.txt").write_text(_numbered_facts(40), encoding="utf-8")
     embedded.clear()
     caplog.clear()

@@ -127,7 +127,7 @@ def test_answer_json_shape(extractive_bot):
     json.dumps(d)
 
 
-def test_dev_set_figures(extractive_bot):
+def test_dev_set_figures(store_bot):
     """Regression guard on the development set, a tuning set (extractive wording, so it runs in
     seconds): the blind figures are in the README."""
     rows = [json.loads(line) for line in DEV.read_text().splitlines() if line.strip()]
@@ -135,7 +135,7 @@ def test_dev_set_figures(extractive_bot):
     answerable = [r for r in rows if r.get("answerable", True)]
     for r in rows:
         turns = r.get("turns") or [r["question"]]
-        answer = extractive_bot.answer(turns[-1], turns[:-1])
+        answer = store_bot.answer(turns[-1], turns[:-1])
         _check_citations(answer)
         if not r.get("answerable", True):
             full_wrong += answer.coverage is Coverage.FULL

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from chatbot.retrieval import MODES, Retriever
+from chatbot.stores import FaissStore
 
 pytestmark = pytest.mark.slow
 
@@ -12,8 +13,10 @@ QUESTION = "Why does my back still hurt after fusion surgery?"
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_every_mode_finds_the_matching_faq_entry(embedder, faq_index, settings, mode):
-    retriever = Retriever.from_settings(faq_index, settings.replace(retrieval_mode=mode), embedder)
+def test_every_mode_finds_the_matching_faq_entry(embedder, store_bot, settings, mode):
+    """In each vector store (FAISS files, PostgreSQL + pgvector)."""
+    retriever = Retriever.from_settings(store_bot.index, settings.replace(retrieval_mode=mode),
+                                        embedder)
     assert retriever.mode == mode
     hits = retriever.search("What causes a failed fusion?", 4)
     assert hits[0].chunk.title == "What causes a failed fusion?"
@@ -27,7 +30,8 @@ def test_hits_carry_the_dense_cosine_whatever_the_mode(embedder, faq_index, mode
     hits = Retriever(faq_index, embedder, mode=mode).search(QUESTION, 3)
     q = embedder.embed([QUESTION])[0]
     for h in hits:
-        assert h.dense == pytest.approx(float(embedder.embed([h.chunk.embed_text])[0] @ q), abs=1e-4)
+        own = embedder.embed([h.chunk.embed_text])[0]
+        assert h.dense == pytest.approx(float(own @ q), abs=1e-4)
 
 
 def test_dense_mode_is_the_faiss_ranking(embedder, faq_index):
@@ -41,14 +45,17 @@ def test_bm25_finds_a_rare_exact_word(embedder, faq_index):
     hits = Retriever(faq_index, embedder, mode="bm25").search("FBSS", 3)
     assert hits and "FBSS" in hits[0].chunk.text
     assert hits[0].score == 1.0  # scaled to the best match
-    assert Retriever(faq_index, embedder, mode="bm25").search("zebra xylophone", 3) == []  # no word matches
+    # no word matches
+    assert Retriever(faq_index, embedder, mode="bm25").search("zebra xylophone", 3) == []
 
 
 def test_blend_adds_the_scaled_bm25_and_the_title_similarity_to_the_cosine(embedder, faq_index):
-    retriever = Retriever(faq_index, embedder, lexical_weight=0.2, mode="blend", title_weight=0.3, diversity=0)
+    retriever = Retriever(faq_index, embedder, lexical_weight=0.2, mode="blend", title_weight=0.3,
+                          diversity=0)
     lexical = retriever.lexical(QUESTION)
     assert lexical.max() == pytest.approx(1.0)
-    title = float(embedder.embed([faq_index.chunks[0].doc_title])[0] @ embedder.embed([QUESTION])[0])
+    title = float(embedder.embed([faq_index.chunks[0].doc_title])[0]
+                  @ embedder.embed([QUESTION])[0])
     for h in retriever.search(QUESTION, 4):
         i = faq_index.chunks.index(h.chunk)
         assert h.score == pytest.approx(h.dense + 0.2 * lexical[i] + 0.3 * title, abs=1e-5)
@@ -72,10 +79,12 @@ def test_diversity_brings_in_other_documents(embedder, tmp_path):
         for w in range(1, 7)), encoding="utf-8")
     (corpus / "pool.md").write_text("# Swimming\n\nAfter back surgery, swim once the wound has healed.",
                                     encoding="utf-8")
-    index = index_mod.ensure(load_settings(corpus_dir=corpus, index_dir=tmp_path / "index"), embedder)
+    index = index_mod.ensure(load_settings(corpus_dir=corpus, index_dir=tmp_path / "index"),
+                             embedder)
     question = "How much should I walk each day after back surgery?"
     plain = [h.chunk.source for h in Retriever(index, embedder, diversity=0).search(question, 3)]
-    diverse = [h.chunk.source for h in Retriever(index, embedder, diversity=0.5).search(question, 3)]
+    diverse = [h.chunk.source
+               for h in Retriever(index, embedder, diversity=0.5).search(question, 3)]
     assert plain == ["walking.md"] * 3
     assert diverse[0] == "walking.md" and "pool.md" in diverse
 
@@ -97,7 +106,8 @@ def test_retrieval_works_on_an_hnsw_index(embedder, faq_index, settings):
 
     hnsw = index_mod.make_faiss(faq_index.vectors(list(range(len(faq_index.chunks)))),
                                 settings.replace(hnsw_min_chunks=1))
-    approx = index_mod.Index(hnsw, faq_index.chunks, faq_index.manifest,
+    approx = index_mod.Index(FaissStore(hnsw, [c.source for c in faq_index.chunks]),
+                             faq_index.chunks, faq_index.manifest,
                              title_vectors=faq_index.title_vectors)
     for mode in MODES:
         got = [h.chunk.id for h in Retriever(approx, embedder, mode=mode).search(QUESTION, 3)]
