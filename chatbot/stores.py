@@ -182,7 +182,7 @@ def sync(url: str, collection: str, corpus: str, embedder: str, chunks: list[Chu
         conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (collection text NOT NULL, "
                      "chunk_id text NOT NULL, source text NOT NULL, title text NOT NULL, "
                      "doc_title text NOT NULL, start_char int NOT NULL, end_char int NOT NULL, "
-                     "page int, flagged jsonb NOT NULL, text text NOT NULL, "
+                     "page int, text text NOT NULL, "
                      f"embedding vector({dim}) NOT NULL, PRIMARY KEY (collection, chunk_id))")
         conn.execute(f"CREATE INDEX IF NOT EXISTS {table}_hnsw ON {table} "
                      "USING hnsw (embedding vector_ip_ops) WITH (m = 16, ef_construction = 64)")
@@ -202,13 +202,13 @@ def sync(url: str, collection: str, corpus: str, embedder: str, chunks: list[Chu
                 conn.execute(f"DELETE FROM {table} WHERE collection = %s AND source = ANY(%s)",
                              [collection, gone])
             columns = ("collection, chunk_id, source, title, doc_title, start_char, end_char, "
-                       "page, flagged, text, embedding")
+                       "page, text, embedding")
             added = 0
             with conn.cursor().copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
                 for c, v in zip(chunks, vectors):
                     if c.source in new:
                         copy.write_row((collection, c.id, c.source, c.title, c.doc_title,
-                                        c.start, c.end, c.page, json.dumps(c.flagged), c.text,
+                                        c.start, c.end, c.page, c.text,
                                         _vector_literal(v)))
                         added += 1
             conn.execute("INSERT INTO chatbot_collections (name, corpus_dir, source_keys, "
