@@ -48,3 +48,16 @@ def test_the_table_shows_every_row_and_a_dash_for_what_was_not_measured():
     assert any(line.startswith("retrieval p50") and "12.5 ms" in line for line in lines)
     assert any(line.startswith("LLM weights") and "538 MB" in line for line in lines)
     assert any(line.startswith("LLM decode") and "–" in line for line in lines)
+
+
+def test_the_modules_ask_runs_import_neither_gradio_nor_matplotlib():
+    """Start-up (#12): `ask` loads the CLI, the pipeline and its stages, never the web or plot
+    libraries (seconds of imports on two cores)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, chatbot.__main__, chatbot.pipeline, chatbot.generation, chatbot.index; "
+            "print(sorted({k.split('.')[0] for k in sys.modules} & "
+            "{'gradio', 'matplotlib', 'pandas'}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
