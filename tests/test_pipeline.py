@@ -79,10 +79,8 @@ def test_stream_yields_only_checked_sentences_then_the_answer(bot):
     events = list(bot.stream("Can your spine curve after fusion?"))
     answer = events[-1]
     assert isinstance(answer, Answer) and all(isinstance(e, str) for e in events[:-1])
-    if answer.wording == "model":  # what streamed is what the checked answer says
-        assert "".join(events[:-1]) == answer.text and len(events) >= 2
-    else:  # nothing passed the check: nothing but the answer that quotes the passages
-        assert len(events) == 1
+    assert answer.wording == "model"  # Qwen's draft passes: the browser test relies on it
+    assert "".join(events[:-1]) == answer.text and len(events) >= 2  # streamed = the answer
 
 
 def test_closing_the_stream_stops_the_model(settings, faq_index):
