@@ -105,7 +105,7 @@ def pydocs(url: str, embedder: MiniLMEmbedder, built: Path, work: Path, repeats:
             out[name] = {s: {k: round(v, 3) for k, v in m.items()} for s, m in table.items()}
     for name, times in ms.items():
         out[name].update(p50_ms=round(pct(times, 50), 2), p95_ms=round(pct(times, 95), 2))
-    store.conn.execute("DELETE FROM chatbot_chunks_384 WHERE collection = %s", [collection])
+    store.conn.execute(f"DELETE FROM {store.table} WHERE collection = %s", [collection])
     store.conn.execute("DELETE FROM chatbot_collections WHERE name = %s", [collection])
     return out
 

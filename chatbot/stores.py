@@ -71,6 +71,16 @@ class FaissStore:
         return sorted(set(self.row_sources))
 
 
+# The chunk table's layout; a new layout gets a new table (a database keeps the old one unused).
+# 2: no `flagged` column.
+SCHEMA = 2
+
+
+def chunk_table(dim: int) -> str:
+    """One table per vector size: pgvector's HNSW index needs one dimension per column."""
+    return f"chatbot_chunks_v{SCHEMA}_{int(dim)}"
+
+
 class DatabaseError(RuntimeError):
     """PostgreSQL cannot be reached or refused; the message names the URL's host and the fix."""
 
@@ -85,7 +95,7 @@ class PgVectorStore:
     def __init__(self, url: str, collection: str, chunk_ids: Sequence[str], dim: int,
                  ef_search: int = 256):
         self.url, self.collection, self.dim = url, collection, dim
-        self.table = f"chatbot_chunks_{int(dim)}"  # pgvector's HNSW needs one dimension a column
+        self.table = chunk_table(dim)
         self.ids = list(chunk_ids)
         self.position = {cid: i for i, cid in enumerate(self.ids)}
         self.conn = connect(url)
@@ -176,7 +186,7 @@ def sync(url: str, collection: str, corpus: str, embedder: str, chunks: list[Chu
     changed. Raises OwnerMismatch (a ValueError naming both corpora) for a collection of another
     corpus unless `force`."""
     dim = int(vectors.shape[1])
-    table = f"chatbot_chunks_{dim}"
+    table = chunk_table(dim)
     conn = connect(url)
     try:
         conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (collection text NOT NULL, "
@@ -194,6 +204,9 @@ def sync(url: str, collection: str, corpus: str, embedder: str, chunks: list[Chu
             if row and row[0] != corpus and not force:
                 raise OwnerMismatch(row[0])
             before = row[1] if row and row[0] == corpus and row[2] == embedder else {}
+            if before and not conn.execute(f"SELECT 1 FROM {table} WHERE collection = %s LIMIT 1",
+                                           [collection]).fetchone():
+                before = {}  # recorded in an older table layout (SCHEMA): fill this one anew
             if row and not before:  # another corpus (forced) or another model: start over
                 conn.execute(f"DELETE FROM {table} WHERE collection = %s", [collection])
             gone = sorted(s for s in before if source_keys.get(s) != before[s])
