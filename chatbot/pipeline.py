@@ -13,7 +13,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -133,7 +133,8 @@ class Chatbot:
         *_, final = self.stream(question, history)
         return final
 
-    def stream(self, question: str, history: Sequence[str] = ()) -> Iterator[str | Answer]:
+    def stream(self, question: str, history: Sequence[str] = (),
+               cancelled: Callable[[], bool] = lambda: False) -> Iterator[str | Answer]:
         """Answer sentences as each passes the support check (never unchecked text), then the
         Answer last. When no draft sentence passes, only the Answer (quoting the passages)."""
         s, t0 = self.settings, time.perf_counter()
@@ -206,7 +207,7 @@ class Chatbot:
         failure = ""
         try:
             for claim in self._checked(self.generator.stream(query, facts), used, sentences,
-                                       timings, ms):
+                                       timings, ms, cancelled):
                 claims.append(claim)
                 if claim.supported:  # shown as soon as it passed the check, numbered as at the end
                     yield _numbered(claims, claim)
@@ -261,14 +262,17 @@ class Chatbot:
         return [x for _, x in sorted(keep, key=lambda p: -p[0])]
 
     def _checked(self, pieces: Iterator[str], used: list[int], sentences: list[_Sentence],
-                 timings: dict, ms) -> Iterator[_ClaimDraft]:
+                 timings: dict, ms, cancelled: Callable[[], bool]) -> Iterator[_ClaimDraft]:
         """Judge each draft sentence as soon as the next one has begun (so its trailing markers
-        are in), against the passages it may cite; the last one when the draft ends."""
+        are in), against the passages it may cite; the last one when the draft ends. When
+        `cancelled()` turns true (Stop in the web page) the model stops at the next token."""
         s = self.settings
         passages = {h: [x for x in sentences if x.hit == h] for h in used}
         draft, judged = "", 0
         try:
             for piece in itertools.chain(pieces, [None]):
+                if piece is not None and cancelled():
+                    return
                 if piece is not None:
                     timings.setdefault("first_token_ms", ms())
                     draft += piece

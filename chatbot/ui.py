@@ -489,12 +489,13 @@ def create_app(bot: Chatbot, uploads: bool = False) -> gr.Blocks:
             return
         chat = [*chat, {"role": "user", "content": md_escape(question)},
                 {"role": "assistant", "content": DRAFT_LABEL}]
+        draft, session, turn = "", request.session_hash, len(history) + 1
+        interrupts.start(session)  # before the page shows the answer box: Stop works from then on
         # The previous answer's passages go too: they are not about this question.
         yield "", chat, history, SEARCHING_PANEL, "", gr.Accordion(label="Other retrieved passages")
-        draft, session, turn = "", request.session_hash, len(history) + 1
-        interrupts.start(session)
         try:
-            for event in bot.stream(question, history):
+            for event in bot.stream(question, history,
+                                    cancelled=lambda: interrupts.wanted(session) is not None):
                 if wanted := interrupts.wanted(session):  # half an answer, without its sources: gone
                     chat[-1] = {"role": "assistant", "content": "*Stopped before the answer was finished.*"}
                     yield reset if wanted == "new" else ("", chat, history, EMPTY_PANEL, gr.skip(), gr.skip())
