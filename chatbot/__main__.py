@@ -1,4 +1,5 @@
-"""Command line: `python -m chatbot {ingest,ask,chat,serve,eval,bench} --help`. A thin shell over the pipeline."""
+"""Command line: `python -m chatbot {ingest,ask,chat,serve,eval,bench} --help`. A thin shell over
+the pipeline."""
 from __future__ import annotations
 
 import argparse
@@ -14,7 +15,8 @@ log = logging.getLogger("chatbot")
 
 def _settings(args):
     return load_settings(args.config, corpus_dir=getattr(args, "corpus", None),
-                         index_dir=getattr(args, "index", None), generator=getattr(args, "generator", None),
+                         index_dir=getattr(args, "index", None),
+                         generator=getattr(args, "generator", None),
                          top_k=getattr(args, "k", None))
 
 
@@ -158,14 +160,16 @@ def build_parser() -> argparse.ArgumentParser:
         "read (see docs/index-safety.md)"))
     p.set_defaults(func=cmd_ingest)
     for name, func, helptext in (("ask", cmd_ask, "answer one question"),
-                                 ("chat", cmd_chat, "interactive chat in the terminal, with follow-ups")):
+                                 ("chat", cmd_chat,
+                                  "interactive chat in the terminal, with follow-ups")):
         p = common(sub.add_parser(name, help=helptext))
         p.add_argument("--generator", choices=CHOICES["generator"],
                        help="who words the answer (default: local, Qwen2.5-Coder-0.5B)")
         p.add_argument("-k", type=int, help="passages to retrieve (default: 4)")
         if name == "ask":
             p.add_argument("question")
-            p.add_argument("--json", action="store_true", help="print the answer as one JSON object")
+            p.add_argument("--json", action="store_true",
+                           help="print the answer as one JSON object")
         p.set_defaults(func=func)
     p = common(sub.add_parser("serve", help="web chat (Gradio) on http://127.0.0.1:7860"))
     p.add_argument("--host", default="127.0.0.1")
@@ -181,8 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_llm_server)
     p = common(sub.add_parser("eval", help="grounding evaluation of a questions file"))
     p.add_argument("questions", type=Path, help="JSONL file of questions")
-    p.add_argument("--out", type=Path, default=Path("eval-out"), help="report folder (default: eval-out)")
-    p.add_argument("--retrieval-only", action="store_true", help="skip generation; retrieval metrics only")
+    p.add_argument("--out", type=Path, default=Path("eval-out"),
+                   help="report folder (default: eval-out)")
+    p.add_argument("--retrieval-only", action="store_true",
+                   help="skip generation; retrieval metrics only")
     p.add_argument("-k", type=int, help="passages to retrieve (default: 4)")
     p.add_argument("--generator", choices=CHOICES["generator"])
     p.set_defaults(func=cmd_eval)

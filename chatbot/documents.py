@@ -1,4 +1,5 @@
-"""Reading corpus files into Documents. One loader per suffix; bad files raise LoadError with a reason.
+"""Reading corpus files into Documents. One loader per suffix; bad files raise LoadError with a
+reason.
 
 Every loader produces plain text with Markdown-like `# ` heading lines, so one chunker serves
 all formats and keeps a heading with the text under it.
@@ -24,7 +25,8 @@ class Document:
     source: str  # path relative to the corpus folder, with forward slashes
     text: str
     title: str
-    pages: tuple[int, ...] = ()  # start offset of each page in `text` (PDFs), so citations name a page
+    # start offset of each page in `text` (PDFs), so citations name a page
+    pages: tuple[int, ...] = ()
 
     def page_at(self, offset: int) -> int | None:
         """1-based page holding the character at offset, or None for documents without pages."""
@@ -37,13 +39,14 @@ class LoadError(Exception):
 
 def _decode(raw: bytes, name: str) -> str:
     if b"\x00" in raw[:8192]:
-        raise LoadError(f"{name}: looks binary (NUL bytes), not text; remove it or convert it to .txt")
+        raise LoadError(f"{name}: looks binary (NUL bytes), not text; "
+                        "remove it or convert it to .txt")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         # Most non-UTF-8 text in the wild is Windows-1252; keep it rather than lose the file.
-        log.warning("%s is not UTF-8 (byte %d); read it as Windows-1252. Save it as UTF-8 to be sure.",
-                    name, err.start)
+        log.warning("%s is not UTF-8 (byte %d); read it as Windows-1252. "
+                    "Save it as UTF-8 to be sure.", name, err.start)
         text = raw.decode("cp1252", errors="replace")
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
@@ -86,14 +89,16 @@ def _html_blocks(node: Tag, out: list[str], inline: list[str]) -> None:
             inline.append(str(child))
         elif not isinstance(child, Tag):
             continue
-        elif child.name in _HEADINGS or (child.name == "dt" and "sig" in (child.get("class") or [])):
+        elif (child.name in _HEADINGS
+              or (child.name == "dt" and "sig" in (child.get("class") or []))):
             flush()
             heading = " ".join(child.get_text().split())  # no separator: signatures are many spans
             if heading:
                 out.append("#" * _HEADINGS.get(child.name, 4) + " " + heading)
         elif child.name == "table":
             flush()
-            rows = [" | ".join(" ".join(cell.get_text(" ").split()) for cell in row.find_all(["td", "th"]))
+            rows = [" | ".join(" ".join(cell.get_text(" ").split())
+                               for cell in row.find_all(["td", "th"]))
                     for row in child.find_all("tr")]
             if any(r.strip(" |") for r in rows):
                 out.append("\n".join(r for r in rows if r.strip(" |")))
@@ -187,11 +192,13 @@ LOADERS = {".txt": _load_text, ".md": _load_text, ".markdown": _load_text,
 
 
 def load(path: Path, root: Path, max_mb: float = 50.0) -> Document:
-    """Read one file; `root` makes the source name relative so citations survive moving the corpus."""
+    """Read one file; `root` makes the source name relative so citations survive moving the
+    corpus."""
     source = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
     loader = LOADERS.get(path.suffix.lower())
     if loader is None:
-        raise LoadError(f"{source}: unsupported file type {path.suffix!r}; supported: {sorted(LOADERS)}")
+        raise LoadError(f"{source}: unsupported file type {path.suffix!r}; "
+                        f"supported: {sorted(LOADERS)}")
     try:
         size = path.stat().st_size
     except OSError as err:

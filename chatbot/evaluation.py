@@ -33,7 +33,8 @@ WORST_CASES = 12
 
 @dataclass(frozen=True)
 class Case:
-    """One evaluation question; `turns` ends with the question evaluated, earlier ones are history."""
+    """One evaluation question; `turns` ends with the question evaluated, earlier ones are
+    history."""
     id: str
     turns: tuple[str, ...]
     answerable: bool = True
@@ -81,7 +82,8 @@ def parse_case(row: object, default_id: str) -> Case:
 
 
 def load_cases(lines: Iterable[str]) -> tuple[list[Case], list[str]]:
-    """Cases, and one problem per malformed line ("line 7: ..."): a bad line costs that line only."""
+    """Cases, and one problem per malformed line ("line 7: ..."): a bad line costs that line
+    only."""
     cases, problems, seen = [], [], set()
     for n, line in enumerate(lines, 1):
         if not line.strip():
@@ -104,7 +106,8 @@ def passage_matches(passage: dict, expected: str) -> bool:
     """An expected source is a file name (the passage's source equals or ends with it) or a
     snippet of text the passage contains."""
     source = passage.get("source", "")
-    return source == expected or source.endswith("/" + expected) or expected in passage.get("text", "")
+    return (source == expected or source.endswith("/" + expected)
+            or expected in passage.get("text", ""))
 
 
 def first_hit_rank(retrieved: Sequence[dict], expected: Sequence[str]) -> int | None:
@@ -129,16 +132,19 @@ def cited_sentences(answer: str) -> list[tuple[str, list[int]]]:
 
 def _citation_ok(citation: dict, retrieved: Sequence[dict]) -> bool:
     """Points at a retrieved passage, and its highlighted spans lie inside that passage."""
-    in_retrieved = any(p["source"] == citation["source"] and p["text"] == citation["text"] for p in retrieved)
+    in_retrieved = any(p["source"] == citation["source"] and p["text"] == citation["text"]
+                       for p in retrieved)
     spans_inside = all(citation["start"] <= a < b <= citation["end"] for a, b in citation["spans"])
     return in_retrieved and spans_inside
 
 
 def citation_validity(result: dict) -> tuple[int, int]:
-    """(valid, total) [n] markers in the answer; valid = names a citation that is a retrieved passage."""
+    """(valid, total) [n] markers in the answer; valid = names a citation that is a retrieved
+    passage."""
     by_n = {c["n"]: c for c in result.get("citations", [])}
     marks = [n for _, ns in cited_sentences(result["answer"]) for n in ns]
-    valid = sum(1 for n in marks if n in by_n and _citation_ok(by_n[n], result.get("retrieved", [])))
+    valid = sum(1 for n in marks
+                if n in by_n and _citation_ok(by_n[n], result.get("retrieved", [])))
     return valid, len(marks)
 
 
@@ -162,10 +168,12 @@ class Judge:
 
     def __call__(self, claim: str, passage_sentences: Sequence[str]) -> grounding.Support:
         vecs = self.vectors([claim, *passage_sentences])
-        return grounding.support(claim, vecs[0], list(passage_sentences), vecs[1:], self.threshold, self.zipf)
+        return grounding.support(claim, vecs[0], list(passage_sentences), vecs[1:],
+                                 self.threshold, self.zipf)
 
 
-def judge_sentence(judge: Judge, claim: str, cited: Sequence[int], passages: dict[int, list[str]]) -> dict:
+def judge_sentence(judge: Judge, claim: str, cited: Sequence[int],
+                   passages: dict[int, list[str]]) -> dict:
     """ALCE for one answer sentence: supported by all its cited passages together (recall), and
     which citations are needed for that (precision): a citation is relevant when the joint
     support holds and either it supports the claim alone or the others do not without it."""
@@ -183,7 +191,8 @@ def judge_sentence(judge: Judge, claim: str, cited: Sequence[int], passages: dic
             alone = len(cited) == 1 or verdict([n]).supported
             rest = verdict([m for m in cited if m != n]) if len(cited) > 1 else None
             relevant += alone or not (rest and rest.supported)
-    return {"text": claim, "citations": cited, "supported": supported, "relevant_citations": relevant,
+    return {"text": claim, "citations": cited, "supported": supported,
+            "relevant_citations": relevant,
             "score": round(joint.score, 3) if joint else 0.0,
             "reason": (joint.reason if joint else "cites no passage")}
 
@@ -207,14 +216,16 @@ def answer_metrics(result: dict, case: Case, judge: Judge) -> dict:
     m.update(
         sentences=sentences, citations=marks, valid_citations=valid,
         citation_recall=float(np.mean([s["supported"] for s in sentences])) if sentences else 0.0,
-        citation_precision=(sum(s["relevant_citations"] for s in sentences) / marks) if marks else 0.0,
+        citation_precision=((sum(s["relevant_citations"] for s in sentences) / marks)
+                            if marks else 0.0),
         support_score=float(np.mean([s["score"] for s in sentences])) if sentences else 0.0,
         dropped_claims=sum(1 for c in result.get("claims", []) if not c["supported"]),
         kept_claims=sum(1 for c in result.get("claims", []) if c["supported"]),
         # whose words are served: the model's checked draft, or the passages' own sentences
         model_wording=result.get("wording") == "model",
         # sentences the pipeline passed but the re-run judge rejects: a bug in assembling answers
-        judge_disagreements=[s["text"] for s in sentences if s["text"] in pipeline_ok and not s["supported"]],
+        judge_disagreements=[s["text"] for s in sentences
+                             if s["text"] in pipeline_ok and not s["supported"]],
     )
     return m
 
@@ -252,7 +263,8 @@ def summarize(rows: Sequence[dict], k: int, retrieval_only: bool) -> dict:
     latencies = [r["latency_ms"] for r in rows]
     out["answers"] = {
         "answered": len(answered),
-        "citation_validity": round(sum(m["valid_citations"] for m in answered) / marks, 3) if marks else None,
+        "citation_validity": (round(sum(m["valid_citations"] for m in answered) / marks, 3)
+                              if marks else None),
         "citation_recall": _mean([m["citation_recall"] for m in answered]),
         "citation_precision": _mean([m["citation_precision"] for m in answered]),
         "must_mention_rate": _mean(mentions),
@@ -293,15 +305,18 @@ def calibrate(embedder: Embedder, labels_path: Path = LABELS, zipf: float = 4.0,
     def at(t: float) -> dict:
         pred = passed & (scores >= t)
         tp, fp = int(np.sum(pred & labels)), int(np.sum(pred & ~labels))
-        return {"threshold": round(float(t), 3), "accuracy": round(float(np.mean(pred == labels)), 3),
+        return {"threshold": round(float(t), 3),
+                "accuracy": round(float(np.mean(pred == labels)), 3),
                 "cost": round(false_support_cost * fp + int(np.sum(~pred & labels)), 3),
                 "precision": round(tp / (tp + fp), 3) if tp + fp else None,
                 "recall": round(tp / int(labels.sum()), 3) if labels.any() else None,
-                "false_support_rate": round(fp / int((~labels).sum()), 3) if (~labels).any() else None}
+                "false_support_rate": (round(fp / int((~labels).sum()), 3)
+                                       if (~labels).any() else None)}
 
     table = [at(t) for t in thresholds]
     best = min(table, key=lambda row: (row["cost"], -row["threshold"]))
-    return {"labels": len(rows), "supported_labels": int(labels.sum()), "false_support_cost": false_support_cost,
+    return {"labels": len(rows), "supported_labels": int(labels.sum()),
+            "false_support_cost": false_support_cost,
             "table": table, "best": best,
             "current": at(current) if current is not None else None}
 
@@ -310,11 +325,13 @@ def calibrate(embedder: Embedder, labels_path: Path = LABELS, zipf: float = 4.0,
 
 def _case_fields(case: Case) -> dict:
     return {"id": case.id, "turns": list(case.turns), "answerable": case.answerable,
-            "expected_sources": list(case.expected_sources), "must_mention_any": list(case.must_mention_any),
+            "expected_sources": list(case.expected_sources),
+            "must_mention_any": list(case.must_mention_any),
             "reference_answer": case.reference_answer}
 
 
-def evaluate(cases: Sequence[Case], bot, retrieval_only: bool = False, progress: bool = True) -> list[dict]:
+def evaluate(cases: Sequence[Case], bot, retrieval_only: bool = False,
+             progress: bool = True) -> list[dict]:
     """One results row per case: the case, the answer's JSON (or, retrieval-only, the passages),
     per-question metrics and wall-clock latency. Retrieval is scored on the bot's top_k passages."""
     from tqdm import tqdm
@@ -371,11 +388,13 @@ def failures(rows: Sequence[dict], k: int, retrieval_only: bool) -> list[dict]:
             found.append((3, r, f"only a partial answer: {r['note']}"))
         unsupported = [s for s in m["sentences"] if not s["supported"]]
         if unsupported:
-            found.append((1, r, "; ".join(f"unsupported “{s['text']}” ({s['reason']})" for s in unsupported)))
+            found.append((1, r, "; ".join(f"unsupported “{s['text']}” ({s['reason']})"
+                                          for s in unsupported)))
         if m["valid_citations"] < m["citations"]:
             found.append((2, r, f"{m['citations'] - m['valid_citations']} invalid citation(s)"))
         if m.get("mentions") is False:
-            rank = f"; expected passage ranked {m['rank'] or 'below ' + str(k)}" if r["expected_sources"] else ""
+            rank = (f"; expected passage ranked {m['rank'] or 'below ' + str(k)}"
+                    if r["expected_sources"] else "")
             found.append((4, r, "mentions none of: " + ", ".join(r["must_mention_any"]) + rank))
     found.sort(key=lambda f: f[0])
     return [{"id": r["id"], "question": r["question"], "answer": r.get("answer", ""), "why": why}
@@ -399,7 +418,8 @@ def plot(rows: Sequence[dict], settings: Settings, out: Path, retrieval_only: bo
     bins = np.linspace(min([0.0, *[v for _, vs in groups for v in vs]]), 1.0, 26)
     for label, values in groups:
         ax.hist(values, bins=bins, alpha=0.6, label=f"{label} ({len(values)})")
-    ax.axvline(settings.min_score, color="k", linestyle="--", label=f"refusal threshold {settings.min_score}")
+    ax.axvline(settings.min_score, color="k", linestyle="--",
+               label=f"refusal threshold {settings.min_score}")
     ax.set(xlabel="best dense (cosine) score of the retrieved passages", ylabel="questions",
            title="Retrieval score: answerable vs unanswerable")
     ax.legend()
@@ -410,7 +430,8 @@ def plot(rows: Sequence[dict], settings: Settings, out: Path, retrieval_only: bo
     answered = [r for r in rows if not r["metrics"]["refused"]]
     ids = [r["id"] for r in answered]
     fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(max(7, 0.25 * len(answered)), 6))
-    colors = ["tab:green" if r["metrics"]["citation_recall"] == 1.0 else "tab:red" for r in answered]
+    colors = ["tab:green" if r["metrics"]["citation_recall"] == 1.0 else "tab:red"
+              for r in answered]
     top.bar(ids, [r["metrics"]["support_score"] for r in answered], color=colors)
     top.axhline(settings.support_threshold, color="k", linestyle="--",
                 label=f"support threshold {settings.support_threshold}")
@@ -419,8 +440,8 @@ def plot(rows: Sequence[dict], settings: Settings, out: Path, retrieval_only: bo
     top.legend(loc="lower right")
     kept = [r["metrics"]["kept_claims"] for r in answered]
     bottom.bar(ids, kept, color="tab:green", label="kept (incl. quoted passages)")
-    bottom.bar(ids, [r["metrics"]["dropped_claims"] for r in answered], bottom=kept, color="tab:gray",
-               label="dropped as unsupported")
+    bottom.bar(ids, [r["metrics"]["dropped_claims"] for r in answered], bottom=kept,
+               color="tab:gray", label="dropped as unsupported")
     bottom.set(ylabel="draft sentences")
     bottom.tick_params(axis="x", labelrotation=90, labelsize=7)
     bottom.legend(loc="upper right")
@@ -459,23 +480,28 @@ def _short(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + " …"
 
 
-def render_report(summary: dict, fails: Sequence[dict], plots: Sequence[Path], problems: Sequence[str]) -> str:
+def render_report(summary: dict, fails: Sequence[dict], plots: Sequence[Path],
+                  problems: Sequence[str]) -> str:
     k = summary["k"]
     lines = [f"# Evaluation: {summary['questions_file']}", "",
              f"{summary['questions']} questions ({summary['answerable']} answerable), generator "
-             f"`{summary['settings']['generator']}`, k={k}, min_score={summary['settings']['min_score']}, "
+             f"`{summary['settings']['generator']}`, k={k}, "
+             f"min_score={summary['settings']['min_score']}, "
              f"support_threshold={summary['settings']['support_threshold']}.", ""]
     if problems:
         lines += ["Skipped malformed lines:", "", *[f"- {p}" for p in problems], ""]
     ret = summary["retrieval"]
-    lines += ["## Retrieval", "", *_table(["questions", "hit@1", f"hit@{k}", "MRR"],
-                                          [[ret["n"], ret["hit@1"], ret[f"hit@{k}"], ret["mrr"]]]), ""]
+    lines += ["## Retrieval", "",
+              *_table(["questions", "hit@1", f"hit@{k}", "MRR"],
+                      [[ret["n"], ret["hit@1"], ret[f"hit@{k}"], ret["mrr"]]]), ""]
     if "answers" in summary:
         a, lat = summary["answers"], summary["latency_ms"]
         lines += ["## Answers", "", *_table(["metric", "value", "what it means"], [
             ["answered", a["answered"], "questions not refused"],
-            ["citation validity", a["citation_validity"], "[n] markers naming a retrieved passage (must be 1)"],
-            ["citation recall", a["citation_recall"], "answer sentences supported by the passages they cite"],
+            ["citation validity", a["citation_validity"],
+             "[n] markers naming a retrieved passage (must be 1)"],
+            ["citation recall", a["citation_recall"],
+             "answer sentences supported by the passages they cite"],
             ["citation precision", a["citation_precision"], "citations needed for that support"],
             ["must-mention rate", a["must_mention_rate"],
              "answerable questions whose answer names a key fact"],
@@ -490,7 +516,8 @@ def render_report(summary: dict, fails: Sequence[dict], plots: Sequence[Path], p
             ["refusal accuracy", a["refusal_accuracy"], "unanswerable questions refused"],
             ["model wording rate", a["model_wording_rate"],
              "answers in the model's checked words (the rest quote the passages)"],
-            ["dropped claims", a["dropped_claims"], "draft sentences the pipeline removed as unsupported"],
+            ["dropped claims", a["dropped_claims"],
+             "draft sentences the pipeline removed as unsupported"],
             ["judge disagreements", a["judge_disagreements"],
              "sentences the pipeline passed but the re-run judge rejects"],
             ["latency p50 / p95 (ms)", f"{lat['p50']} / {lat['p95']}", "wall clock per question"],
@@ -501,12 +528,13 @@ def render_report(summary: dict, fails: Sequence[dict], plots: Sequence[Path], p
         lines += ["## Support judge calibration", "",
                   f"{cal['labels']} hand-labelled sentences ({cal['supported_labels']} supported); "
                   "precision and recall are of the verdict \"supported\"; cost counts a false "
-                  f"\"supported\" {cal['false_support_cost']:g} times. Current threshold {cur['threshold']}: "
-                  f"accuracy {cur['accuracy']}, precision {cur['precision']}, recall {cur['recall']}. "
+                  f"\"supported\" {cal['false_support_cost']:g} times. "
+                  f"Current threshold {cur['threshold']}: accuracy {cur['accuracy']}, "
+                  f"precision {cur['precision']}, recall {cur['recall']}. "
                   f"Best (lowest cost): {best['threshold']} (accuracy {best['accuracy']}).", "",
                   *_table(["threshold", "accuracy", "precision", "recall", "false support", "cost"],
-                          [[r["threshold"], r["accuracy"], r["precision"], r["recall"], r["false_support_rate"],
-                            r["cost"]] for r in cal["table"]]), ""]
+                          [[r["threshold"], r["accuracy"], r["precision"], r["recall"],
+                            r["false_support_rate"], r["cost"]] for r in cal["table"]]), ""]
     lines += ["## Worst cases", ""]
     if not fails:
         lines += ["None.", ""]
@@ -531,13 +559,15 @@ def _print_summary(summary: dict) -> None:
         for key, value in summary.get(group, {}).items():
             table.add_row(f"{group} {key}", _cell(value))
     if summary.get("calibration"):
-        table.add_row("judge accuracy (labels)", _cell(summary["calibration"]["current"]["accuracy"]))
+        table.add_row("judge accuracy (labels)",
+                      _cell(summary["calibration"]["current"]["accuracy"]))
     Console().print(table)
 
 
 def run(path: Path, out: Path, bot, retrieval_only: bool = False, labels: Path | None = LABELS,
         progress: bool = True) -> dict:
-    """Evaluate a questions file and write results.jsonl, summary.json, report.md and plots to `out`."""
+    """Evaluate a questions file and write results.jsonl, summary.json, report.md and plots to
+    `out`."""
     s = bot.settings
     cases, problems = load_cases(Path(path).read_text(encoding="utf-8").splitlines())
     for p in problems:
@@ -558,7 +588,8 @@ def run(path: Path, out: Path, bot, retrieval_only: bool = False, labels: Path |
                                          current=s.support_threshold)
     fails = failures(rows, s.top_k, retrieval_only)
     summary["failures"] = fails
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False),
+                                      encoding="utf-8")
     plots = plot(rows, s, out, retrieval_only)
     (out / "report.md").write_text(render_report(summary, fails, plots, problems), encoding="utf-8")
     return summary

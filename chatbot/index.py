@@ -102,14 +102,16 @@ class Index:
                     raise ValueError("checksum does not match the manifest")
                 return bm25s.BM25.load(str(folder), mmap=True, show_progress=False)
             except (OSError, ValueError) as err:
-                log.warning("BM25 index %s is unusable (%s); building it from the chunks", folder, err)
+                log.warning("BM25 index %s is unusable (%s); building it from the chunks",
+                            folder, err)
         return lexical_index(self.chunks)
 
     def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return self.store.search(vectors, min(k, len(self.chunks)))
 
     def vectors(self, ids: list[int]) -> np.ndarray:
-        """Stored vectors of the given chunks (to score chunks that the dense search did not return)."""
+        """Stored vectors of the given chunks (to score chunks that the dense search did not
+        return)."""
         return self.store.vectors(ids)
 
     @property
@@ -199,7 +201,8 @@ class EmbeddingCache:
                 raise ValueError(f"{len(vectors)} vectors for {len(chunks)} chunks")
             return chunks, vectors, title
         except (OSError, ValueError, KeyError, TypeError) as err:
-            log.warning("Embedding cache entry %s is unreadable (%s); embedding the file again", path, err)
+            log.warning("Embedding cache entry %s is unreadable (%s); embedding the file again",
+                        path, err)
             return None
 
     def put(self, key: str, chunks: list[Chunk], vectors: np.ndarray, title: np.ndarray) -> None:
@@ -591,7 +594,8 @@ def _checked(index_dir: Path, manifest: dict, kind: str) -> Path:
         raise IndexError_(f"{path} is missing; run `python -m chatbot ingest` to rebuild")
     if _sha256_file(path) != manifest[f"{kind}_sha256"]:
         raise IndexError_(f"{path} is corrupted: its checksum does not match the manifest "
-                          "(an interrupted copy or a disk error?); rebuild with `python -m chatbot ingest`")
+                          "(an interrupted copy or a disk error?); "
+                          "rebuild with `python -m chatbot ingest`")
     return path
 
 
@@ -621,7 +625,8 @@ def load(index_dir: Path, database_url: str = "", ef_search: int = 256) -> Index
         in_database = manifest.get("vector_store") == "pgvector"
         if manifest.get("format") != FORMAT or not ("pg_collection" if in_database
                                                       else "faiss_file") in manifest:
-            raise IndexError_(f"index in {index_dir} has an older format ({manifest.get('format')})")
+            raise IndexError_(f"index in {index_dir} has an older format "
+                              f"({manifest.get('format')})")
         tpath = _checked(index_dir, manifest, "titles")
         titles = np.load(tpath, mmap_mode="r")
         chunks = [Chunk(**c) for c in manifest["chunks"]]
@@ -658,7 +663,8 @@ def staleness(index: Index, settings: Settings, embedder: Embedder) -> str | Non
     removed = sorted(set(before) - set(now))
     changed = sorted(s for s in set(now) & set(before) if now[s] != before[s])
     parts = [f"{label}: {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}"
-             for label, names in (("added", added), ("removed", removed), ("changed", changed)) if names]
+             for label, names in (("added", added), ("removed", removed), ("changed", changed))
+             if names]
     return "corpus " + "; ".join(parts) if parts else None
 
 

@@ -110,12 +110,14 @@ class Retriever:
         elif self.mode == "blend":
             # strong keyword matches the dense pass missed get their cosine too
             dense.update(self._cosines(qvec, [i for i in lex_ids if i not in dense]))
-            ranked = {i: d + (self.lexical_weight * float(lexical[i]) if lexical is not None else 0.0)
+            ranked = {i: d + (self.lexical_weight * float(lexical[i])
+                              if lexical is not None else 0.0)
                       for i, d in dense.items()}
             if self.title_weight:
                 titles = np.asarray(self.index.title_vectors) @ qvec[0]
                 rows = self.index.title_rows
-                ranked = {i: s + self.title_weight * float(titles[rows[i]]) for i, s in ranked.items()}
+                ranked = {i: s + self.title_weight * float(titles[rows[i]])
+                          for i, s in ranked.items()}
         else:
             ranked = {}
             for ranking in (list(dense), lex_ids):

@@ -34,8 +34,10 @@ log = logging.getLogger(__name__)
 UPLOAD_SUFFIXES = tuple(documents.LOADERS)  # whatever the loader reads
 DRAFT_LABEL = "*Checking the answer against the sources…*"
 SEARCHING_PANEL = '<div class="panel-empty">Searching the documents…</div>'
-EMPTY_PANEL = '<div class="panel-empty">Ask a question: the passages behind the answer appear here.</div>'
-CONCURRENCY = dict(concurrency_id="model", concurrency_limit=1)  # one CPU model: one question at a time
+EMPTY_PANEL = ('<div class="panel-empty">Ask a question: the passages behind the answer '
+               'appear here.</div>')
+# one CPU model: one question at a time
+CONCURRENCY = dict(concurrency_id="model", concurrency_limit=1)
 
 CSS = """
 #sources .query { font-size: 0.9em; color: var(--body-text-color-subdued); margin-bottom: 0.5em; }
@@ -136,7 +138,8 @@ def _duration(ms: float) -> str:
 
 
 def sources_html(answer: Answer, turn: int = 1) -> str:
-    """The panel beside the chat: query used, then cited passages, removed sentences or a refusal."""
+    """The panel beside the chat: query used, then cited passages, removed sentences or a
+    refusal."""
     parts = [f'<div class="query">Searched for: <q>{esc(answer.query)}</q></div>']
     if answer.refused:
         parts.append(_refusal_html(answer))
@@ -174,8 +177,9 @@ def others_html(answer: Answer) -> tuple[str, int]:
     """Retrieved passages the answer does not cite, and how many there are."""
     cited = {c.chunk.id for c in answer.citations}
     rest = [h for h in answer.hits if h.chunk.id not in cited]
-    cards = [_passage_card("other", f'<span class="title">{esc(h.chunk.title)}</span> {_where(h.chunk)} '
-                                    f'<span class="src">score {h.score:.2f}</span>', esc(h.chunk.text))
+    cards = [_passage_card("other",
+                           f'<span class="title">{esc(h.chunk.title)}</span> {_where(h.chunk)} '
+                           f'<span class="src">score {h.score:.2f}</span>', esc(h.chunk.text))
              for h in rest]
     return "".join(cards) or "<p>None.</p>", len(rest)
 
@@ -199,7 +203,8 @@ def answer_message(answer: Answer, turn: int = 1) -> str:
         lead = md_escape(REFUSAL)
         return "> " + md_escape(answer.text).replace(lead, f"**{lead}**", 1)
     dropped = sum(not c.supported for c in answer.claims)
-    notes = [f"{dropped} unsupported sentence{'s' * (dropped > 1)} removed (see Sources)"] if dropped else []
+    notes = ([f"{dropped} unsupported sentence{'s' * (dropped > 1)} removed (see Sources)"]
+             if dropped else [])
     partial = answer.coverage is Coverage.PARTIAL
     notes += [answer.note] if answer.note and not partial else []
     body = answer.text[len(answer.preamble):].strip()
@@ -379,7 +384,8 @@ def check_upload(path: Path, name: str, max_mb: float) -> str | None:
     (10^6 bytes), as in `documents.load`, the label and every message."""
     suffix = Path(name).suffix.lower()
     if suffix not in UPLOAD_SUFFIXES:
-        return f"{name}: wrong file type {suffix or '(none)'}; accepted: {', '.join(UPLOAD_SUFFIXES)}"
+        return (f"{name}: wrong file type {suffix or '(none)'}; "
+                f"accepted: {', '.join(UPLOAD_SUFFIXES)}")
     size = path.stat().st_size
     if size == 0:
         return f"{name}: the file is empty"
@@ -482,7 +488,8 @@ def create_app(bot: Chatbot, uploads: bool = False) -> gr.Blocks:
     interrupts = Interrupts()
     reset = ("", [], [], EMPTY_PANEL, "", gr.Accordion(label="Other retrieved passages"))
 
-    def respond(question: str, chat: list, history: list[str], request: gr.Request) -> Iterator[tuple]:
+    def respond(question: str, chat: list, history: list[str],
+                request: gr.Request) -> Iterator[tuple]:
         question = question.strip()
         if not question:
             yield (gr.skip(),) * 6
@@ -496,9 +503,12 @@ def create_app(bot: Chatbot, uploads: bool = False) -> gr.Blocks:
         try:
             for event in bot.stream(question, history,
                                     cancelled=lambda: interrupts.wanted(session) is not None):
-                if wanted := interrupts.wanted(session):  # half an answer, without its sources: gone
-                    chat[-1] = {"role": "assistant", "content": "*Stopped before the answer was finished.*"}
-                    yield reset if wanted == "new" else ("", chat, history, EMPTY_PANEL, gr.skip(), gr.skip())
+                # half an answer, without its sources: gone
+                if wanted := interrupts.wanted(session):
+                    chat[-1] = {"role": "assistant",
+                                "content": "*Stopped before the answer was finished.*"}
+                    yield reset if wanted == "new" else (
+                        "", chat, history, EMPTY_PANEL, gr.skip(), gr.skip())
                     return
                 if isinstance(event, Answer):
                     chat[-1] = {"role": "assistant", "content": answer_message(event, turn)}
@@ -511,7 +521,8 @@ def create_app(bot: Chatbot, uploads: bool = False) -> gr.Blocks:
                     yield "", chat, history, gr.skip(), gr.skip(), gr.skip()
         except Exception:  # e.g. an unreachable generator server: say so instead of a frozen draft
             log.exception("Answering %r failed", question)
-            chat[-1] = {"role": "assistant", "content": "*Sorry, answering failed; the server log says why.*"}
+            chat[-1] = {"role": "assistant",
+                        "content": "*Sorry, answering failed; the server log says why.*"}
             yield "", chat, history, EMPTY_PANEL, gr.skip(), gr.skip()
         finally:
             interrupts.finish(session)
@@ -542,7 +553,8 @@ def create_app(bot: Chatbot, uploads: bool = False) -> gr.Blocks:
     def refresh() -> tuple[str, ...]:  # on page load: another tab may have changed the corpus
         return (status_markdown(bot), recent_changes(settings)) if uploads else status_markdown(bot)
 
-    # delete_cache: Gradio's temp copies of uploads go after an hour (the corpus keeps its own copy).
+    # delete_cache: Gradio's temp copies of uploads go after an hour
+    # (the corpus keeps its own copy).
     with gr.Blocks(title="Grounded document chat", analytics_enabled=False,
                    delete_cache=(3600, 3600)) as app:
         history = gr.State([])
@@ -551,8 +563,8 @@ def create_app(bot: Chatbot, uploads: bool = False) -> gr.Blocks:
         status = gr.Markdown(status_markdown(bot), elem_id="status")
         with gr.Row():
             with gr.Column(scale=3):
-                chat = gr.Chatbot(label="Conversation", elem_id="chat", height=440, latex_delimiters=[],
-                                  feedback_options=None, buttons=["copy"])
+                chat = gr.Chatbot(label="Conversation", elem_id="chat", height=440,
+                                  latex_delimiters=[], feedback_options=None, buttons=["copy"])
                 with gr.Row(elem_id="ask-row"):
                     box = gr.Textbox(show_label=False, placeholder="Ask a question and press Enter",
                                      elem_id="question", scale=6, autofocus=True, max_lines=4)
@@ -564,7 +576,8 @@ def create_app(bot: Chatbot, uploads: bool = False) -> gr.Blocks:
             with gr.Column(scale=2):
                 gr.Markdown("### Sources")
                 sources = gr.HTML(EMPTY_PANEL, elem_id="sources")
-                with gr.Accordion("Other retrieved passages", open=False, elem_id="others-box") as others_box:
+                with gr.Accordion("Other retrieved passages", open=False,
+                                  elem_id="others-box") as others_box:
                     others = gr.HTML("", elem_id="others")
                 if uploads:
                     with gr.Accordion("Add documents (admin)", open=False, elem_id="add-documents"):
