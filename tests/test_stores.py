@@ -1,6 +1,6 @@
 """Vector stores: FAISS files and PostgreSQL + pgvector give the same answers; the database one
 ingests by document, keeps the owner rule, notices a changed collection, and serves several
-processes. Needs the server `.ci/run` starts (CHATBOT_DATABASE_URL); without it these fail."""
+processes. Against CHATBOT_DATABASE_URL, or a server the session starts (tests/conftest.py)."""
 from __future__ import annotations
 
 import json
