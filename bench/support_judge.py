@@ -16,29 +16,14 @@ import itertools
 import json
 from pathlib import Path
 
-import numpy as np
-
 from chatbot import grounding
 from chatbot.chunking import sentence_spans
 from chatbot.config import Settings
-from chatbot.embedding import MiniLMEmbedder
+from chatbot.embedding import MiniLMEmbedder, Remembering
 
 
 def half(question: str) -> str:
     return "tuning" if hashlib.sha256(question.encode()).digest()[0] % 2 == 0 else "blind"
-
-
-class Cached:
-    """The embedder, remembering every text: a grid re-judges the same sentences many times."""
-
-    def __init__(self, embedder):
-        self.embedder, self.vecs = embedder, {}
-
-    def embed(self, texts: list[str]) -> np.ndarray:
-        new = [t for t in dict.fromkeys(texts) if t not in self.vecs]
-        if new:
-            self.vecs.update(zip(new, self.embedder.embed(new)))
-        return np.stack([self.vecs[t] for t in texts])
 
 
 def judge(row: dict, embedder, threshold: float, family: float, zipf: float,
@@ -72,7 +57,7 @@ def main() -> None:
     for r in rows:  # tests/data/support_labels.jsonl: one passage (heading, blank line, text)
         r.setdefault("question", r["sentence"])
         r.setdefault("facts", [[1, r.get("passage", "").split("\n\n", 1)[-1]]])
-    embedder, s = Cached(MiniLMEmbedder()), Settings()
+    embedder, s = Remembering(MiniLMEmbedder()), Settings()  # a grid re-judges the same texts
     grid = (itertools.product([0.7, 0.75, 0.8], [1.0, 0.75], [s.claim_zipf], [False, True])
             if args.grid else [(s.support_threshold, s.family_similarity, s.claim_zipf,
                                 s.certainty_check)])

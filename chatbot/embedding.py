@@ -50,3 +50,18 @@ class MiniLMEmbedder:
         return self.model.encode(list(texts), batch_size=self.batch_size,
                                  normalize_embeddings=True, convert_to_numpy=True,
                                  show_progress_bar=progress).astype("float32")
+
+
+class Remembering:
+    """An Embedder that embeds each distinct text once: within one question the instruction
+    screen, evidence selection and the support check meet the same sentences and words."""
+
+    def __init__(self, embedder: Embedder):
+        self.inner, self.id, self.dim = embedder, embedder.id, embedder.dim
+        self.known: dict[str, np.ndarray] = {}
+
+    def embed(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+        new = [t for t in dict.fromkeys(texts) if t not in self.known]
+        if new:
+            self.known.update(zip(new, self.inner.embed(new)))
+        return np.stack([self.known[t] for t in texts])

@@ -21,7 +21,7 @@ from chatbot import answerability, grounding, index as index_mod, instructions
 from chatbot.answer import REFUSAL, Answer, Citation, Claim, Code, Outcome
 from chatbot.answerability import Coverage
 from chatbot.config import Settings, load_settings
-from chatbot.embedding import Embedder, MiniLMEmbedder
+from chatbot.embedding import Embedder, MiniLMEmbedder, Remembering
 from chatbot.generation import Generator, GeneratorError, make_generator
 from chatbot.retrieval import Hit, Retriever
 from chatbot.text import content_words, words
@@ -165,7 +165,7 @@ class Chatbot:
                 query, hits, qvec = alt_query, alt_hits, alt_vec
                 base["query"] = query
         timings = {"retrieve_ms": ms()}
-        memo = _Memo(self.embedder)  # flagging and evidence embed the same sentences: once
+        memo = Remembering(self.embedder)  # screen, evidence and check share vectors
         base["flagged"] = instructions.flag_passages([h.chunk for h in hits], memo, s)
         timings["flag_ms"] = ms()
         if _best(hits) < s.min_score:
@@ -207,7 +207,7 @@ class Chatbot:
         failure = ""
         try:
             for claim in self._checked(self.generator.stream(query, facts), used, sentences,
-                                       timings, ms, cancelled):
+                                       memo, timings, ms, cancelled):
                 claims.append(claim)
                 if claim.supported:  # shown as soon as it passed the check, numbered as at the end
                     yield _numbered(claims, claim)
@@ -228,7 +228,7 @@ class Chatbot:
     # -- steps ---------------------------------------------------------------------------------
 
     def _sentences(self, hits: list[Hit], flagged: instructions.Spans,
-                   memo: _Memo) -> list[_Sentence]:
+                   memo: Remembering) -> list[_Sentence]:
         """The statements of the retrieved passages, each without its lead-in ("Therefore,"),
         none that reads as an instruction to the assistant (`flagged`)."""
         spans = []
@@ -262,7 +262,8 @@ class Chatbot:
         return [x for _, x in sorted(keep, key=lambda p: -p[0])]
 
     def _checked(self, pieces: Iterator[str], used: list[int], sentences: list[_Sentence],
-                 timings: dict, ms, cancelled: Callable[[], bool]) -> Iterator[_ClaimDraft]:
+                 memo: Remembering, timings: dict, ms,
+                 cancelled: Callable[[], bool]) -> Iterator[_ClaimDraft]:
         """Judge each draft sentence as soon as the next one has begun (so its trailing markers
         are in), against the passages it may cite; the last one when the draft ends. When
         `cancelled()` turns true (Stop in the web page) the model stops at the next token."""
@@ -283,20 +284,21 @@ class Chatbot:
                 for sentence in done[judged:]:
                     text, cited = grounding.split_citations(sentence)
                     if text:
-                        yield self._judge(text, cited, used, passages, s)
+                        yield self._judge(text, cited, used, passages, memo)
                 judged = max(judged, len(done))
         finally:
             if hasattr(pieces, "close"):  # a stopped answer stops the model's decoding too
                 pieces.close()
 
     def _judge(self, text: str, cited: list[int], used: list[int],
-               passages: dict[int, list[_Sentence]], s: Settings) -> _ClaimDraft:
+               passages: dict[int, list[_Sentence]], memo: Remembering) -> _ClaimDraft:
         """Is a draft sentence supported by a passage? Prefer a passage the model cited (fact
         numbers are 1-based positions in `used`)."""
-        vec = self.embedder.embed([text])[0]
+        s = self.settings
+        vec = memo.embed([text])[0]
         verdicts = {h: grounding.support(text, vec, [x.text for x in ps],
                                          np.stack([x.vec for x in ps]), s.support_threshold,
-                                         s.claim_zipf, self.embedder.embed, s.family_similarity,
+                                         s.claim_zipf, memo.embed, s.family_similarity,
                                          s.certainty_check)
                     for h, ps in passages.items()}
         cited_hits = [used[n - 1] for n in cited if 1 <= n <= len(used)]
@@ -354,21 +356,6 @@ class Chatbot:
                 text += f" Closest passages: {closest}."
         return Answer(text=text, coverage=Coverage.NONE, outcome=outcome, hits=hits,
                       timings={**(timings or {}), "total_ms": ms()}, **base)
-
-
-class _Memo:
-    """An Embedder that remembers, for one question: the instruction detector scores the
-    passages' sentences, and evidence selection needs the same vectors."""
-
-    def __init__(self, embedder: Embedder):
-        self.inner, self.id, self.dim = embedder, embedder.id, embedder.dim
-        self.known: dict[str, np.ndarray] = {}
-
-    def embed(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
-        new = [t for t in dict.fromkeys(texts) if t not in self.known]
-        if new:
-            self.known.update(zip(new, self.inner.embed(new)))
-        return np.stack([self.known[t] for t in texts])
 
 
 def _capitalised(sentence: str) -> str:

@@ -7,6 +7,7 @@ import pytest
 from chatbot import grounding
 from chatbot.chunking import sentence_spans
 from chatbot.config import Settings
+from chatbot.embedding import Remembering
 
 LABELS = Path(__file__).parent / "data" / "support_labels.jsonl"
 QWEN_LABELS = Path(__file__).parent / "data" / "support_labels_qwen.jsonl"
@@ -91,7 +92,7 @@ def test_support_judge_on_what_qwen_writes(embedder):
 
     s = Settings()
     rows = [json.loads(line) for line in QWEN_LABELS.read_text().splitlines()]
-    cached = bench.Cached(embedder)
+    cached = Remembering(embedder)
     r = bench.rates([(bench.judge(row, cached, s.support_threshold, s.family_similarity,
                                   s.claim_zipf, s.certainty_check), row["supported"])
                      for row in rows])
