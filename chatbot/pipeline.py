@@ -21,7 +21,7 @@ from chatbot import answerability, grounding, index as index_mod, instructions
 from chatbot.answer import REFUSAL, Answer, Citation, Claim, Code, Outcome
 from chatbot.answerability import Coverage
 from chatbot.config import Settings, load_settings
-from chatbot.embedding import Embedder, MiniLMEmbedder, Remembering
+from chatbot.embedding import Embedder, Remembering, make_embedder
 from chatbot.generation import Generator, GeneratorError, make_generator
 from chatbot.retrieval import Hit, Retriever
 from chatbot.text import content_words, words
@@ -95,7 +95,7 @@ class Chatbot:
         """Every part can be passed in; the packaged ones are made for what is not. A process
         that makes several bots passes one embedder to all, so the model loads once."""
         self.settings = settings
-        self.embedder = embedder or MiniLMEmbedder()
+        self.embedder = embedder or make_embedder(settings)
         self.snapshot = Snapshot.of(index or index_mod.ensure(settings, self.embedder), settings,
                                     self.embedder)
         self.embedder.embed(["warm-up"])  # load now, not on the first question

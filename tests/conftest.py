@@ -31,10 +31,12 @@ def settings(faq_corpus, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def embedder():
-    """The packaged all-MiniLM-L6-v2, loaded once for the session and passed to everything."""
-    from chatbot.embedding import MiniLMEmbedder
+    """The default question-time embedder (int8 ONNX all-MiniLM-L6-v2), loaded once for the
+    session and passed to everything."""
+    from chatbot.config import Settings
+    from chatbot.embedding import make_embedder
 
-    return MiniLMEmbedder()
+    return make_embedder(Settings())
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from fakes import FakeEmbedder
 
 from chatbot import index as index_mod
 from chatbot.config import load_settings
-from chatbot.embedding import Embedder, MiniLMEmbedder
+from chatbot.embedding import Embedder, MiniLMEmbedder, OnnxMiniLMEmbedder
 from chatbot.pipeline import Chatbot
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,6 +34,7 @@ def fake_bot(tmp_path) -> Chatbot:
 def test_the_fake_and_the_packaged_embedder_fit_the_protocol():
     fake = FakeEmbedder()
     assert isinstance(fake, Embedder) and isinstance(MiniLMEmbedder(), Embedder)
+    assert isinstance(OnnxMiniLMEmbedder(), Embedder)
     vectors = fake.embed(["pedicle screws", "screws pedicle", "zebra", ""])
     assert vectors.dtype == np.float32 and vectors.shape == (4, fake.dim)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0)
@@ -91,3 +92,40 @@ def test_reindex_swaps_one_snapshot_and_a_running_question_keeps_its_own(fake_bo
     assert before.retriever.index is before.index and "driving.md" not in before.index.sources
     with pytest.raises(dataclasses.FrozenInstanceError):
         after.index = before.index  # type: ignore[misc]
+
+
+@pytest.mark.slow
+def test_the_onnx_and_torch_runtimes_share_one_vector_space(embedder):
+    """Questions are embedded by int8 ONNX, the index in bulk by torch (bf16 where the CPU has
+    it): the vectors must agree closely enough that every question finds the same passage."""
+    text = FAQ.read_text(encoding="utf-8")
+    passages = [p.strip() for p in text.split("\n\n") if len(p.strip()) > 40][:40]
+    questions = ["What do pedicle screws do?", "can i smoke after my op", "is it normal to hurt",
+                 "how do doctors check the bones knitted", "when will I be able to drive"]
+    fp32 = MiniLMEmbedder(bf16="off")
+    runtimes = {"onnx": embedder, "bf16": MiniLMEmbedder(bf16="on")}
+    reference = fp32.embed(passages)
+    for name, other in runtimes.items():
+        vectors = other.embed(passages)
+        assert vectors.dtype == np.float32 and vectors.shape == reference.shape
+        cosine = (vectors * reference).sum(axis=1)
+        assert cosine.min() >= (0.998 if name == "onnx" else 0.999), (name, cosine.min())
+        nearest = (other.embed(questions) @ vectors.T).argmax(axis=1)
+        assert list(nearest) == list((fp32.embed(questions) @ reference.T).argmax(axis=1)), name
+
+
+def test_answering_with_the_default_embedder_never_imports_torch(tmp_path):
+    """Start-up and memory (#12): a fresh index built and a question answered with the default
+    settings load onnxruntime, not torch or sentence-transformers (3.5 s and ~400 MB)."""
+    shutil.copytree(FAQ.parent, tmp_path / "c")
+    code = ("import sys\n"
+            "from chatbot import Chatbot\n"
+            f"bot = Chatbot.from_settings(corpus_dir={str(tmp_path / 'c')!r}, "
+            f"index_dir={str(tmp_path / 'i')!r}, generator='extractive')\n"
+            "assert bot.answer('Can pedicle screws come loose?').citations\n"
+            "print(sorted(m for m in ('torch', 'sentence_transformers', 'onnxruntime') "
+            "if m in sys.modules))\n")
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip().splitlines()[-1] == "['onnxruntime']"
