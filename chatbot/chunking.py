@@ -7,9 +7,19 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Callable, Iterator
 
-from chatbot.documents import Document
+from chatbot.config import Settings
+from chatbot.documents import Document, LoadError, load
+
+PARALLEL_MIN_FILES = 20  # fewer files are read in this process: starting a worker costs ~1 s
 
 
 @dataclass(frozen=True)
@@ -144,3 +154,28 @@ def chunk(doc: Document, max_chars: int = 1200, overlap: int = 1) -> list[Chunk]
     return [Chunk(id=f"{doc.source}#{n}", source=doc.source, title=title, start=s, end=e,
                   text=doc.text[s:e], page=doc.page_at(s), doc_title=doc.title)
             for n, (title, s, e) in enumerate(pieces)]
+
+
+def read(path: Path, root: Path, settings: Settings) -> list[Chunk] | str:
+    """One file loaded and chunked, or the one-line reason it cannot be (LoadError's text)."""
+    try:
+        doc = load(path, root, settings.max_file_mb)
+    except LoadError as err:
+        return str(err)
+    return chunk(doc, settings.chunk_chars, settings.chunk_overlap_sentences)
+
+
+@contextmanager
+def reader(files: int, settings: Settings) -> Iterator[Callable]:
+    """A `map(paths, root)` of `read`, in order, in `settings.ingest_workers` processes when there
+    are many files: parsing HTML is single-threaded Python (375 Python-docs pages: 16 s). Workers
+    are forked, which is safe only while this process runs no other thread (`ingest`); a server
+    (model and web threads) reads in-process. Spawning instead would make every caller's script
+    guard its `__main__`."""
+    if (settings.ingest_workers < 2 or files < PARALLEL_MIN_FILES
+            or threading.active_count() > 1):
+        yield lambda paths, root: map(partial(read, root=root, settings=settings), paths)
+        return
+    with ProcessPoolExecutor(settings.ingest_workers, mp_context=get_context("fork")) as pool:
+        yield lambda paths, root: pool.map(partial(read, root=root, settings=settings), paths,
+                                           chunksize=4)

@@ -65,9 +65,12 @@ def _load_text(path: Path, source: str) -> Document:
 
 
 # Page furniture that is not content: scripts, navigation, Sphinx's sidebars and permalinks.
-_HTML_JUNK = ("script", "style", "noscript", "nav", "header", "footer", "form", "button", "svg",
-              "div.related", "div.sphinxsidebar", "div.footer", "a.headerlink", "[role=navigation]",
-              "[role=search]")
+# Page furniture dropped before reading: whole tags, tags with a class, and ARIA roles. Matched by
+# one predicate per element, not CSS selectors (a quarter of all parsing time on 375 pages).
+_JUNK_TAGS = frozenset("script style noscript nav header footer form button svg".split())
+_JUNK_CLASSES = {"div": frozenset({"related", "sphinxsidebar", "footer"}),
+                 "a": frozenset({"headerlink"})}
+_JUNK_ROLES = frozenset({"navigation", "search"})
 _HEADINGS = {f"h{n}": n for n in range(1, 7)}
 _BLOCKS = frozenset("p div section article main aside blockquote ul ol li dl dt dd "
                     "caption figure figcaption br hr".split())
@@ -115,10 +118,15 @@ def _html_blocks(node: Tag, out: list[str], inline: list[str]) -> None:
             _html_blocks(child, out, inline)
 
 
+def _is_junk(tag: Tag) -> bool:
+    return (tag.name in _JUNK_TAGS or tag.get("role") in _JUNK_ROLES
+            or not _JUNK_CLASSES.get(tag.name, frozenset()).isdisjoint(tag.get("class") or ()))
+
+
 def _load_html(path: Path, source: str) -> Document:
     soup = BeautifulSoup(_decode(path.read_bytes(), source), "html.parser")
     title_tag, h1 = soup.find("title"), soup.find("h1")
-    for junk in soup.select(", ".join(_HTML_JUNK)):
+    for junk in soup.find_all(_is_junk):
         junk.decompose()
     main = soup.select_one("[role=main]") or soup.find("main") or soup.body or soup
     blocks: list[str] = []

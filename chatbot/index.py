@@ -40,8 +40,7 @@ import faiss
 import numpy as np
 from tqdm import tqdm
 
-from chatbot import documents
-from chatbot.chunking import Chunk, chunk
+from chatbot.chunking import Chunk, reader
 from chatbot.config import Settings
 from chatbot.documents import LoadError, corpus_files
 from chatbot.embedding import Embedder
@@ -301,13 +300,14 @@ class Plan:
 
 def plan(settings: Settings, embedder: Embedder) -> Plan:
     """Read the corpus: cached files are ready, the others are loaded and chunked (seconds for a
-    20 MB file); bad files are logged by name with the reason, and skipped."""
+    20 MB file; many files in worker processes); bad files are logged by name with the reason,
+    and skipped."""
     recipe = _recipe(settings, embedder)
     cache = EmbeddingCache(settings.index_dir / CACHE_DIR, recipe)
     work = Plan(settings, embedder, recipe, cache, {}, {}, {}, [], [])
     root = settings.corpus_dir
-    paths = corpus_files(root)
-    for path in tqdm(paths, unit="file", desc="reading", disable=len(paths) < 100):
+    todo = []
+    for path in corpus_files(root):
         source = path.relative_to(root).as_posix()
         try:
             work.hashes[source] = _sha256_file(path)
@@ -318,19 +318,21 @@ def plan(settings: Settings, embedder: Embedder) -> Plan:
         work.keys[source] = key = cache.key(source, work.hashes[source])
         if (entry := cache.get(key)) is not None:
             work.ready[source] = entry
-            continue
-        try:
-            doc = documents.load(path, root, settings.max_file_mb)
-        except LoadError as err:
-            log.error("skipped %s", err)
-            work.problems.append(str(err))
-            continue
-        chunks = chunk(doc, settings.chunk_chars, settings.chunk_overlap_sentences)
-        if not chunks:
-            work.problems.append(f"{source}: only headings, no text to index")
-            log.error("skipped %s", work.problems[-1])
-            continue
-        work.pending.append(_Pending(source, key, chunks, cache.parts(key, len(chunks))))
+        else:
+            todo.append((source, path))
+    with reader(len(todo), settings) as read_all:
+        results = read_all([path for _, path in todo], root)
+        for (source, _), chunks in tqdm(zip(todo, results), total=len(todo), unit="file",
+                                        desc="reading", disable=len(todo) < 100):
+            if isinstance(chunks, str):
+                log.error("skipped %s", chunks)
+                work.problems.append(chunks)
+            elif not chunks:
+                work.problems.append(f"{source}: only headings, no text to index")
+                log.error("skipped %s", work.problems[-1])
+            else:
+                key = work.keys[source]
+                work.pending.append(_Pending(source, key, chunks, cache.parts(key, len(chunks))))
     return work
 
 

@@ -482,3 +482,34 @@ def test_document_frequencies_are_saved_with_the_index_not_counted_at_start(sett
     assert reloaded.manifest["document_frequency"] == dict(counted)
     reloaded.manifest["document_frequency"] = {"only": 3}  # read back, not counted again
     assert reloaded.document_frequency == {"only": 3}
+
+
+def test_many_files_are_read_in_worker_processes_with_the_same_chunks_and_problems(tmp_path):
+    """#12: a big corpus is parsed in `ingest_workers` processes; the chunks, their order and the
+    reasons for skipped files are those of reading in one process. Run in a fresh process,
+    which has no other thread, so the worker pool is really used."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for n in range(24):
+        (corpus / f"page{n:02d}.md").write_text(
+            f"# Topic {n}\n\nScrews number {n} may loosen. Fusion {n} can fail.\n",
+            encoding="utf-8")
+    (corpus / "empty.txt").write_text("", encoding="utf-8")
+    code = (
+        "import threading, sys\n"
+        "from pathlib import Path\n"
+        "from chatbot.chunking import reader\n"
+        "from chatbot.config import load_settings\n"
+        "from chatbot.documents import corpus_files\n"
+        f"root = Path({str(corpus)!r}); paths = corpus_files(root)\n"
+        "s = load_settings(corpus_dir=root)\n"
+        "assert threading.active_count() == 1\n"
+        "with reader(len(paths), s) as read_all: parallel = list(read_all(paths, root))\n"
+        "with reader(len(paths), s.replace(ingest_workers=1)) as read_all:\n"
+        "    serial = list(read_all(paths, root))\n"
+        "print(parallel == serial, len(parallel),\n"
+        "      sum(isinstance(r, str) and 'no text' in r for r in parallel))\n")
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split() == ["True", "25", "1"]

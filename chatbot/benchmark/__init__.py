@@ -41,7 +41,7 @@ def run(settings: Settings, repeats: int = 3, ingest_repeats: int = 1,
         questions_file: Path | None = None, config: Path | None = None) -> dict:
     """Every figure of the benchmark, as one flat JSON-ready dict (plus `machine`)."""
     from chatbot import index as index_mod
-    from chatbot.embedding import MiniLMEmbedder, make_embedder
+    from chatbot.embedding import make_embedder
     from chatbot.pipeline import Chatbot
     from chatbot.retrieval import Retriever
 
@@ -49,17 +49,14 @@ def run(settings: Settings, repeats: int = 3, ingest_repeats: int = 1,
                     "corpus": str(settings.corpus_dir), "generator": settings.generator,
                     "repeats": repeats, "ingest_repeats": ingest_repeats}
     result["mem_bandwidth_gbs"] = round(machine.memory_bandwidth_gbs(), 2)
-    bulk = MiniLMEmbedder(bf16=settings.embed_bf16)  # what `ingest` embeds with
     embedder = make_embedder(settings)  # what a serving process asks with
     with measure.scratch() as tmp:
         work = Path(tmp)
-        log.info("bench: ingest x%d", ingest_repeats)
-        result.update(measure.ingest(settings, bulk, work, ingest_repeats))
+        log.info("bench: ingest and the embedder alone x%d (a process of their own)",
+                 ingest_repeats)
+        result.update(startup.ingest(settings, work, ingest_repeats, config))
         built = settings.replace(index_dir=Path(result.pop("index_dir")))
         index = index_mod.load(built.index_dir)
-        log.info("bench: embedder alone x%d", ingest_repeats)
-        result.update(measure.embed_only(index, settings, bulk, ingest_repeats))
-        del bulk
         result["ingest_vs_embed_only"] = round(
             result["ingest_chunks_per_s"] / result["embed_only_chunks_per_s"], 3)
         asked = questions_from(questions_file, [c.title for c in index.chunks])

@@ -21,6 +21,7 @@ ROWS = (
     ("decode_vs_bound", "decode / bound", "×"),
     ("answer_p50_s", "answer p50 (retrieve, check, draft, ground)", "s"),
     ("serve_rss_mb", "serving process RSS after answering", "MB"),
+    ("ingest_peak_rss_mb", "ingest process peak RSS", "MB"),
     ("peak_rss_mb", "benchmark process peak RSS", "MB"),
 )
 

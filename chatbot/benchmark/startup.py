@@ -1,6 +1,7 @@
-"""Start-up and memory as a user meets them: a fresh `python -m chatbot ask` process, timed
-from its start to the first byte of its answer, and a process that loads the models and the
-index and answers questions (serving), whose resident memory is read at the end."""
+"""The benchmark's figures that need a process of their own, as a user meets them: a fresh
+`python -m chatbot ask` timed from its start to the first byte of its answer; a process that
+loads the models and the index and answers questions (serving), whose resident memory is read
+at the end; and ingest, which embeds with torch as `python -m chatbot ingest` does."""
 from __future__ import annotations
 
 import json
@@ -53,14 +54,25 @@ def starts(settings: Settings, built_index: Path, work: Path, question: str, rep
             "warm_start_s": round(statistics.median(warm), 2)}
 
 
+def _child(module: str, config: Path | None, *args: str) -> dict:
+    """Run `python -m module args` and return the JSON object its last line prints."""
+    cmd = [sys.executable, "-m", module, *args, *(["--config", str(config)] if config else [])]
+    done = subprocess.run(cmd, capture_output=True, timeout=_TIMEOUT_S, env=os.environ)
+    if done.returncode != 0:
+        raise RuntimeError(f"{module} failed: "
+                           f"{done.stderr.decode(errors='replace').strip().splitlines()[-1:]}")
+    return json.loads(done.stdout.decode().strip().splitlines()[-1])
+
+
+def ingest(settings: Settings, work: Path, repeats: int, config: Path | None) -> dict:
+    """Whole ingests and the embedder alone (chatbot.benchmark.bulk), in a process of their own."""
+    return _child("chatbot.benchmark.bulk", config, "--corpus", str(settings.corpus_dir),
+                  "--work", str(work), "--repeats", str(repeats))
+
+
 def serve_memory(settings: Settings, index_dir: Path, questions: list[str],
                  config: Path | None) -> dict:
     """Resident and peak memory of a fresh process that loads the pipeline (models + index, as
     `serve` does, without the web page) and answers the questions."""
-    cmd = [sys.executable, "-m", "chatbot.benchmark.probe", "--corpus", str(settings.corpus_dir),
-           "--index", str(index_dir), *(["--config", str(config)] if config else []), *questions]
-    done = subprocess.run(cmd, capture_output=True, timeout=_TIMEOUT_S, env=os.environ)
-    if done.returncode != 0:
-        raise RuntimeError("the serving probe failed: "
-                           f"{done.stderr.decode(errors='replace').strip().splitlines()[-1:]}")
-    return json.loads(done.stdout.decode().strip().splitlines()[-1])
+    return _child("chatbot.benchmark.probe", config, "--corpus", str(settings.corpus_dir),
+                  "--index", str(index_dir), *questions)
