@@ -52,8 +52,21 @@ def cmd_ask(args) -> int:
     from chatbot.pipeline import Chatbot
 
     bot = Chatbot(settings)
-    _print_answer(bot.answer(args.question), args.json)
+    if args.json:
+        _print_answer(bot.answer(args.question), True)
+    else:
+        _stream_answer(bot, args.question, [])
     return 0
+
+
+def _stream_answer(bot, question: str, history: list[str]) -> None:
+    """Print checked sentences as they pass (nothing is taken back), then the sources."""
+    shown = ""
+    for event in bot.stream(question, history):
+        if isinstance(event, str):
+            print(event, end="", flush=True)
+            shown += event
+    _print_answer(event, False, shown)
 
 
 def cmd_chat(args) -> int:
@@ -71,12 +84,7 @@ def cmd_chat(args) -> int:
             break
         if not question:
             break
-        shown = ""
-        for event in bot.stream(question, history):  # checked sentences as they pass
-            if isinstance(event, str):
-                print(event, end="", flush=True)
-                shown += event
-        _print_answer(event, False, shown)
+        _stream_answer(bot, question, history)
         history.append(question)
     return 0
 
