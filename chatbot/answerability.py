@@ -30,11 +30,12 @@ from chatbot import grounding
 from chatbot.text import content_words, stem, words
 
 WEIGHTS_FILE = Path(__file__).resolve().parent / "data" / "answerability.json"
-FEATURES = ("dense", "sentence", "title", "term_min", "term_mean", "literals", "quantity")
+FEATURES = ("dense", "sentence", "title", "term_min", "term_gap", "literals", "quantity")
 # Questions that ask for an amount; answered only by a sentence that gives one.
 _ASKS_QUANTITY = re.compile(
     r"\bhow (many|much|long|often|soon|old|far)\b|\bwhat (percentage|percent|proportion|dose|"
     r"dosage|age)\b|\b(how likely|success rate|odds|chances?)\b", re.I)
+MISSING_NAMED = 3  # a partial answer names at most this many missing words
 _QUANTITY_WORDS = frozenset("""
 day days week weeks month months year years hour hours minute minutes percent percentage
 """.split()) | grounding.NUMBER_WORDS
@@ -53,10 +54,10 @@ class Signals:
     sentence: float  # cosine of the question and the closest statement in the top passages
     title: float  # cosine of the question and the closest heading (a FAQ's own question)
     term_min: float  # how well the least-covered specific question word is covered (1 = literally)
-    term_mean: float  # specificity-weighted mean coverage of the question's words
+    term_gap: float  # the largest weight x (1 - coverage) of a question word (occlusion)
     literals: float  # numbers and code names of the question absent from the passages (count)
     quantity: float  # 1 if the question asks for an amount and no top sentence gives one
-    missing: tuple[str, ...] = ()  # the uncovered words, named in a partial answer
+    missing: tuple[str, ...] = ()  # the uncovered words that carry the question, named if partial
 
     def vector(self) -> np.ndarray:
         return np.array([getattr(self, f) for f in FEATURES], dtype="float64")
@@ -64,11 +65,6 @@ class Signals:
     def to_dict(self) -> dict:
         return {k: (round(v, 4) if isinstance(v, float) else list(v))
                 for k, v in asdict(self).items()}
-
-
-def specificity(word: str) -> float:
-    """0 for everyday words ("take", "normal"), 1 for rare ones ("ibuprofen", "pedicle")."""
-    return float(np.clip((6.0 - zipf_frequency(word, "en")) / 2.5, 0.0, 1.0))
 
 
 def term_coverage(question: str, evidence: str, embed: Callable[[list[str]], np.ndarray],
@@ -91,6 +87,19 @@ def term_coverage(question: str, evidence: str, embed: Callable[[list[str]], np.
     return {w: cover[w] for w in asked}
 
 
+def weight(question: str, asked: Sequence[str],
+           embed: Callable[[list[str]], np.ndarray]) -> dict[str, float]:
+    """How much of the question's meaning each word carries: 1 - cosine between the question and
+    the question without the word (occlusion). "drive" in "when am I allowed to drive again?"
+    carries much; "explain" in "would that explain why my pain got worse?" little, whatever its
+    rarity in English, which is what a word list or a frequency cut-off cannot tell."""
+    if not asked:
+        return {}
+    variants = [re.sub(rf"(?i)\b{re.escape(w)}\b", " ", question) for w in asked]
+    vectors = embed([question, *variants])
+    return {w: float(max(0.0, 1.0 - vectors[0] @ v)) for w, v in zip(asked, vectors[1:])}
+
+
 def gives_quantity(text: str) -> bool:
     return any(w[0].isdigit() or w in _QUANTITY_WORDS for w in words(text))
 
@@ -98,23 +107,29 @@ def gives_quantity(text: str) -> bool:
 def signals(question: str, dense: float, sentence: float, title: float, evidence: str,
             top_sentences: Sequence[str], embed: Callable[[list[str]], np.ndarray],
             common: Container[str] = frozenset(), rare_zipf: float = 5.3,
-            synonym_similarity: float = 0.6) -> Signals:
+            synonym_similarity: float = 0.6, name_share: float = 0.33) -> Signals:
     """The signals for one question against its closest passages (`evidence`, their text) and the
     sentences that match it best (`top_sentences`); the cosines come from the caller, which
     has the vectors already."""
     cover = term_coverage(question, evidence, embed, common)
     rare = {w: c for w, c in cover.items() if zipf_frequency(w, "en") < rare_zipf}
-    weights = {w: specificity(w) for w in cover}
-    total = sum(weights.values())
-    mean = sum(weights[w] * cover[w] for w in cover) / total if total else 1.0
+    carried = weight(question, list(cover), embed)
+    gaps = {w: carried[w] * (1.0 - cover[w]) for w in cover}
     literals = grounding.missing_literals(question, evidence)
     asks = bool(_ASKS_QUANTITY.search(question))
     quantity = float(asks and not any(gives_quantity(s) for s in top_sentences))
-    missing = tuple(literals) + tuple(w for w, c in sorted(rare.items(), key=lambda p: p[1])
-                                      if c < synonym_similarity)
+    # Named in a partial answer or refusal: uncovered rare words that carry the question (not an
+    # aside such as "explain" or "works"), the widest gap first. Relative to the question's
+    # heaviest word, since every word of a long question carries less.
+    heaviest = max(carried.values(), default=0.0)
+    uncovered = sorted((w for w, c in rare.items()
+                        if c < synonym_similarity and carried[w] >= name_share * heaviest),
+                       key=lambda w: -gaps[w])
+    missing = tuple(literals) + tuple(uncovered[:MISSING_NAMED])
     return Signals(dense=float(dense), sentence=float(sentence), title=float(title),
-                   term_min=min(rare.values(), default=1.0), term_mean=float(mean),
-                   literals=float(len(literals)), quantity=quantity, missing=missing)
+                   term_min=min(rare.values(), default=1.0),
+                   term_gap=max(gaps.values(), default=0.0), literals=float(len(literals)),
+                   quantity=quantity, missing=missing)
 
 
 @dataclass(frozen=True)

@@ -87,11 +87,15 @@ class Settings:
     # fitted on tuning questions only by `python -m bench.answerability --fit`.
     # Cut-offs chosen on the tuning sets (an unanswerable answered in full costs 4, an answerable
     # not answered in full 1; `partial` refuses at most 2 % of tuning answerables): README tables.
-    answer_full: float = 0.58  # P at or above this: a full answer
-    answer_partial: float = 0.19  # P at or above this (below answer_full): a partial answer
+    answer_full: float = 0.56  # P at or above this: a full answer
+    answer_partial: float = 0.13  # P at or above this (below answer_full): a partial answer
     partial_quotes: int = 2  # sentences a partial answer quotes from the nearest topic
     question_zipf: float = 5.3  # a question word rarer than this is a topic the passages must cover
     synonym_similarity: float = 0.6  # a passage word this similar covers it (named when missing)
+    # A missing word is named only if it carries at least this share of what the question's
+    # heaviest word carries (1 - cosine of the question without it): "cost" in "How much does
+    # revision spine surgery cost?" .46, "drive" .82; asides "explain" .21, "works" .09.
+    missing_word_share: float = 0.33
     common_word_share: float = 0.05  # a word the corpus uses in this share of its documents...
     common_word_min_docs: int = 20  # ...and in at least this many is always covered
 

@@ -185,7 +185,7 @@ class Chatbot:
         sig = answerability.signals(
             question, _best(hits), closest, float(titles.max()),
             " ".join(h.chunk.text for h in top), [e.text for e in evidence], embed,
-            now.common, s.question_zipf, s.synonym_similarity)
+            now.common, s.question_zipf, s.synonym_similarity, s.missing_word_share)
         p = self.scorer.probability(sig)
         coverage = self.scorer.decide(p)
         base["signals"] = {**sig.to_dict(), "p_answerable": round(p, 4)}

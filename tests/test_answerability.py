@@ -10,7 +10,7 @@ TREATMENTS = ("Treatment for failed back surgery syndrome may include physical t
 
 
 def _signals(**changes) -> Signals:
-    base = dict(dense=0.6, sentence=0.6, title=0.6, term_min=1.0, term_mean=1.0, literals=0.0, quantity=0.0)
+    base = dict(dense=0.6, sentence=0.6, title=0.6, term_min=1.0, term_gap=0.0, literals=0.0, quantity=0.0)
     return Signals(**{**base, **changes})
 
 
@@ -18,8 +18,8 @@ def test_the_shipped_weights_load_and_order_the_obvious_cases():
     s = Settings()
     scorer = Scorer.load(s.answer_full, s.answer_partial)
     covered = scorer.probability(_signals(dense=0.75, sentence=0.75, title=0.75))
-    missing_topic = scorer.probability(_signals(term_min=0.2, term_mean=0.5))
-    unrelated = scorer.probability(_signals(dense=0.2, sentence=0.2, title=0.2, term_min=0.1, term_mean=0.2))
+    missing_topic = scorer.probability(_signals(term_min=0.2, term_gap=0.3))
+    unrelated = scorer.probability(_signals(dense=0.2, sentence=0.2, title=0.2, term_min=0.1, term_gap=0.4))
     assert covered > missing_topic > unrelated
     assert scorer.decide(covered) is Coverage.FULL
     assert scorer.decide(unrelated) is Coverage.NONE
@@ -52,3 +52,21 @@ def test_signals_name_what_is_missing_and_see_an_unmet_quantity(embedder):
     given = answerability.signals("How many weeks of physical therapy?", 0.5, 0.5, 0.5, TREATMENTS,
                                   ["Physical therapy lasts six weeks."], embedder.embed)
     assert given.quantity == 0.0
+
+
+@pytest.mark.slow
+def test_a_word_weighs_what_the_question_loses_without_it(embedder):
+    """Occlusion weight: the topic of a question carries it, an aside does not, however rare."""
+    drive = answerability.weight("when am I allowed to drive again after spinal fusion?",
+                                 ["allowed", "drive"], embedder.embed)
+    assert drive["drive"] > 2 * drive["allowed"]
+    aside = answerability.weight("would that explain why my back pain got worse?",
+                                 ["explain", "back", "pain"], embedder.embed)
+    assert aside["explain"] < Settings().missing_word_share * max(aside.values())
+
+
+@pytest.mark.slow
+def test_an_aside_is_never_named_as_missing(extractive_bot):
+    answer = extractive_bot.answer("what happens if one of the screws works itself loose")
+    assert "works" not in answer.signals["missing"] and "mention works" not in answer.text
+    assert answer.citations, answer.text
