@@ -219,8 +219,8 @@ def support(claim: str, claim_vec: np.ndarray, passage: list[str], passage_vecs:
         reason = "negation differs from the passage"
     elif hedges and HEDGES & set(words(passage[best])) and not HEDGES & set(words(claim)):
         reason = "states as certain what the passage says may be"
-    elif words(claim)[-1] in _DANGLING:
-        reason = "unfinished sentence"
+    elif words(claim)[-1] in _DANGLING and words(claim)[-2:] != words(passage[best])[-2:]:
+        reason = "unfinished sentence"  # unless the passage ends so too ("x refers to.")
     elif score < threshold:
         reason = f"support {score:.2f} < {threshold:.2f}"
     else:

@@ -73,6 +73,18 @@ def test_support_rejects_invented_details_and_accepts_quotes(judge):
 
 
 @pytest.mark.slow
+def test_a_sentence_is_unfinished_only_where_its_passage_goes_on(judge):
+    """A cut-off draft ("... used as an internal splint to.") is dropped; a passage sentence that
+    itself ends on a preposition, quoted whole, is not (the Python FAQ: "... x refers to.")."""
+    faq = "Pedicle screws may be used as an internal splint to hold the spine while it fuses."
+    assert judge("Pedicle screws may be used as an internal splint to.", faq).reason == \
+        "unfinished sentence"
+    python = ("Doing y = x doesn't create a copy of the list - it creates a new variable y that "
+              "refers to the same object x refers to.")
+    assert judge(python, python).supported
+
+
+@pytest.mark.slow
 def test_support_judge_agrees_with_hand_labels(judge):
     rows = [json.loads(line) for line in LABELS.read_text().splitlines() if line.strip()]
     verdicts = [(judge(r["sentence"], r["passage"].split("\n\n", 1)[-1]).supported, r["supported"])
