@@ -34,7 +34,7 @@ class Settings:
     embed_batch_chunks: int = 512
     ingest_workers: int = 2  # processes reading and chunking files: 375 HTML pages 16 s -> 9 s
     # The embedder for questions and for the updates ask/serve make: "onnx" (int8, no torch:
-    # start 0.2 s vs 3.5 s, 2 vs 5 ms a question, ~400 MB less) or "torch". `ingest` always
+    # start 0.2 s vs 3.5 s, 2 vs 5 ms a question, ~270 MB less) or "torch". `ingest` always
     # embeds in bulk with torch (bf16 where the CPU has it: 2.5x faster). Same vector space.
     embedder: str = "onnx"
     embed_threads: int = 1  # onnxruntime threads per question: 2 ms with 1; leaves a core free

@@ -7,8 +7,9 @@ wants one loaded model constructs one embedder and hands it to everything.
 Two runtimes of the same weights share one vector space (`id`), so either can query an index the
 other built: sentence-transformers on torch (`MiniLMEmbedder`, fast in bulk: bf16 on CPUs with
 AMX/AVX-512 BF16) for ingest, and the int8 ONNX export (`OnnxMiniLMEmbedder`, no torch: starts
-in 0.2 s instead of 3.5 s, 2 ms a question, 400 MB less memory) for questions. Measured against
-each other (README "Measured figures"): cosine >= 0.999 per text, identical Python-docs hits.
+in 0.2 s instead of 3.5 s, 2 ms a question, ~270 MB less memory) for questions. Measured against
+each other (README "Measured figures"): cosine >= 0.998 per text, the same Python-docs hits
+within one question.
 """
 from __future__ import annotations
 

@@ -112,7 +112,7 @@ def test_the_onnx_and_torch_runtimes_share_one_vector_space(embedder):
 
 def test_answering_with_the_default_embedder_never_imports_torch(tmp_path):
     """Start-up and memory (#12): a fresh index built and a question answered with the default
-    settings load onnxruntime, not torch or sentence-transformers (3.5 s and ~400 MB)."""
+    settings load onnxruntime, not torch or sentence-transformers (3.5 s and ~270 MB)."""
     shutil.copytree(FAQ.parent, tmp_path / "c")
     code = ("import sys\n"
             "from chatbot import Chatbot\n"
