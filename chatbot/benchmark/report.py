@@ -12,6 +12,7 @@ ROWS = (
     ("retrieval_p95_ms", "retrieval p95", "ms"),
     ("cold_start_s", "cold start: `ask` to first answer, empty caches", "s"),
     ("warm_start_s", "warm start: `ask` to first answer", "s"),
+    ("warm_ready_s", "warm start: to the pipeline loaded", "s"),
     ("llm_ttft_s", "LLM first token", "s"),
     ("llm_prefill_tok_s", "LLM prefill", "tok/s"),
     ("llm_decode_tok_s", "LLM decode", "tok/s"),
