@@ -149,15 +149,19 @@ def citation_validity(result: dict) -> tuple[int, int]:
 
 
 def passage_statements(text: str) -> list[str]:
-    """The sentences of a passage a claim can rest on, as the pipeline picks them."""
-    return [text[s:e] for s, e in grounding.statements(text)]
+    """The sentences of a passage a claim can rest on, as the pipeline offers them."""
+    return [sentence for _, sentence in grounding.evidence(text)]
 
 
 class Judge:
-    """grounding.support with the pipeline's thresholds, embedding each text once."""
+    """grounding.support as the pipeline runs it (thresholds, and, when given, word families and
+    the certainty check), embedding each text once: a sentence it rejects that the pipeline
+    passed is a bug in assembling answers, not a difference between two judges."""
 
-    def __init__(self, embedder: Embedder, threshold: float, zipf: float):
+    def __init__(self, embedder: Embedder, threshold: float, zipf: float,
+                 family_similarity: float = 1.0, hedges: bool = False):
         self.embedder, self.threshold, self.zipf = embedder, threshold, zipf
+        self.family_similarity, self.hedges = family_similarity, hedges
         self._vecs: dict[str, np.ndarray] = {}
 
     def vectors(self, texts: Sequence[str]) -> np.ndarray:
@@ -169,7 +173,8 @@ class Judge:
     def __call__(self, claim: str, passage_sentences: Sequence[str]) -> grounding.Support:
         vecs = self.vectors([claim, *passage_sentences])
         return grounding.support(claim, vecs[0], list(passage_sentences), vecs[1:],
-                                 self.threshold, self.zipf)
+                                 self.threshold, self.zipf, self.vectors,
+                                 self.family_similarity, self.hedges)
 
 
 def judge_sentence(judge: Judge, claim: str, cited: Sequence[int],
@@ -339,7 +344,9 @@ def evaluate(cases: Sequence[Case], bot, retrieval_only: bool = False,
     from chatbot.pipeline import standalone_query
 
     k = bot.settings.top_k
-    judge = Judge(bot.embedder, bot.settings.support_threshold, bot.settings.claim_zipf)
+    s = bot.settings
+    judge = Judge(bot.embedder, s.support_threshold, s.claim_zipf, s.family_similarity,
+                  s.certainty_check)
     rows = []
     for case in tqdm(cases, desc="questions", unit="q", disable=not progress):
         query = standalone_query(case.question.strip(), case.history)

@@ -159,6 +159,20 @@ def statements(text: str, offset: int = 0,
             and not any(a < e and s < b for a, b in flagged)]
 
 
+def evidence(text: str, offset: int = 0,
+             flagged: Sequence[tuple[int, int]] = ()) -> list[tuple[tuple[int, int], str]]:
+    """The `statements` of a passage as a claim is judged against them: each without its
+    lead-in ("Therefore,") and starting with a capital, with its span in `offset` coordinates.
+    The pipeline offers these as evidence and the evaluation re-judges answers against the
+    same ones, so the two judges see the same sentences."""
+    out = []
+    for a, b in statements(text, offset, flagged):
+        cut = lead_in(text[a - offset:b - offset])
+        sentence = text[a + cut - offset:b - offset]
+        out.append(((a + cut, b), sentence[:1].upper() + sentence[1:]))
+    return out
+
+
 @dataclass(frozen=True)
 class Support:
     score: float  # 0..1, blend of meaning and word evidence

@@ -184,7 +184,7 @@ class Chatbot:
         closest = max(float(x.vec @ qvec[0]) for x in sentences if x.hit < len(top))
         sig = answerability.signals(
             question, _best(hits), closest, float(titles.max()),
-            " ".join(h.chunk.text for h in top), [e.text for e in evidence], embed,
+            " ".join(h.chunk.text for h in top), [e.text for e in evidence], memo.embed,
             now.common, s.question_zipf, s.synonym_similarity, s.missing_word_share)
         p = self.scorer.probability(sig)
         coverage = self.scorer.decide(p)
@@ -231,16 +231,11 @@ class Chatbot:
                    memo: Remembering) -> list[_Sentence]:
         """The statements of the retrieved passages, each without its lead-in ("Therefore,"),
         none that reads as an instruction to the assistant (`flagged`)."""
-        spans = []
-        for i, h in enumerate(hits):
-            for a, b in grounding.statements(h.chunk.text, h.chunk.start,
-                                             flagged.get(h.chunk.source, ())):
-                cut = grounding.lead_in(h.chunk.text[a - h.chunk.start:b - h.chunk.start])
-                spans.append((i, (a + cut, b)))
-        texts = [_capitalised(hits[i].chunk.text[a - hits[i].chunk.start:b - hits[i].chunk.start])
-                 for i, (a, b) in spans]
-        vecs = memo.embed(texts) if texts else np.zeros((0, 1), "float32")
-        return [_Sentence(i, sp, t, v) for (i, sp), t, v in zip(spans, texts, vecs)]
+        found = [(i, span, text) for i, h in enumerate(hits)
+                 for span, text in grounding.evidence(h.chunk.text, h.chunk.start,
+                                                      flagged.get(h.chunk.source, ()))]
+        vecs = memo.embed([t for *_, t in found]) if found else np.zeros((0, 1), "float32")
+        return [_Sentence(i, sp, t, v) for (i, sp, t), v in zip(found, vecs)]
 
     def _select(self, qvec: np.ndarray, sentences: list[_Sentence]) -> list[_Sentence]:
         """The sentences that best answer the question, best first. The top passage is trusted
@@ -356,11 +351,6 @@ class Chatbot:
                 text += f" Closest passages: {closest}."
         return Answer(text=text, coverage=Coverage.NONE, outcome=outcome, hits=hits,
                       timings={**(timings or {}), "total_ms": ms()}, **base)
-
-
-def _capitalised(sentence: str) -> str:
-    """A sentence whose lead-in was cut off starts with a capital all the same."""
-    return sentence[:1].upper() + sentence[1:]
 
 
 def _numbered(claims: list[_ClaimDraft], claim: _ClaimDraft) -> str:
