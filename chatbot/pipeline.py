@@ -262,7 +262,6 @@ class Chatbot:
         """Judge each draft sentence as soon as the next one has begun (so its trailing markers
         are in), against the passages it may cite; the last one when the draft ends. When
         `cancelled()` turns true (Stop in the web page) the model stops at the next token."""
-        s = self.settings
         passages = {h: [x for x in sentences if x.hit == h] for h in used}
         draft, judged = "", 0
         try:
