@@ -14,6 +14,7 @@ within one question.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from functools import cache
 from pathlib import Path
 from typing import Protocol, Sequence, runtime_checkable
@@ -142,14 +143,26 @@ def cpu_has_bf16() -> bool:
 
 class Remembering:
     """An Embedder that embeds each distinct text once: within one question the instruction
-    screen, evidence selection and the support check meet the same sentences and words."""
+    screen, evidence selection and the support check meet the same sentences and words; across
+    questions (`capacity` set, least recently used dropped) the same passages come back."""
 
-    def __init__(self, embedder: Embedder):
+    def __init__(self, embedder: Embedder, capacity: int | None = None):
         self.inner, self.id, self.dim = embedder, embedder.id, embedder.dim
-        self.known: dict[str, np.ndarray] = {}
+        self.capacity = capacity
+        self.known: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()  # the web page answers several questions at once
 
     def embed(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
-        new = [t for t in dict.fromkeys(texts) if t not in self.known]
-        if new:
-            self.known.update(zip(new, self.inner.embed(new)))
-        return np.stack([self.known[t] for t in texts])
+        with self._lock:
+            new = [t for t in dict.fromkeys(texts) if t not in self.known]
+        fresh = dict(zip(new, self.inner.embed(new))) if new else {}
+        with self._lock:
+            self.known.update(fresh)
+            out = np.stack([self.known[t] for t in texts])
+            if self.capacity is not None:
+                for t in texts:
+                    if t in self.known:
+                        self.known.move_to_end(t)
+                while len(self.known) > self.capacity:
+                    self.known.popitem(last=False)
+        return out

@@ -12,7 +12,7 @@ import itertools
 import logging
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -29,6 +29,7 @@ from chatbot.text import content_words, words
 log = logging.getLogger(__name__)
 __all__ = ["REFUSAL", "Answer", "Chatbot", "Citation", "Claim", "standalone_query"]
 _ANAPHORA = frozenset("it its that this they them their those these there he she him her".split())
+_ENDED = re.compile(r"[.!?:;)\]\"'”’]\s*$")  # a sentence that reached its end
 _TOPIC_SWITCH = re.compile(r"\b(different|separate|unrelated|another|new|other) (question|thing|"
                            r"topic|subject)\b|\bunrelated\b|\bchanging the subject\b", re.I)
 
@@ -80,11 +81,12 @@ class Snapshot:
     index: index_mod.Index
     retriever: Retriever
     common: frozenset[str]  # common_stems of the index
+    vectors: Remembering  # passage sentences and words met by earlier questions
 
     @classmethod
     def of(cls, index: index_mod.Index, settings: Settings, embedder: Embedder) -> "Snapshot":
         return cls(index, Retriever.from_settings(index, settings, embedder),
-                   common_stems(index, settings))
+                   common_stems(index, settings), Remembering(embedder, settings.vector_cache))
 
 
 class Chatbot:
@@ -165,7 +167,7 @@ class Chatbot:
                 query, hits, qvec = alt_query, alt_hits, alt_vec
                 base["query"] = query
         timings = {"retrieve_ms": ms()}
-        memo = Remembering(self.embedder)  # screen, evidence and check share vectors
+        memo = Remembering(now.vectors)  # screen, evidence and check share vectors
         base["flagged"] = instructions.flag_passages([h.chunk for h in hits], memo, s)
         timings["flag_ms"] = ms()
         if _best(hits) < s.min_score:
@@ -208,6 +210,9 @@ class Chatbot:
         try:
             for claim in self._checked(self.generator.stream(query, facts), used, sentences,
                                        memo, timings, ms, cancelled):
+                if claim.supported and any(c.supported and _same(c.text, claim.text)
+                                           for c in claims):
+                    continue  # the model said it again: say it once
                 claims.append(claim)
                 if claim.supported:  # shown as soon as it passed the check, numbered as at the end
                     yield _numbered(claims, claim)
@@ -275,10 +280,15 @@ class Chatbot:
                 if piece is not None:  # the last sentence may still grow, and so may its markers
                     done = done[:-1] if len(done) < 2 or grounding.split_citations(done[-1])[0] \
                         else done[:-2]
-                for sentence in done[judged:]:
+                for i, sentence in enumerate(done[judged:], judged):
                     text, cited = grounding.split_citations(sentence)
-                    if text:
-                        yield self._judge(text, cited, used, passages, memo)
+                    if not text:
+                        continue
+                    claim = self._judge(text, cited, used, passages, memo)
+                    if piece is None and i == len(done) - 1 and not _ENDED.search(text):
+                        # the model ran out of tokens mid-sentence ("... as scar tissue builds")
+                        claim = replace(claim, supported=False, reason="unfinished sentence")
+                    yield claim
                 judged = max(judged, len(done))
         finally:
             if hasattr(pieces, "close"):  # a stopped answer stops the model's decoding too
@@ -350,6 +360,10 @@ class Chatbot:
                 text += f" Closest passages: {closest}."
         return Answer(text=text, coverage=Coverage.NONE, outcome=outcome, hits=hits,
                       timings={**(timings or {}), "total_ms": ms()}, **base)
+
+
+def _same(a: str, b: str) -> bool:
+    return words(a) == words(b)
 
 
 def _numbered(claims: list[_ClaimDraft], claim: _ClaimDraft) -> str:

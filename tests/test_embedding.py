@@ -122,3 +122,14 @@ def test_answering_with_the_default_embedder_never_imports_torch(tmp_path):
             "print(sorted(m for m in ('torch', 'sentence_transformers', 'onnxruntime') "
             "if m in sys.modules))\n")
     assert last_line(code) == "['onnxruntime']"
+
+
+def test_the_cross_question_cache_embeds_each_text_once_and_stays_bounded():
+    from chatbot.embedding import Remembering
+
+    inner = FakeEmbedder()
+    cache = Remembering(inner, capacity=2)
+    first = cache.embed(["a screw", "a rod"])
+    assert (cache.embed(["a rod", "a screw"]) == first[::-1]).all() and inner.calls == 1
+    cache.embed(["a plate"])  # "a rod" was used least recently: dropped
+    assert list(cache.known) == ["a screw", "a plate"] and inner.calls == 2

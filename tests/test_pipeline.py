@@ -83,6 +83,27 @@ def test_stream_yields_only_checked_sentences_then_the_answer(bot):
     assert "".join(events[:-1]) == answer.text and len(events) >= 2  # streamed = the answer
 
 
+def test_a_repeated_sentence_is_served_once_and_a_cut_off_one_not_at_all(settings, faq_index,
+                                                                        embedder):
+    """Drafts that hit the token limit end mid-sentence, and small models repeat themselves."""
+    from chatbot import grounding
+    from chatbot.pipeline import Chatbot
+
+    class Repeating:
+        name = "local"
+
+        def stream(self, question, facts):
+            first = grounding.answer_sentences(facts[0][1])[0]
+            yield f"{first} [1] {first} [1] {first.rstrip('.')}"  # the last one never ends
+
+    bot = Chatbot(settings, index=faq_index, generator=Repeating(), embedder=embedder)
+    answer = bot.answer("What are the symptoms of a failed fusion?")
+    served = [c for c in answer.claims if c.supported]
+    assert len(served) == 1 and answer.wording == "model", answer.to_dict()
+    assert [c.reason for c in answer.claims if not c.supported] == ["unfinished sentence"]
+    assert answer.text.count(served[0].text) == 1
+
+
 def test_closing_the_stream_stops_the_model(settings, faq_index):
     """Stop in the web page closes the stream: the model must stop decoding, not run on."""
     from chatbot.generation import LlamaCppGenerator
