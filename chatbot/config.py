@@ -119,6 +119,9 @@ class Settings:
     transformers_model: str = ""  # for "transformers": a folder or hub id; "" = packaged SmolLM2
     llm_threads: int = 2  # llama.cpp threads; on a shared 2-core box 1 can be faster
     llm_context: int = 2048  # tokens; prompts here are ~300-700
+    # prompt tokens per llama.cpp step: 128 vs the default 512 saves 29 MB (a smaller logits
+    # buffer), prefill 157 vs 152 tok/s, decode unchanged (641-token prompt, Qwen-0.5B)
+    llm_batch: int = 128
     max_new_tokens: int = 80
     repetition_penalty: float = 1.15
     openai_base_url: str = "http://127.0.0.1:8000/v1"
@@ -157,8 +160,8 @@ CHOICES = {"generator": ("local", "transformers", "extractive", "openai"),
            "retrieval_mode": ("dense", "bm25", "blend", "rrf")}
 POSITIVE = frozenset({"chunk_chars", "max_file_mb", "embed_batch_chunks", "top_k", "hnsw_m",
                       "hnsw_ef_construction", "hnsw_ef_search", "max_new_tokens",
-                      "llm_threads", "llm_context", "embed_threads", "vector_cache",
-                      "ingest_workers"})
+                      "llm_threads", "llm_context", "llm_batch", "embed_threads",
+                      "vector_cache", "ingest_workers"})
 _EXPECTED = {"int": "a whole number", "float": "a number", "str": "a string",
              "Path": "a path (string)", "bool": "a yes/no value (true or false)"}
 _SECRET = frozenset(f.name for f in fields(Settings) if not f.repr)  # never shown in a message
