@@ -64,7 +64,7 @@ class LlamaCppGenerator:
         self.settings = settings
         self.gguf = models.gguf_path(settings.llm_model, settings.cache_dir)
         self.server = models.llama_server(self.gguf, settings.llm_threads, settings.llm_context,
-                                          settings.llm_batch)
+                                          settings.llm_batch, settings.llm_cache_mb)
         self.last_timings: dict = {}  # llama.cpp's own counts for the last answer (bench reads it)
         self.chunks = 0
 

@@ -163,7 +163,7 @@ def gguf_path(model: str, cache_dir: Path) -> Path:
     return target
 
 
-def llama_server(gguf: Path, threads: int, context: int, batch: int = 512,
+def llama_server(gguf: Path, threads: int, context: int, batch: int = 512, cache_mb: int = 0,
                  host: str = "127.0.0.1", port: int = 0):
     """llama.cpp in this process (xllamacpp), greedy; the caller owns it. It also answers
     OpenAI-style HTTP on host:port (port 0: a free one, on this machine only)."""
@@ -176,6 +176,7 @@ def llama_server(gguf: Path, threads: int, context: int, batch: int = 512,
     params.model.path = str(gguf)
     params.n_ctx = context
     params.n_batch = params.n_ubatch = batch
+    params.cache_ram_mib = cache_mb
     params.hostnames, params.port = [host], port
     params.cpuparams.n_threads = params.cpuparams_batch.n_threads = threads
     params.sampling.temp = 0.0
