@@ -26,6 +26,23 @@ SYSTEM_PROMPT = (
 )
 
 
+REWRITE_PROMPT = (
+    "You rewrite a user's question so that it uses the words a reference document would use "
+    "for the same things. Keep the meaning exactly; do not add or drop anything; reply with "
+    "the rewritten question only."
+)
+
+
+def rewrite_messages(question: str) -> list[dict]:
+    return [{"role": "system", "content": REWRITE_PROMPT}, {"role": "user", "content": question}]
+
+
+def first_line(reply: str, question: str) -> str | None:
+    """The rewritten question from a model's reply; None when it is empty or the same."""
+    line = next((x.strip().strip('"“”') for x in reply.splitlines() if x.strip()), "")
+    return line if line and line.lower() != question.strip().lower() else None
+
+
 def build_messages(question: str, facts: list[tuple[int, str]]) -> list[dict]:
     listed = "\n".join(f"[{n}] {text}" for n, text in facts)
     user = f"Facts:\n{listed}\n\nQuestion: {question}\nAnswer in one or two sentences."
@@ -42,6 +59,11 @@ class Generator(Protocol):
 
     def stream(self, question: str, facts: list[tuple[int, str]]) -> Iterator[str]: ...
 
+    def rewrite(self, question: str) -> str | None:
+        """The question in the words documents would use ("can the metalwork snap?" -> "can
+        the hardware break?"), or None: no model, or it failed. The pipeline re-decides on it
+        when the question itself was only partly covered."""
+
 
 class ExtractiveGenerator:
     """No model: the facts themselves, each with its number. Always grounded; never fluent."""
@@ -51,6 +73,9 @@ class ExtractiveGenerator:
     def stream(self, question: str, facts: list[tuple[int, str]]) -> Iterator[str]:
         for i, (n, text) in enumerate(facts):
             yield ("" if i == 0 else " ") + f"{text} [{n}]"
+
+    def rewrite(self, question: str) -> str | None:
+        return None
 
 
 class LlamaCppGenerator:
@@ -72,6 +97,16 @@ class LlamaCppGenerator:
         s = self.settings
         return {"messages": build_messages(question, facts), "stream": True, "temperature": 0,
                 "max_tokens": s.max_new_tokens, "repeat_penalty": s.repetition_penalty}
+
+    def rewrite(self, question: str) -> str | None:
+        try:
+            reply = self.server.handle_chat_completions({
+                "messages": rewrite_messages(question), "temperature": 0,
+                "max_tokens": self.settings.rewrite_tokens})
+            return first_line(reply["choices"][0]["message"]["content"], question)
+        except Exception as exc:  # an answer never depends on the rewrite
+            log.warning("No rewrite: %s", exc)
+            return None
 
     def stream(self, question: str, facts: list[tuple[int, str]]) -> Iterator[str]:
         body = self.request(question, facts)
@@ -140,6 +175,9 @@ class TransformersGenerator:
         yield from (piece for piece in streamer if piece)
         thread.join()
 
+    def rewrite(self, question: str) -> str | None:
+        return None  # not measured with this backend's models
+
 
 class OpenAIGenerator:
     """Any OpenAI-compatible chat server (vLLM, llama.cpp's server), for scaling past one box."""
@@ -148,6 +186,20 @@ class OpenAIGenerator:
 
     def __init__(self, settings: Settings):
         self.settings = settings
+
+    def rewrite(self, question: str) -> str | None:
+        import httpx
+
+        s = self.settings
+        body = {"model": s.openai_model, "messages": rewrite_messages(question),
+                "temperature": 0, "max_tokens": s.rewrite_tokens}
+        try:
+            reply = httpx.post(s.openai_base_url.rstrip("/") + "/chat/completions", json=body,
+                               timeout=s.openai_timeout_s).json()
+            return first_line(reply["choices"][0]["message"]["content"], question)
+        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as exc:
+            log.warning("No rewrite: %s", exc)
+            return None
 
     def stream(self, question: str, facts: list[tuple[int, str]]) -> Iterator[str]:
         import httpx

@@ -12,7 +12,7 @@ import itertools
 import logging
 import re
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -40,6 +40,22 @@ class _Sentence:
     span: tuple[int, int]  # offsets into the source document
     text: str
     vec: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Reading:
+    """One reading of a question: what it retrieved and how well that answers it. `refusal` is
+    set when it must be refused (then `coverage` is NONE)."""
+    query: str
+    hits: list[Hit]
+    flagged: instructions.Spans
+    sentences: list[_Sentence] = field(default_factory=list)
+    evidence: list[_Sentence] = field(default_factory=list)
+    p: float | None = None  # P(answerable); None when refused before scoring
+    coverage: Coverage = Coverage.NONE
+    missing: tuple[str, ...] = ()  # the question's words the passages lack, named if partial
+    signals: dict = field(default_factory=dict)
+    refusal: Outcome | None = None
 
 
 @dataclass(frozen=True)
@@ -156,51 +172,29 @@ class Chatbot:
                 Code.CHANGE_RULES, "it asks me to change my rules; I only answer from the "
                 "documents"), ms)
             return
-        hits = now.retriever.search(query, s.top_k, qvec)
-        if history and query == question.strip() and _best(hits) < s.min_score + s.follow_up_margin:
-            # Alone, the question finds little ("what is the device called?"): read it in the
-            # light of the previous one, and keep whichever reading finds the closer passage.
-            alt_query = f"{query} ({history[-1]})"
-            alt_vec = embed([alt_query])
-            alt_hits = now.retriever.search(alt_query, s.top_k, alt_vec)
-            if _best(alt_hits) > _best(hits):
-                query, hits, qvec = alt_query, alt_hits, alt_vec
-                base["query"] = query
-        timings = {"retrieve_ms": ms()}
+        timings: dict[str, float] = {}
         memo = Remembering(now.vectors)  # screen, evidence and check share vectors
-        base["flagged"] = instructions.flag_passages([h.chunk for h in hits], memo, s)
-        timings["flag_ms"] = ms()
-        if _best(hits) < s.min_score:
-            yield self._refuse(base, hits, Outcome(
-                Code.NO_CLOSE_PASSAGE, "no passage is close to the question"), ms, timings)
+        r = self._read(question.strip(), query, qvec, history, now, memo, timings, ms)
+        reading = ""  # the rewritten question, when its reading was taken
+        if r.coverage is Coverage.PARTIAL and s.rewrite_partial:
+            # A second reading in the documents' words ("metalwork" -> "hardware"), taken only
+            # when it is clearly answered; otherwise the first reading's partial answer stands.
+            rewritten = self.generator.rewrite(r.query)
+            timings["rewrite_ms"] = ms()
+            if rewritten:
+                second = self._read(rewritten, rewritten, embed([rewritten]), (), now, memo,
+                                    timings, ms)
+                if second.p is not None and second.p >= s.rewrite_full:
+                    r = replace(second, signals={**second.signals, "p_first_reading": round(r.p, 4)})
+                    reading = rewritten
+        base.update(query=r.query, flagged=r.flagged, signals=r.signals)
+        if r.refusal:
+            yield self._refuse(base, r.hits, r.refusal, ms, timings)
             return
-        sentences = self._sentences(hits, base["flagged"], memo)
-        evidence = self._select(qvec[0], sentences)
-        if not evidence:  # the closest passages hold no statement (headings, fragments)
-            yield self._refuse(base, hits, Outcome(
-                Code.NO_STATEMENT, "no sentence in the closest passages answers it"), ms, timings)
+        if r.coverage is Coverage.PARTIAL:
+            yield self._partial(base, r.hits, r.evidence, r.missing, timings, ms)
             return
-        # The new question's own words: the earlier one carried along was checked in its turn.
-        top = hits[:3]
-        titles = embed(list(dict.fromkeys(h.chunk.title for h in top))) @ qvec[0]
-        closest = max(float(x.vec @ qvec[0]) for x in sentences if x.hit < len(top))
-        sig = answerability.signals(
-            question, _best(hits), closest, float(titles.max()),
-            " ".join(h.chunk.text for h in top), [e.text for e in evidence], memo.embed,
-            now.common, s.question_zipf, s.synonym_similarity, s.missing_word_share)
-        p = self.scorer.probability(sig)
-        coverage = self.scorer.decide(p)
-        base["signals"] = {**sig.to_dict(), "p_answerable": round(p, 4)}
-        timings["select_ms"] = ms()
-        if coverage is Coverage.NONE:
-            missing = ", ".join(sig.missing)
-            why = f"they do not mention {missing}" if missing else \
-                "no passage answers it closely enough"
-            yield self._refuse(base, hits, Outcome(Code.NOT_COVERED, why), ms, timings)
-            return
-        if coverage is Coverage.PARTIAL:
-            yield self._partial(base, hits, evidence, sig, timings, ms)
-            return
+        query, hits, sentences, evidence = r.query, r.hits, r.sentences, r.evidence
         used = sorted({e.hit for e in evidence}, key=lambda h: min(
             i for i, e in enumerate(evidence) if e.hit == h))
         facts = [(n, " ".join(e.text for e in evidence if e.hit == h))
@@ -226,11 +220,57 @@ class Chatbot:
                                "so this answer quotes them")
             claims += _quotes(evidence)
         timings["total_ms"] = ms()
-        yield self._compose(base, hits, claims, Outcome(Code.ANSWERED, note), timings,
-                            wording="quotes" if note or self.generator.name == "extractive"
-                            else "model")
+        wording = "quotes" if note or self.generator.name == "extractive" else "model"
+        note = "; ".join(x for x in (f"read as “{reading}”" if reading else "", note) if x)
+        yield self._compose(base, hits, claims, Outcome(Code.ANSWERED, note), timings, wording)
 
     # -- steps ---------------------------------------------------------------------------------
+
+    def _read(self, question: str, query: str, qvec: np.ndarray, history: Sequence[str],
+              now: Snapshot, memo: Remembering, timings: dict, ms) -> _Reading:
+        """Retrieve for `query`, screen and select the evidence, and decide how well it answers
+        `question` (the new question's own words: an earlier one carried along was checked in
+        its turn)."""
+        s = self.settings
+        hits = now.retriever.search(query, s.top_k, qvec)
+        if history and query == question and _best(hits) < s.min_score + s.follow_up_margin:
+            # Alone, the question finds little ("what is the device called?"): read it in the
+            # light of the previous one, and keep whichever reading finds the closer passage.
+            alt_query = f"{query} ({history[-1]})"
+            alt_vec = memo.embed([alt_query])
+            alt_hits = now.retriever.search(alt_query, s.top_k, alt_vec)
+            if _best(alt_hits) > _best(hits):
+                query, hits, qvec = alt_query, alt_hits, alt_vec
+        timings.setdefault("retrieve_ms", ms())
+        flagged = instructions.flag_passages([h.chunk for h in hits], memo, s)
+        timings.setdefault("flag_ms", ms())
+        read = dict(query=query, hits=hits, flagged=flagged)
+        if _best(hits) < s.min_score:
+            return _Reading(**read, refusal=Outcome(
+                Code.NO_CLOSE_PASSAGE, "no passage is close to the question"))
+        sentences = self._sentences(hits, flagged, memo)
+        evidence = self._select(qvec[0], sentences)
+        if not evidence:  # the closest passages hold no statement (headings, fragments)
+            return _Reading(**read, refusal=Outcome(
+                Code.NO_STATEMENT, "no sentence in the closest passages answers it"))
+        top = hits[:3]
+        titles = memo.embed(list(dict.fromkeys(h.chunk.title for h in top))) @ qvec[0]
+        closest = max(float(x.vec @ qvec[0]) for x in sentences if x.hit < len(top))
+        sig = answerability.signals(
+            question, _best(hits), closest, float(titles.max()),
+            " ".join(h.chunk.text for h in top), [e.text for e in evidence], memo.embed,
+            now.common, s.question_zipf, s.synonym_similarity, s.missing_word_share)
+        p = self.scorer.probability(sig)
+        coverage = self.scorer.decide(p)
+        timings.setdefault("select_ms", ms())
+        refusal = None
+        if coverage is Coverage.NONE:
+            missing = ", ".join(sig.missing)
+            refusal = Outcome(Code.NOT_COVERED, f"they do not mention {missing}" if missing
+                              else "no passage answers it closely enough")
+        return _Reading(**read, sentences=sentences, evidence=evidence, p=p, coverage=coverage,
+                        missing=sig.missing, refusal=refusal,
+                        signals={**sig.to_dict(), "p_answerable": round(p, 4)})
 
     def _sentences(self, hits: list[Hit], flagged: instructions.Spans,
                    memo: Remembering) -> list[_Sentence]:
@@ -312,10 +352,10 @@ class Chatbot:
         return _ClaimDraft(text, v.supported, h, passages[h][v.sentence].span, v.reason)
 
     def _partial(self, base: dict, hits: list[Hit], evidence: list[_Sentence],
-                 sig: answerability.Signals, timings: dict, ms) -> Answer:
+                 missing: tuple[str, ...], timings: dict, ms) -> Answer:
         """Say what the documents lack, then quote what they say on the nearest topic."""
-        lacking = ("The documents do not mention " + ", ".join(sig.missing) + "."
-                   if sig.missing else "The documents do not say exactly this.")
+        lacking = ("The documents do not mention " + ", ".join(missing) + "."
+                   if missing else "The documents do not say exactly this.")
         title = hits[evidence[0].hit].chunk.title
         preamble = f"{lacking} On “{title}” they say:"
         quotes = _quotes(evidence[: self.settings.partial_quotes])

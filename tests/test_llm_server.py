@@ -48,6 +48,9 @@ def test_answers_through_a_real_openai_compatible_server(settings, faq_index, em
     assert answer.citations and "splint" in answer.text
     if answer.wording == "model":  # checked sentences streamed over HTTP, then the answer
         assert "".join(events[:-1]) == answer.text
+    lay = "can the metalwork actually snap??"  # a second reading, asked over HTTP too
+    rewritten = _bot(settings, faq_index, embedder, llm_url).generator.rewrite(lay)
+    assert rewritten and rewritten != lay and "\n" not in rewritten
 
 
 class _Failing(http.server.BaseHTTPRequestHandler):
@@ -85,7 +88,9 @@ def test_a_failing_server_still_gets_the_checked_quotes(settings, faq_index, emb
                                                          failing_server, case, why):
     url = {"dead": f"http://127.0.0.1:{free_port()}/v1", "500": failing_server(0.0),
            "slow": failing_server(5.0)}[case]
-    answer = _bot(settings, faq_index, embedder, url, openai_timeout_s=1.0).answer(QUESTION)
+    bot = _bot(settings, faq_index, embedder, url, openai_timeout_s=1.0)
+    assert bot.generator.rewrite("can the metalwork actually snap??") is None  # no second reading
+    answer = bot.answer(QUESTION)
     assert answer.coverage is Coverage.FULL and not answer.refused
     assert answer.wording == "quotes" and why in answer.note
     assert answer.citations and "splint" in answer.text

@@ -104,6 +104,37 @@ def test_a_repeated_sentence_is_served_once_and_a_cut_off_one_not_at_all(setting
     assert answer.text.count(served[0].text) == 1
 
 
+def test_a_partly_covered_question_is_read_again_in_the_documents_words(settings, faq_index,
+                                                                       embedder):
+    """The rewrite is taken only when the documents clearly answer it; the answer says so."""
+    from chatbot.generation import ExtractiveGenerator
+    from chatbot.pipeline import Chatbot
+
+    class Rewriting(ExtractiveGenerator):
+        def rewrite(self, question):
+            return {"can the metalwork actually snap??": "Can pedicle screws loosen or break?",
+                    "what should I eat to help my bones heal faster":
+                        "What diet helps a spinal fusion heal faster?"}.get(question)
+
+    bot = Chatbot(settings.replace(generator="extractive"), index=faq_index,
+                  generator=Rewriting(), embedder=embedder)
+    lay = bot.answer("can the metalwork actually snap??")
+    assert lay.coverage is Coverage.FULL and lay.query == "Can pedicle screws loosen or break?"
+    assert "read as" in lay.note and lay.signals["p_first_reading"] < settings.answer_full
+    assert "loosen" in lay.text
+    near_miss = bot.answer("what should I eat to help my bones heal faster")
+    assert near_miss.coverage is not Coverage.FULL, near_miss.to_dict()
+    assert near_miss.query == near_miss.question
+    off = Chatbot(settings.replace(generator="extractive", rewrite_partial=False),
+                  index=faq_index, generator=Rewriting(), embedder=embedder)
+    assert off.answer("can the metalwork actually snap??").coverage is Coverage.PARTIAL
+
+
+def test_the_local_model_rewrites_a_question_on_one_line(bot):
+    rewritten = bot.generator.rewrite("can the metalwork actually snap??")
+    assert rewritten and "\n" not in rewritten and rewritten != "can the metalwork actually snap??"
+
+
 def test_closing_the_stream_stops_the_model(settings, faq_index):
     """Stop in the web page closes the stream: the model must stop decoding, not run on."""
     from chatbot.generation import LlamaCppGenerator
