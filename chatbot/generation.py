@@ -38,9 +38,12 @@ def rewrite_messages(question: str) -> list[dict]:
 
 
 def first_line(reply: str, question: str) -> str | None:
-    """The rewritten question from a model's reply; None when it is empty or the same."""
+    """The rewritten question from a model's reply; None when it is the same question or not
+    a question at all: a small model sometimes answers instead ("A spinal fusion operation
+    typically lasts 10-15 hours."), and an invented answer must never be shown as how the
+    question was read (on the tuning sets 8 of 54 replies were such; one rewrite was lost)."""
     line = next((x.strip().strip('"“”') for x in reply.splitlines() if x.strip()), "")
-    return line if line and line.lower() != question.strip().lower() else None
+    return line if line.endswith("?") and line.lower() != question.strip().lower() else None
 
 
 def build_messages(question: str, facts: list[tuple[int, str]]) -> list[dict]:
