@@ -116,8 +116,8 @@ def test_a_partly_covered_question_is_read_again_in_the_documents_words(settings
                     "what should I eat to help my bones heal faster":
                         "What diet helps a spinal fusion heal faster?"}.get(question)
 
-    bot = Chatbot(settings.replace(generator="extractive"), index=faq_index,
-                  generator=Rewriting(), embedder=embedder)
+    bot = Chatbot(settings.replace(generator="extractive", rewrite_partial=True),
+                  index=faq_index, generator=Rewriting(), embedder=embedder)
     lay = bot.answer("can the metalwork actually snap??")
     assert lay.coverage is Coverage.FULL and lay.query == "Can pedicle screws loosen or break?"
     assert "read as" in lay.note and lay.signals["p_first_reading"] < settings.answer_full
@@ -125,8 +125,8 @@ def test_a_partly_covered_question_is_read_again_in_the_documents_words(settings
     near_miss = bot.answer("what should I eat to help my bones heal faster")
     assert near_miss.coverage is not Coverage.FULL, near_miss.to_dict()
     assert near_miss.query == near_miss.question
-    off = Chatbot(settings.replace(generator="extractive", rewrite_partial=False),
-                  index=faq_index, generator=Rewriting(), embedder=embedder)
+    off = Chatbot(settings.replace(generator="extractive"), index=faq_index,  # the default
+                  generator=Rewriting(), embedder=embedder)
     assert off.answer("can the metalwork actually snap??").coverage is Coverage.PARTIAL
 
 
