@@ -185,7 +185,8 @@ class Chatbot:
                 second = self._read(rewritten, rewritten, embed([rewritten]), (), now, memo,
                                     timings, ms)
                 if second.p is not None and second.p >= s.rewrite_full:
-                    r = replace(second, signals={**second.signals, "p_first_reading": round(r.p, 4)})
+                    first_p = round(r.p, 4)
+                    r = replace(second, signals={**second.signals, "p_first_reading": first_p})
                     reading = rewritten
         base.update(query=r.query, flagged=r.flagged, signals=r.signals)
         if r.refusal:
