@@ -161,8 +161,7 @@ class Remembering:
             out = np.stack([self.known[t] for t in texts])
             if self.capacity is not None:
                 for t in texts:
-                    if t in self.known:
-                        self.known.move_to_end(t)
+                    self.known.move_to_end(t)
                 while len(self.known) > self.capacity:
                     self.known.popitem(last=False)
         return out

@@ -163,10 +163,11 @@ def gguf_path(model: str, cache_dir: Path) -> Path:
     return target
 
 
-def llama_server(gguf: Path, threads: int, context: int, batch: int = 512, cache_mb: int = 0,
+def llama_server(gguf: Path, threads: int, context: int, batch: int, cache_mb: int,
                  host: str = "127.0.0.1", port: int = 0):
-    """llama.cpp in this process (xllamacpp), greedy; the caller owns it. It also answers
-    OpenAI-style HTTP on host:port (port 0: a free one, on this machine only)."""
+    """llama.cpp in this process (xllamacpp), greedy; the caller owns it. Sizes come from
+    Settings (llm_threads, llm_context, llm_batch, llm_cache_mb). It also answers OpenAI-style
+    HTTP on host:port (port 0: a free one, on this machine only)."""
     try:
         import xllamacpp as xlc
     except ImportError:
