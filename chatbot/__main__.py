@@ -117,6 +117,7 @@ def cmd_llm_server(args) -> int:
     signal.pthread_sigmask(signal.SIG_BLOCK, stop)  # before llama.cpp starts its threads
     server = models.llama_server(gguf, settings.llm_threads, settings.llm_context,
                                  settings.llm_batch, settings.llm_cache_mb,
+                                 settings.llm_draft_tokens, settings.llm_draft_ngram,
                                  host=args.host, port=args.port)
     log.info("%s answering on http://%s:%d/v1 (Ctrl-C stops it)", gguf.name, args.host, args.port)
     print(f"openai_base_url = \"http://{args.host}:{args.port}/v1\"", flush=True)

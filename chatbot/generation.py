@@ -92,7 +92,8 @@ class LlamaCppGenerator:
         self.settings = settings
         self.gguf = models.gguf_path(settings.llm_model, settings.cache_dir)
         self.server = models.llama_server(self.gguf, settings.llm_threads, settings.llm_context,
-                                          settings.llm_batch, settings.llm_cache_mb)
+                                          settings.llm_batch, settings.llm_cache_mb,
+                                          settings.llm_draft_tokens, settings.llm_draft_ngram)
         self.last_timings: dict = {}  # llama.cpp's own counts for the last answer (bench reads it)
         self.chunks = 0
 

@@ -164,10 +164,15 @@ def gguf_path(model: str, cache_dir: Path) -> Path:
 
 
 def llama_server(gguf: Path, threads: int, context: int, batch: int, cache_mb: int,
-                 host: str = "127.0.0.1", port: int = 0):
+                 draft_tokens: int, draft_ngram: int, host: str = "127.0.0.1", port: int = 0):
     """llama.cpp in this process (xllamacpp), greedy; the caller owns it. Sizes come from
-    Settings (llm_threads, llm_context, llm_batch, llm_cache_mb). It also answers OpenAI-style
-    HTTP on host:port (port 0: a free one, on this machine only)."""
+    Settings (llm_threads, llm_context, llm_batch, llm_cache_mb, llm_draft_tokens,
+    llm_draft_ngram). It also answers OpenAI-style HTTP on host:port (port 0: a free one, on
+    this machine only).
+
+    With draft_tokens > 0 it guesses the next tokens by finding the last draft_ngram tokens
+    earlier in the prompt (prompt lookup) and checks the guess in one batched step: answers
+    copy the facts often, and a batched step costs little more than one token here."""
     try:
         import xllamacpp as xlc
     except ImportError:
@@ -181,6 +186,12 @@ def llama_server(gguf: Path, threads: int, context: int, batch: int, cache_mb: i
     params.hostnames, params.port = [host], port
     params.cpuparams.n_threads = params.cpuparams_batch.n_threads = threads
     params.sampling.temp = 0.0
+    if draft_tokens > 0:
+        params.speculative.types = [
+            xlc.common_speculative_type.COMMON_SPECULATIVE_TYPE_NGRAM_SIMPLE]
+        params.speculative.draft.n_max = params.speculative.ngram_simple.size_m = draft_tokens
+        params.speculative.draft.n_min = 0
+        params.speculative.ngram_simple.size_n = draft_ngram
     params.warmup = False
     params.verbosity = -1  # llama.cpp's own progress lines would flood the CLI's output
     return xlc.Server(params)

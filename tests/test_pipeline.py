@@ -151,6 +151,14 @@ def test_closing_the_stream_stops_the_model(settings, faq_index):
     assert sum(1 for _ in generator.stream("Why?", [(1, "Screws hold it.")])) >= 290  # can fail
 
 
+def test_the_model_takes_words_from_its_facts_several_tokens_a_step(bot):
+    """Prompt lookup (llm_draft_tokens) is on: a draft that repeats its fact is guessed from
+    the prompt and checked in batches, which is where the faster answers come from."""
+    fact = "Pedicle screws may be used as an internal splint to hold the spine while it fuses."
+    text = "".join(bot.generator.stream("What do pedicle screws do?", [(1, fact)]))
+    assert text and bot.generator.last_timings.get("draft_n_accepted", 0) > 0
+
+
 def test_follow_up_carries_the_previous_question():
     assert standalone_query("How is it treated?", ["What is failed back surgery syndrome?"]) == \
         "How is it treated? (What is failed back surgery syndrome?)"
