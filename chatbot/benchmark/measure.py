@@ -144,9 +144,10 @@ def llm(generator: Generator, retriever: Retriever, questions: list[str], k: int
     """First-token time, prefill and decode speed through `Generator.stream`, whatever the
     backend. Prefill speed is prompt tokens (the messages' text; the chat template's few markup
     tokens are not counted) over the first-token time; decode speed is the tokens after the
-    first over the time after the first piece (a piece may hold several tokens)."""
+    first over the time after the first piece (a piece may hold several tokens), guessed
+    tokens included (`llm_guessed_share` of them: then more than one token a weights pass)."""
     count, how = token_counter(generator)
-    runs, reported = [], 0
+    runs, reported, guessed = [], 0, 0
     prompts = [(q, _facts(retriever, q, k)) for q in questions]
     prompts = [(q, f) for q, f in prompts if f]
     for q, facts in prompts[:1]:
@@ -155,6 +156,7 @@ def llm(generator: Generator, retriever: Retriever, questions: list[str], k: int
         text, first, total = _timed(generator.stream(q, facts))
         backend = _reported(generator)
         reported += backend is not None
+        guessed += (getattr(generator, "last_timings", None) or {}).get("draft_n_accepted", 0)
         prompt = "\n".join(m["content"] for m in build_messages(q, facts))
         runs.append((*(backend or (count(prompt), count(text) if text else 0)), first, total))
     decode = [(n - 1) / (total - first) for _, n, first, total in runs if n > 1 and total > first]
@@ -162,6 +164,8 @@ def llm(generator: Generator, retriever: Retriever, questions: list[str], k: int
             "llm_prefill_tok_s": round(statistics.median(p / r for p, _, r, _ in runs if r), 1),
             "llm_decode_tok_s": round(statistics.median(decode), 1) if decode else None,
             "llm_output_tokens_mean": round(statistics.mean(r[1] for r in runs), 1),
+            # decoded in batched steps from guesses (llm_draft_tokens), not one token a step
+            "llm_guessed_share": round(guessed / max(1, sum(r[1] for r in runs)), 3),
             "llm_prompts": len(runs),
             "llm_token_count": "as the backend reported them" if reported == len(runs) else how}
 
