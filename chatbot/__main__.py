@@ -25,9 +25,10 @@ def _settings(args):
 
 def cmd_ingest(args) -> int:
     settings = _settings(args)
-    from chatbot import index
+    from chatbot import index, memory
     from chatbot.embedding import MiniLMEmbedder
 
+    memory.keep_freed()
     # skipped files are logged, with the reason, as read; bulk embedding runs on torch (bf16)
     index.rebuild(settings, MiniLMEmbedder(bf16=settings.embed_bf16), force=args.force)
     return 0

@@ -7,7 +7,6 @@ on and set a token, never replaces a document silently, and every attempt goes t
 """
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import hmac
 import html
@@ -25,7 +24,7 @@ from typing import Iterator
 
 import gradio as gr
 
-from chatbot import documents
+from chatbot import documents, memory
 from chatbot.answerability import Coverage
 from chatbot.config import Settings
 from chatbot.pipeline import REFUSAL, Answer, Chatbot
@@ -630,21 +629,11 @@ def launch(app: gr.Blocks, settings: Settings, host: str = "127.0.0.1", port: in
         show_error=True, quiet=True, footer_links=["api"])
 
 
-def _fewer_malloc_arenas(arenas: int = 2) -> None:
-    """glibc gives threads that allocate at once heap arenas of their own, and the web server's
-    worker threads keep freed memory in them: two arenas served 3 answers in 1,020 instead of
-    1,058 MiB, as fast. Nothing happens where the C library is not glibc."""
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # -8: M_ARENA_MAX
-    except (OSError, AttributeError):
-        pass
-
-
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 7860) -> None:
     """Load the index and models first, then serve: the first visitor never waits for a model.
     Whether uploads may be served is decided before anything loads, so a refusal is instant."""
     uploads = uploads_on(settings, host)
-    _fewer_malloc_arenas()
+    memory.fewer_arenas()
     t0 = time.perf_counter()
     bot = Chatbot(settings)
     app = create_app(bot, uploads)

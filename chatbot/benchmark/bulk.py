@@ -19,9 +19,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--config", type=Path)
     args = parser.parse_args()
-    from chatbot import index as index_mod
+    from chatbot import index as index_mod, memory
     from chatbot.embedding import MiniLMEmbedder
 
+    memory.keep_freed()  # as `chatbot ingest` does
     settings = load_settings(args.config, corpus_dir=args.corpus)
     embedder = MiniLMEmbedder(bf16=settings.embed_bf16)
     result = measure.ingest(settings, embedder, args.work, args.repeats)
