@@ -45,7 +45,7 @@ class MiniLMEmbedder:
     batches on a bfloat16 copy of the model ("auto": where the CPU has bf16 matrix
     instructions). Measured on 2 cores with AMX, 1,200 Python-docs chunks: 232 chunks/s, against
     174 under fp32 weights with bf16 autocast and 66-70 in fp32; cosine to autocast >= 0.998;
-    batches of 16 beat 32 by 5-14 %."""
+    batches of 16 beat 32 there (232 vs 200 chunks/s)."""
 
     dim = 384
 
