@@ -35,6 +35,7 @@ def test_bench_writes_every_field_with_sane_values(faq_corpus, tmp_path, capsys)
     assert result["decode_bound_tok_s"] == pytest.approx(bound, rel=0.01)
     assert result["llm_decode_tok_s"] < 3 * result["decode_bound_tok_s"]
     assert 0 < result["llm_guessed_share"] < 1  # prompt lookup is on, and not every token
+    assert 0 < result["llm_decode_passes_per_s"] < result["llm_decode_tok_s"]
     assert 100 < result["serve_rss_mb"] < 8000 and result["peak_rss_mb"] >= 100
     machine = result["machine"]
     assert machine["cores"] >= 1 and len(machine["load_average"]) == 3

@@ -8,7 +8,7 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple
 
 import numpy as np
 
@@ -140,14 +140,23 @@ def _timed(pieces: Iterator[str]) -> tuple[str, float, float]:
     return "".join(out), first if first is not None else 0.0, time.perf_counter() - t0
 
 
+class _Run(NamedTuple):
+    prompt: int  # tokens
+    output: int
+    first: float  # seconds to the first piece
+    total: float
+    guessed: int  # output tokens accepted from prompt-lookup guesses
+
+
 def llm(generator: Generator, retriever: Retriever, questions: list[str], k: int) -> dict:
     """First-token time, prefill and decode speed through `Generator.stream`, whatever the
     backend. Prefill speed is prompt tokens (the messages' text; the chat template's few markup
     tokens are not counted) over the first-token time; decode speed is the tokens after the
     first over the time after the first piece (a piece may hold several tokens), guessed
-    tokens included (`llm_guessed_share` of them: then more than one token a weights pass)."""
+    tokens included (`llm_guessed_share` of them: then more than one token a weights pass;
+    `llm_decode_passes_per_s` counts the passes, what the bandwidth bound is about)."""
     count, how = token_counter(generator)
-    runs, reported, guessed = [], 0, 0
+    runs, reported = [], 0
     prompts = [(q, _facts(retriever, q, k)) for q in questions]
     prompts = [(q, f) for q, f in prompts if f]
     for q, facts in prompts[:1]:
@@ -156,16 +165,22 @@ def llm(generator: Generator, retriever: Retriever, questions: list[str], k: int
         text, first, total = _timed(generator.stream(q, facts))
         backend = _reported(generator)
         reported += backend is not None
-        guessed += (getattr(generator, "last_timings", None) or {}).get("draft_n_accepted", 0)
+        guessed = (getattr(generator, "last_timings", None) or {}).get("draft_n_accepted", 0)
         prompt = "\n".join(m["content"] for m in build_messages(q, facts))
-        runs.append((*(backend or (count(prompt), count(text) if text else 0)), first, total))
-    decode = [(n - 1) / (total - first) for _, n, first, total in runs if n > 1 and total > first]
-    return {"llm_ttft_s": round(statistics.median(r[2] for r in runs), 3),
-            "llm_prefill_tok_s": round(statistics.median(p / r for p, _, r, _ in runs if r), 1),
+        prompt_n, output_n = backend or (count(prompt), count(text) if text else 0)
+        runs.append(_Run(prompt_n, output_n, first, total, guessed))
+    timed = [r for r in runs if r.output > 1 and r.total > r.first]
+    decode = [(r.output - 1) / (r.total - r.first) for r in timed]
+    passes = [(r.output - 1 - r.guessed) / (r.total - r.first) for r in timed]
+    return {"llm_ttft_s": round(statistics.median(r.first for r in runs), 3),
+            "llm_prefill_tok_s": round(statistics.median(r.prompt / r.first for r in runs
+                                                         if r.first), 1),
             "llm_decode_tok_s": round(statistics.median(decode), 1) if decode else None,
-            "llm_output_tokens_mean": round(statistics.mean(r[1] for r in runs), 1),
+            "llm_decode_passes_per_s": round(statistics.median(passes), 1) if passes else None,
+            "llm_output_tokens_mean": round(statistics.mean(r.output for r in runs), 1),
             # decoded in batched steps from guesses (llm_draft_tokens), not one token a step
-            "llm_guessed_share": round(guessed / max(1, sum(r[1] for r in runs)), 3),
+            "llm_guessed_share": round(sum(r.guessed for r in runs)
+                                       / max(1, sum(r.output for r in runs)), 3),
             "llm_prompts": len(runs),
             "llm_token_count": "as the backend reported them" if reported == len(runs) else how}
 

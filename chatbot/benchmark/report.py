@@ -17,6 +17,7 @@ ROWS = (
     ("llm_prefill_tok_s", "LLM prefill", "tok/s"),
     ("llm_decode_tok_s", "LLM decode", "tok/s"),
     ("llm_guessed_share", "LLM decode: share of tokens guessed from the prompt", ""),
+    ("llm_decode_passes_per_s", "LLM decode: passes over the weights", "/s"),
     ("llm_model_bytes", "LLM weights read per token", "MB"),
     ("mem_bandwidth_gbs", "memory bandwidth (numpy copy)", "GB/s"),
     ("decode_bound_tok_s", "decode bound (bandwidth / weights)", "tok/s"),
