@@ -190,16 +190,18 @@ class OpenAIGenerator:
 
     def __init__(self, settings: Settings):
         self.settings = settings
+        self.url = settings.openai_base_url.rstrip("/") + "/chat/completions"
+
+    def _body(self, messages: list[dict], max_tokens: int, **extra) -> dict:
+        return {"model": self.settings.openai_model, "messages": messages, "temperature": 0,
+                "max_tokens": max_tokens, **extra}
 
     def rewrite(self, question: str) -> str | None:
         import httpx
 
-        s = self.settings
-        body = {"model": s.openai_model, "messages": rewrite_messages(question),
-                "temperature": 0, "max_tokens": s.rewrite_tokens}
+        body = self._body(rewrite_messages(question), self.settings.rewrite_tokens)
         try:
-            reply = httpx.post(s.openai_base_url.rstrip("/") + "/chat/completions", json=body,
-                               timeout=s.openai_timeout_s).json()
+            reply = httpx.post(self.url, json=body, timeout=self.settings.openai_timeout_s).json()
             return first_line(reply["choices"][0]["message"]["content"], question)
         except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as exc:
             log.warning("No rewrite: %s", exc)
@@ -208,10 +210,8 @@ class OpenAIGenerator:
     def stream(self, question: str, facts: list[tuple[int, str]]) -> Iterator[str]:
         import httpx
 
-        s = self.settings
-        body = {"model": s.openai_model, "messages": build_messages(question, facts),
-                "stream": True, "temperature": 0, "max_tokens": s.max_new_tokens}
-        url = s.openai_base_url.rstrip("/") + "/chat/completions"
+        s, url = self.settings, self.url
+        body = self._body(build_messages(question, facts), s.max_new_tokens, stream=True)
         try:
             with httpx.stream("POST", url, json=body, timeout=s.openai_timeout_s) as response:
                 if response.status_code != 200:
