@@ -16,6 +16,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable, Iterator
 
+from tqdm import TMonitor
+
 from chatbot.config import Settings
 from chatbot.documents import Document, LoadError, load
 
@@ -171,9 +173,12 @@ def reader(files: int, settings: Settings) -> Iterator[Callable]:
     are many files: parsing HTML is single-threaded Python (375 Python-docs pages: 16 s). Workers
     are forked, which is safe only while this process runs no other thread (`ingest`); a server
     (model and web threads) reads in-process. Spawning instead would make every caller's script
-    guard its `__main__`."""
-    if (settings.ingest_workers < 2 or files < PARALLEL_MIN_FILES
-            or threading.active_count() > 1):
+    guard its `__main__`. tqdm's monitor threads (started by any progress bar, the model's
+    "Loading weights" too) are not counted: they only wake to check a bar, which a reading
+    worker never draws."""
+    others = [t for t in threading.enumerate()
+              if t is not threading.main_thread() and not isinstance(t, TMonitor)]
+    if settings.ingest_workers < 2 or files < PARALLEL_MIN_FILES or others:
         yield lambda paths, root: map(partial(read, root=root, settings=settings), paths)
         return
     with ProcessPoolExecutor(settings.ingest_workers, mp_context=get_context("fork")) as pool:
