@@ -353,7 +353,7 @@ def evaluate(cases: Sequence[Case], bot, retrieval_only: bool = False,
         row = {**_case_fields(case), "question": case.question, "query": query}
         t0 = time.perf_counter()
         if retrieval_only:
-            hits = bot.retriever.search(query, k)
+            row["query"], hits = bot.passages(case.question, case.history)
             row["timings"] = {"retrieve_ms": round((time.perf_counter() - t0) * 1000, 1)}
         else:
             answer = bot.answer(case.question, list(case.history))
@@ -364,7 +364,7 @@ def evaluate(cases: Sequence[Case], bot, retrieval_only: bool = False,
                       "dense": round(h.dense, 4), "text": h.chunk.text} for h in hits]
         row["retrieved"] = retrieved  # as the answer has them, plus the dense score refusals read
         if not hits:  # refused before retrieval (an injection): score retrieval all the same
-            hits = bot.retriever.search(query, k)
+            _, hits = bot.passages(case.question, case.history)
             retrieved = [{"source": h.chunk.source, "text": h.chunk.text} for h in hits]
         metrics = retrieval_metrics(first_hit_rank(retrieved, case.expected_sources), k)
         metrics["top_dense"] = max((h.dense for h in hits), default=0.0)

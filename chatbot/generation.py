@@ -10,7 +10,6 @@ import json
 import logging
 import queue
 import threading
-from pathlib import Path
 from typing import Iterator, Protocol
 
 from chatbot import models

@@ -28,7 +28,6 @@ from chatbot.text import content_words, words
 
 log = logging.getLogger(__name__)
 __all__ = ["REFUSAL", "Answer", "Chatbot", "Citation", "Claim", "standalone_query"]
-_ANAPHORA = frozenset("it its that this they them their those these there he she him her".split())
 _ENDED = re.compile(r"[.!?:;)\]\"'”’]\s*$")  # a sentence that reached its end
 _TOPIC_SWITCH = re.compile(r"\b(different|separate|unrelated|another|new|other) (question|thing|"
                            r"topic|subject)\b|\bunrelated\b|\bchanging the subject\b", re.I)
@@ -72,13 +71,27 @@ def _best(hits: list[Hit]) -> float:
 
 
 def standalone_query(question: str, history: Sequence[str]) -> str:
-    """A follow-up that leans on the last question ("how is it treated?") carries it along; one
-    that says it changes the subject ("different question: is it ok to fly?") stands alone."""
+    """The text a question is searched with. A follow-up carries the last question along, since
+    it may lean on it in ways no word list catches ("and for dicts?", "do I still have to close
+    the file myself?"); one that says it changes the subject ("different question: is it ok to
+    fly?") stands alone."""
     if not history or _TOPIC_SWITCH.search(question):
         return question
-    if any(w in _ANAPHORA for w in words(question)) or len(content_words(question)) <= 1:
-        return f"{question} ({history[-1]})"
-    return question
+    return f"{question} ({history[-1]})"
+
+
+def query_vectors(question: str, query: str, embed: Callable[[list[str]], np.ndarray],
+                  follow_up_weight: float) -> tuple[np.ndarray, np.ndarray]:
+    """(the vector the question is searched and its evidence chosen with, 1 x dim; the vector of
+    its own words). A follow-up's lies between its own words and the reading with the last
+    question (`follow_up_weight` of it): all of the last question pulls every next question,
+    and new subjects too, toward the last answer; none of it loses what "that" refers to."""
+    if query == question:
+        vecs = embed([question])
+        return vecs, vecs[0]
+    own, carried = embed([question, query])
+    mixed = (1 - follow_up_weight) * own + follow_up_weight * carried
+    return (mixed / np.linalg.norm(mixed)).astype("float32")[None, :], own
 
 
 def common_stems(index: index_mod.Index, settings: Settings) -> frozenset[str]:
@@ -151,6 +164,15 @@ class Chatbot:
         *_, final = self.stream(question, history)
         return final
 
+    def passages(self, question: str, history: Sequence[str] = ()) -> tuple[str, list[Hit]]:
+        """(the question as read, the passages it would be answered from), without an answer:
+        what retrieval-only evaluation scores."""
+        q, now = question.strip(), self.snapshot
+        query = standalone_query(q, history)
+        qvec, _ = query_vectors(q, query, self.embedder.embed, self.settings.follow_up_weight)
+        r = self._read(q, query, qvec, now, Remembering(now.vectors), {}, lambda: 0.0)
+        return r.query, r.hits
+
     def stream(self, question: str, history: Sequence[str] = (),
                cancelled: Callable[[], bool] = lambda: False) -> Iterator[str | Answer]:
         """Answer sentences as each passes the support check (never unchecked text), then the
@@ -164,8 +186,7 @@ class Chatbot:
             yield self._refuse(base, [], Outcome(Code.EMPTY, "Please ask a question"), ms)
             return
         embed = self.embedder.embed
-        qvec = embed([query])
-        own = qvec[0] if query == question.strip() else None  # the question alone, not glued
+        qvec, own = query_vectors(question.strip(), query, embed, s.follow_up_weight)
         if instructions.asks_to_change_rules(question, self.embedder, own,
                                              s.question_instruction_threshold):
             yield self._refuse(base, [], Outcome(
@@ -174,7 +195,7 @@ class Chatbot:
             return
         timings: dict[str, float] = {}
         memo = Remembering(now.vectors)  # screen, evidence and check share vectors
-        r = self._read(question.strip(), query, qvec, history, now, memo, timings, ms)
+        r = self._read(question.strip(), query, qvec, now, memo, timings, ms)
         reading = ""  # the rewritten question, when its reading was taken
         if r.coverage is Coverage.PARTIAL and s.rewrite_partial:
             # A second reading in the documents' words ("metalwork" -> "hardware"), taken only
@@ -182,7 +203,7 @@ class Chatbot:
             rewritten = self.generator.rewrite(r.query)
             timings["rewrite_ms"] = ms()
             if rewritten:
-                second = self._read(rewritten, rewritten, embed([rewritten]), (), now, memo,
+                second = self._read(rewritten, rewritten, embed([rewritten]), now, memo,
                                     timings, ms)
                 if second.p is not None and second.p >= s.rewrite_full:
                     first_p = round(r.p, 4)
@@ -228,21 +249,14 @@ class Chatbot:
 
     # -- steps ---------------------------------------------------------------------------------
 
-    def _read(self, question: str, query: str, qvec: np.ndarray, history: Sequence[str],
-              now: Snapshot, memo: Remembering, timings: dict, ms) -> _Reading:
-        """Retrieve for `query`, screen and select the evidence, and decide how well it answers
-        `question` (the new question's own words: an earlier one carried along was checked in
-        its turn)."""
+    def _read(self, question: str, query: str, qvec: np.ndarray, now: Snapshot,
+              memo: Remembering, timings: dict, ms) -> _Reading:
+        """Retrieve for `query` (its vector `qvec`), screen and select the evidence, and decide
+        how well it answers `question` (the new question's own words: an earlier one carried
+        along was checked in its turn). A follow-up (`query` carries the last question) is then
+        read either with the last question or alone, as a new question."""
         s = self.settings
         hits = now.retriever.search(query, s.top_k, qvec)
-        if history and query == question and _best(hits) < s.min_score + s.follow_up_margin:
-            # Alone, the question finds little ("what is the device called?"): read it in the
-            # light of the previous one, and keep whichever reading finds the closer passage.
-            alt_query = f"{query} ({history[-1]})"
-            alt_vec = memo.embed([alt_query])
-            alt_hits = now.retriever.search(alt_query, s.top_k, alt_vec)
-            if _best(alt_hits) > _best(hits):
-                query, hits, qvec = alt_query, alt_hits, alt_vec
         timings.setdefault("retrieve_ms", ms())
         flagged = instructions.flag_passages([h.chunk for h in hits], memo, s)
         timings.setdefault("flag_ms", ms())
@@ -251,7 +265,19 @@ class Chatbot:
             return _Reading(**read, refusal=Outcome(
                 Code.NO_CLOSE_PASSAGE, "no passage is close to the question"))
         sentences = self._sentences(hits, flagged, memo)
-        evidence = self._select(qvec[0], sentences)
+        focus = qvec  # what the evidence is chosen by
+        if query != question and sentences:
+            # A follow-up is read with the last question only when that brings a statement of
+            # the passages clearly closer than its own words do; otherwise it is a new question.
+            # Its evidence is chosen between the two ("how would I know" about "a failed
+            # fusion"), how well that answers it judged on the whole reading.
+            own, carried = memo.embed([question, query])
+            closest = [max(float(x.vec @ v) for x in sentences if x.hit < 3)
+                       for v in (own, carried)]
+            if closest[1] < closest[0] + s.follow_up_margin:
+                return self._read(question, question, own[None, :], now, memo, timings, ms)
+            qvec = carried[None, :]
+        evidence = self._select(focus[0], sentences)
         if not evidence:  # the closest passages hold no statement (headings, fragments)
             return _Reading(**read, refusal=Outcome(
                 Code.NO_STATEMENT, "no sentence in the closest passages answers it"))

@@ -178,19 +178,36 @@ def test_the_model_takes_words_from_its_facts_several_tokens_a_step(bot):
 
 
 def test_follow_up_carries_the_previous_question():
+    """#9: any next question is searched with the last one along ("and for dicts?" has no "it"
+    to tell it leans back); one that says it changes the subject is not."""
     assert standalone_query("How is it treated?", ["What is failed back surgery syndrome?"]) == \
         "How is it treated? (What is failed back surgery syndrome?)"
-    assert standalone_query("What do pedicle screws do?", ["Can you undo a fusion?"]) == \
-        "What do pedicle screws do?"
-    # A new subject is not glued to the last one, even with an "it" in it.
-    assert standalone_query("Different question: is it ok to fly after my op?",
-                            ["Can the screws break?"]) == "Different question: is it ok to fly after my op?"
+    assert standalone_query("and for dicts?", ["How do I sort a list?"]) == \
+        "and for dicts? (How do I sort a list?)"
+    assert standalone_query("What do pedicle screws do?", []) == "What do pedicle screws do?"
+    switch = "Different question: is it ok to fly after my op?"
+    assert standalone_query(switch, ["Can the screws break?"]) == switch
 
 
 def test_follow_up_is_answered_from_the_right_section(extractive_bot):
     answer = extractive_bot.answer("Can they come loose?", ["What are pedicle screws used for?"])
     assert not answer.refused
     assert "loosen" in answer.text
+    # The issue's example: "that" is the failed fusion, the answer is how you would notice it.
+    answer = extractive_bot.answer("How would I know if that's happened to me?",
+                                   ["What is a failed fusion?"])
+    assert answer.citations[0].chunk.title == "How do I know if my spinal fusion has failed?"
+    assert "Symptoms may include chronic pain" in answer.text.split("[1]")[0]
+
+
+def test_a_new_question_after_another_is_read_alone(extractive_bot):
+    """Read with the last question only when that brings the passages clearly closer: an
+    unrelated next question is answered as if asked first."""
+    question = "Can bending too much ruin my fusion?"
+    after = extractive_bot.answer(question, ["What are pedicle screws used for?"])
+    alone = extractive_bot.answer(question)
+    assert after.query == question
+    assert after.text == alone.text
 
 
 def test_answer_json_shape(extractive_bot):
