@@ -168,9 +168,9 @@ class Chatbot:
         """(the question as read, the passages it would be answered from), without an answer:
         what retrieval-only evaluation scores."""
         q, now = question.strip(), self.snapshot
-        query = standalone_query(q, history)
-        qvec, _ = query_vectors(q, query, self.embedder.embed, self.settings.follow_up_weight)
-        r = self._read(q, query, qvec, now, Remembering(now.vectors), {}, lambda: 0.0)
+        query, memo = standalone_query(q, history), Remembering(now.vectors)
+        qvec, _ = query_vectors(q, query, memo.embed, self.settings.follow_up_weight)
+        r = self._read(q, query, qvec, now, memo, {}, lambda: 0.0)
         return r.query, r.hits
 
     def stream(self, question: str, history: Sequence[str] = (),
@@ -186,7 +186,8 @@ class Chatbot:
             yield self._refuse(base, [], Outcome(Code.EMPTY, "Please ask a question"), ms)
             return
         embed = self.embedder.embed
-        qvec, own = query_vectors(question.strip(), query, embed, s.follow_up_weight)
+        memo = Remembering(now.vectors)  # screen, evidence and check share vectors
+        qvec, own = query_vectors(question.strip(), query, memo.embed, s.follow_up_weight)
         if instructions.asks_to_change_rules(question, self.embedder, own,
                                              s.question_instruction_threshold):
             yield self._refuse(base, [], Outcome(
@@ -194,7 +195,6 @@ class Chatbot:
                 "documents"), ms)
             return
         timings: dict[str, float] = {}
-        memo = Remembering(now.vectors)  # screen, evidence and check share vectors
         r = self._read(question.strip(), query, qvec, now, memo, timings, ms)
         reading = ""  # the rewritten question, when its reading was taken
         if r.coverage is Coverage.PARTIAL and s.rewrite_partial:
