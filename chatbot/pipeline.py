@@ -28,6 +28,7 @@ from chatbot.text import content_words, words
 
 log = logging.getLogger(__name__)
 __all__ = ["REFUSAL", "Answer", "Chatbot", "Citation", "Claim", "standalone_query"]
+_TOP = 3  # passages whose statements and titles the answerability signals read
 _ENDED = re.compile(r"[.!?:;)\]\"'”’]\s*$")  # a sentence that reached its end
 _TOPIC_SWITCH = re.compile(r"\b(different|separate|unrelated|another|new|other) (question|thing|"
                            r"topic|subject)\b|\bunrelated\b|\bchanging the subject\b", re.I)
@@ -272,18 +273,16 @@ class Chatbot:
             # Its evidence is chosen between the two ("how would I know" about "a failed
             # fusion"), how well that answers it judged on the whole reading.
             own, carried = memo.embed([question, query])
-            closest = [max(float(x.vec @ v) for x in sentences if x.hit < 3)
-                       for v in (own, carried)]
-            if closest[1] < closest[0] + s.follow_up_margin:
+            if _closest(sentences, carried) < _closest(sentences, own) + s.follow_up_margin:
                 return self._read(question, question, own[None, :], now, memo, timings, ms)
             qvec = carried[None, :]
         evidence = self._select(focus[0], sentences)
         if not evidence:  # the closest passages hold no statement (headings, fragments)
             return _Reading(**read, refusal=Outcome(
                 Code.NO_STATEMENT, "no sentence in the closest passages answers it"))
-        top = hits[:3]
+        top = hits[:_TOP]
         titles = memo.embed(list(dict.fromkeys(h.chunk.title for h in top))) @ qvec[0]
-        closest = max(float(x.vec @ qvec[0]) for x in sentences if x.hit < len(top))
+        closest = _closest(sentences, qvec[0])
         sig = answerability.signals(
             question, _best(hits), closest, float(titles.max()),
             " ".join(h.chunk.text for h in top), [e.text for e in evidence], memo.embed,
@@ -428,6 +427,11 @@ class Chatbot:
                 text += f" Closest passages: {closest}."
         return Answer(text=text, coverage=Coverage.NONE, outcome=outcome, hits=hits,
                       timings={**(timings or {}), "total_ms": ms()}, **base)
+
+
+def _closest(sentences: list[_Sentence], vec: np.ndarray) -> float:
+    """The cosine of `vec` and the closest statement of the top `_TOP` passages."""
+    return max((float(x.vec @ vec) for x in sentences if x.hit < _TOP), default=-1.0)
 
 
 def _same(a: str, b: str) -> bool:
