@@ -22,6 +22,8 @@ from chatbot.text import content_words, is_negation, stem, words
 # Brackets in quoted code are not markers: sys.argv[0], or "[30] .note" at the start of a line.
 _CITES = re.compile(r"(?<=\S) ((?:\[\d+\])+(?: (?:\[\d+\])+)*)")  # [1][3] or [1] [3]
 _LEADING_CITES = re.compile(r"^(?:\[\d+\])+(?: (?:\[\d+\])+)*")
+# The number of a list item ("steps:\n1. Open ..."): layout, not a claim's content ("adds 1").
+LIST_NUMBER = re.compile(r"(?m)^[ \t]*\d{1,2}[.)](?=\s)")
 # Words that change how much a claim says; a claim may not use one its passage does not.
 QUANTIFIERS = frozenset("""
 always all every everyone never none most majority minority rare rarely only must guaranteed
@@ -128,12 +130,17 @@ def answer_sentences(text: str) -> list[str]:
 
     A writer that opens its answer with a marker ("[1] Pedicle screws ...", as Qwen does) puts
     markers before the sentence they cite: each is moved to the end of its own sentence, so a
-    marker is never read as the claim's content ("adds 1")."""
+    marker is never read as the claim's content ("adds 1"), nor is a list item's number, and a
+    marker on a line of its own belongs to the sentence before it."""
+    text = LIST_NUMBER.sub("", text)
     markers_first = _LEADING_CITES.match(text.lstrip()) is not None
     out: list[str] = []
     for s, e in sentence_spans(text):
         piece = text[s:e]
         lead = _LEADING_CITES.match(piece)
+        if lead and out and not piece[lead.end():].strip():
+            out[-1] += " " + lead.group(0)
+            continue
         if lead and markers_first and re.search(r"[^\[\]\d\s]", piece[lead.end():]):
             piece = f"{piece[lead.end():].strip()} {lead.group(0)}"
         elif lead and out and text[s - 1] == " " and not text[s - 2].isspace():

@@ -122,6 +122,15 @@ def test_answer_sentences_keep_markers_with_the_sentence_they_follow():
         "for f in files:\n    print(f) [1]", "This module matches names. [2]"]
 
 
+def test_list_numbers_and_markers_on_their_own_line_are_not_claims():
+    """Seen in drafts: "... check the following:\n1." judged as adding "1", a lone "[1]" too."""
+    draft = "Check the following:\n1. Pain in the back [1].\n2. Pain in the legs [1].\nRest.\n[2]"
+    assert [grounding.split_citations(s) for s in grounding.answer_sentences(draft)] == [
+        ("Check the following:\n Pain in the back.", [1]), ("Pain in the legs.", [1]),
+        ("Rest.", [2])]
+    assert grounding.answer_sentences("Take 2. Then rest.") == ["Take 2.", "Then rest."]
+
+
 def test_statements_skip_headings_questions_and_labels():
     text = "Can you undo a fusion?\n\nOverview. A device called ProDisc may help. Is it safe?"
     assert [text[s:e] for s, e in grounding.statements(text)] == ["A device called ProDisc may help."]
