@@ -96,12 +96,6 @@ class Settings:
     # sentence let through (blind half: .82, 2 of 23 let through). 1.0 / false turn them off.
     family_similarity: float = 0.75
     certainty_check: bool = True
-    # A draft whose first this many sentences all fail the check is stopped and the passages
-    # quoted at once (0 = always read the whole draft). On the tuning runs (FAQ dev, FAQ and
-    # Python users' tuning halves: 46 answers in the model's words, 65 quoted) 2 cut 58 quoted
-    # answers short by ~0.45 s (FAQ) and ~2 s (Python) each and lost 2 model-worded answers;
-    # 1 lost 11, 3 lost none but cut 49.
-    draft_give_up: int = 2
 
     # Answerability (answerability.py): P(answerable) from a logistic regression over signals,
     # fitted on tuning questions only by `python -m bench.answerability --fit`.

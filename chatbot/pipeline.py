@@ -8,7 +8,6 @@ partial answer names what the documents lack and quotes what they say on the nea
 """
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import re
@@ -225,19 +224,15 @@ class Chatbot:
                  for n, h in enumerate(used, 1)]
         claims: list[_ClaimDraft] = []
         failure = ""
-        checked = self._checked(self.generator.stream(query, facts), used, sentences, memo,
-                                timings, ms, cancelled)
         try:
-            with contextlib.closing(checked):  # leaving early stops the model's decoding
-                for claim in checked:
-                    if claim.supported and any(c.supported and _same(c.text, claim.text)
-                                               for c in claims):
-                        continue  # the model said it again: say it once
-                    claims.append(claim)
-                    if claim.supported:  # shown once it passed the check, numbered as at the end
-                        yield _numbered(claims, claim)
-                    elif _gave_up(claims, s.draft_give_up):
-                        break  # the user waits for no more text that will be thrown away
+            for claim in self._checked(self.generator.stream(query, facts), used, sentences,
+                                       memo, timings, ms, cancelled):
+                if claim.supported and any(c.supported and _same(c.text, claim.text)
+                                           for c in claims):
+                    continue  # the model said it again: say it once
+                claims.append(claim)
+                if claim.supported:  # shown as soon as it passed the check, numbered as at the end
+                    yield _numbered(claims, claim)
         except GeneratorError as exc:  # the answer does not depend on the model being up
             log.warning("No draft: %s", exc)
             failure = f"no draft from the language model ({exc})"
@@ -437,14 +432,6 @@ class Chatbot:
 def _closest(sentences: list[_Sentence], vec: np.ndarray) -> float:
     """The cosine of `vec` and the closest statement of the top `_TOP` passages."""
     return max((float(x.vec @ vec) for x in sentences if x.hit < _TOP), default=-1.0)
-
-
-def _gave_up(claims: list[_ClaimDraft], give_up: int) -> bool:
-    """Has the draft opened with `give_up` failed sentences that say something (not a stray
-    "The") and none that passed? Then what follows rarely passes either."""
-    if not give_up or any(c.supported for c in claims):
-        return False
-    return sum(bool(content_words(c.text)) for c in claims) >= give_up
 
 
 def _same(a: str, b: str) -> bool:

@@ -104,38 +104,6 @@ def test_a_repeated_sentence_is_served_once_and_a_cut_off_one_not_at_all(setting
     assert answer.text.count(served[0].text) == 1
 
 
-def test_a_draft_that_opens_with_failed_sentences_is_stopped_and_quoted_at_once(settings,
-                                                                              faq_index, embedder):
-    """#10: the user never waits for text that will be thrown away. Two failed sentences and
-    none passed: the model is stopped (its next piece never asked for) and the passages quoted."""
-    from chatbot import grounding
-    from chatbot.pipeline import Chatbot
-
-    class Inventing:
-        name, produced, closed = "local", 0, False
-
-        def stream(self, question, facts):
-            good = grounding.answer_sentences(facts[0][1])[0]
-            try:
-                for piece in ["Acupuncture cures it in 3 days. [1] ",
-                              "Titanium rods dissolve by themselves. [1] ", f"{good} [1] ",
-                              f"{good} [1]"]:
-                    self.produced += 1
-                    yield piece
-            finally:
-                self.closed = True
-
-    question = "What are the symptoms of a failed fusion?"
-    stopped = Inventing()
-    answer = Chatbot(settings, index=faq_index, generator=stopped, embedder=embedder).answer(
-        question)
-    assert answer.wording == "quotes" and stopped.closed and stopped.produced == 3, vars(stopped)
-    read_on = Inventing()
-    answer = Chatbot(settings.replace(draft_give_up=0), index=faq_index, generator=read_on,
-                     embedder=embedder).answer(question)
-    assert answer.wording == "model" and read_on.produced == 4
-
-
 def test_a_rejected_draft_still_decides_which_quote_comes_first(settings, faq_index, embedder):
     """Issue #9's "What do pedicle screws do?" led with the loosening sentence. The model's draft
     says more than the passage (so it is not served) but is about the splint: that leads."""
