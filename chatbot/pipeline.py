@@ -237,10 +237,10 @@ class Chatbot:
             log.warning("No draft: %s", exc)
             failure = f"no draft from the language model ({exc})"
         timings["generate_ms"] = ms()
-        if any(c.supported for c in claims) and not any(c.supported and c.span == evidence[0].span
-                                                        for c in claims):
+        if (any(c.supported for c in claims) and not cancelled()
+                and not any(c.supported and c.span == evidence[0].span for c in claims)):
             # The model's checked sentences left out the one closest to the question: quote it
-            # after them, since that is where the answer usually is.
+            # after them, since that is where the answer usually is (not after a Stop).
             claims += _quotes(evidence[:1])
             yield _numbered(claims, claims[-1])
         note = failure
