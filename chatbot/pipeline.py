@@ -237,12 +237,15 @@ class Chatbot:
             log.warning("No draft: %s", exc)
             failure = f"no draft from the language model ({exc})"
         timings["generate_ms"] = ms()
-        if (any(c.supported for c in claims) and not cancelled()
-                and not any(c.supported and c.span == evidence[0].span for c in claims)):
-            # The model's checked sentences left out the one closest to the question: quote it
-            # after them, since that is where the answer usually is (not after a Stop).
-            claims += _quotes(evidence[:1])
-            yield _numbered(claims, claims[-1])
+        if any(c.supported for c in claims) and not cancelled():
+            # The evidence its checked sentences left out is quoted after them (not after a
+            # Stop), as a rejected draft's answer quotes all of it: the model often rests on
+            # a side sentence. Tuning runs, key fact / expected passage cited in 94 full
+            # answers: 58 / 72 quoting none, 62 / 76 the closest only, 70 / 82 all (README).
+            said = {(c.hit, c.span) for c in claims if c.supported}
+            for quote in _quotes([e for e in evidence if (e.hit, e.span) not in said]):
+                claims.append(quote)
+                yield _numbered(claims, quote)
         note = failure
         if not any(c.supported for c in claims):
             note = failure or ("the model's wording was not supported by the passages, "

@@ -65,7 +65,8 @@ def test_near_misses_are_never_answered_in_full_and_name_what_is_missing(bot, qu
 
 def test_no_sentence_the_passages_do_not_support_reaches_the_answer(bot):
     """Whatever the model drafts, only claims that passed the support check are in the text."""
-    for question in ["Can you undo a spinal fusion?", "How do I know if my spinal fusion has failed?"]:
+    for question in ["Can you undo a spinal fusion?",
+                     "How do I know if my spinal fusion has failed?"]:
         answer = bot.answer(question)
         _check_citations(answer)
         kept = [c.text for c in answer.claims if c.supported]
@@ -93,21 +94,22 @@ def test_a_repeated_sentence_is_served_once_and_a_cut_off_one_not_at_all(setting
         name = "local"
 
         def stream(self, question, facts):
-            first = grounding.answer_sentences(facts[0][1])[0]
+            self.first = first = grounding.answer_sentences(facts[0][1])[0]
             yield f"{first} [1] {first} [1] {first.rstrip('.')}"  # the last one never ends
 
-    bot = Chatbot(settings, index=faq_index, generator=Repeating(), embedder=embedder)
+    model = Repeating()
+    bot = Chatbot(settings, index=faq_index, generator=model, embedder=embedder)
     answer = bot.answer("What are the symptoms of a failed fusion?")
-    served = [c for c in answer.claims if c.supported]
-    assert len(served) == 1 and answer.wording == "model", answer.to_dict()
+    served = [c.text for c in answer.claims if c.supported]  # then the evidence it left out
+    assert served[0] == model.first and answer.wording == "model", answer.to_dict()
     assert [c.reason for c in answer.claims if not c.supported] == ["unfinished sentence"]
-    assert answer.text.count(served[0].text) == 1
+    assert len(set(served)) == len(served) and answer.text.count(model.first) == 1
 
 
-def test_a_model_answer_without_the_closest_sentence_quotes_it_after_its_own(settings,
-                                                                            faq_index, embedder):
+def test_a_model_answer_quotes_the_evidence_it_left_out_after_its_own(settings, faq_index,
+                                                                      embedder):
     """#9 key fact: on the tuning runs model-worded answers named it less often than quoted ones
-    (FAQ dev 11 of 18 vs 17 of 21): the model's checked sentence may rest on another one."""
+    (FAQ dev 11 of 18 vs 17 of 21): the model's checked sentence may rest on a side one."""
     from chatbot import grounding
     from chatbot.pipeline import Chatbot
 
@@ -124,7 +126,8 @@ def test_a_model_answer_without_the_closest_sentence_quotes_it_after_its_own(set
     closest, own = model.sentences[0], model.sentences[-1]
     assert closest != own, model.sentences
     served = [c.text for c in answer.claims if c.supported]
-    assert answer.wording == "model" and served == [own, closest], answer.to_dict()
+    assert answer.wording == "model" and served[:2] == [own, closest], answer.to_dict()
+    assert sorted(served) == sorted(model.sentences)  # all the evidence, each once
     assert "".join(shown) == answer.text  # streamed as it will stay
 
 
@@ -137,7 +140,8 @@ def test_a_rejected_draft_still_decides_which_quote_comes_first(settings, faq_in
         name = "local"
 
         def stream(self, question, facts):
-            yield "They work as an internal splint that holds the spine still until it fuses, always."
+            yield ("They work as an internal splint that holds the spine still until it fuses, "
+                   "always.")
 
     bot = Chatbot(settings, index=faq_index, generator=Overstating(), embedder=embedder)
     answer = bot.answer("What do pedicle screws do?")
@@ -272,7 +276,8 @@ def test_a_passage_with_no_statement_is_not_an_answer(tmp_path, embedder):
     from chatbot.pipeline import Chatbot
 
     (tmp_path / "corpus").mkdir()
-    (tmp_path / "corpus" / "list.md").write_text("# Pedicle screws\n\nScrews.\n\nRods and plates.\n")
+    (tmp_path / "corpus" / "list.md").write_text(
+        "# Pedicle screws\n\nScrews.\n\nRods and plates.\n")
     settings = load_settings(corpus_dir=tmp_path / "corpus", index_dir=tmp_path / "index",
                              generator="extractive")
     answer = Chatbot(settings, embedder=embedder).answer("What are pedicle screws?")
@@ -289,13 +294,17 @@ def test_a_word_many_documents_use_does_not_make_a_question_uncovered(tmp_path, 
     corpus.mkdir()
     for n in range(20):
         (corpus / f"tool{n:02}.md").write_text(
-            f"# Tool {n}\n\nTool {n} backs up the database automatically every night at {n} o'clock.\n")
+            f"# Tool {n}\n\nTool {n} backs up the database automatically every night at "
+            f"{n} o'clock.\n")
     (corpus / "rotate.md").write_text(
         "# Log rotation\n\nThe rotate command deletes old log files and keeps the newest ones.\n\n"
-        "# Rotation schedule\n\nLog rotation runs once a week and compresses last week's log files.\n\n"
-        "# Rotation settings\n\nThe keep setting says how many old log files rotation leaves in place.\n")
+        "# Rotation schedule\n\nLog rotation runs once a week and compresses last week's log "
+        "files.\n\n"
+        "# Rotation settings\n\nThe keep setting says how many old log files rotation leaves "
+        "in place.\n")
     question = "Which log files get deleted automatically?"
-    settings = load_settings(corpus_dir=corpus, index_dir=tmp_path / "index", generator="extractive")
+    settings = load_settings(corpus_dir=corpus, index_dir=tmp_path / "index",
+                             generator="extractive")
     answer = Chatbot(settings, embedder=embedder).answer(question)
     assert not answer.refused and answer.citations[0].chunk.source == "rotate.md"
     strict = Chatbot(settings.replace(common_word_min_docs=50), embedder=embedder).answer(question)
