@@ -64,7 +64,6 @@ def evaluate(cases: Sequence[Case], bot, retrieval_only: bool = False,
     return rows
 
 
-
 def run(path: Path, out: Path, bot, retrieval_only: bool = False, labels: Path | None = LABELS,
         progress: bool = True) -> dict:
     """Evaluate a questions file and write results.jsonl, summary.json, report.md and plots to
