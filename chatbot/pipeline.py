@@ -311,10 +311,16 @@ class Chatbot:
     def _sentences(self, hits: list[Hit], flagged: instructions.Spans,
                    memo: Remembering) -> list[_Sentence]:
         """The statements of the retrieved passages, each without its lead-in ("Therefore,"),
-        none that reads as an instruction to the assistant (`flagged`)."""
-        found = [(i, span, text) for i, h in enumerate(hits)
-                 for span, text in grounding.evidence(h.chunk.text, h.chunk.start,
-                                                      flagged.get(h.chunk.source, ()))]
+        none that reads as an instruction to the assistant (`flagged`), and each once: a
+        sentence that overlapping chunks or two pages share (math.isclose and cmath.isclose)
+        belongs to the higher-ranked passage, so a lower one offers what only it says."""
+        found, seen = [], set()
+        for i, h in enumerate(hits):
+            for span, text in grounding.evidence(h.chunk.text, h.chunk.start,
+                                                 flagged.get(h.chunk.source, ())):
+                if tuple(words(text)) not in seen:
+                    seen.add(tuple(words(text)))
+                    found.append((i, span, text))
         vecs = memo.embed([t for *_, t in found]) if found else np.zeros((0, 1), "float32")
         return [_Sentence(i, sp, t, v) for (i, sp, t), v in zip(found, vecs)]
 

@@ -312,6 +312,32 @@ def test_a_word_many_documents_use_does_not_make_a_question_uncovered(tmp_path, 
     assert strict.signals["term_gap"] > answer.signals["term_gap"] == 0.0
 
 
+def test_a_sentence_two_passages_share_is_quoted_once(tmp_path, embedder):
+    """Python's docs say "Return True if the values a and b are close to each other ..." on the
+    math and the cmath page; answers quoted it twice, as if two sources agreed."""
+    from chatbot.config import load_settings
+    from chatbot.pipeline import Chatbot
+
+    class Inventing:
+        name = "local"
+
+        def stream(self, question, facts):
+            yield "Backups are encrypted with a key that changes every hour. [1]"
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    shared = "The nightly backup copies the database to the archive server at two o'clock."
+    (corpus / "backup.md").write_text(
+        f"# Backups\n\n{shared} Each copy is kept for thirty days.\n")
+    (corpus / "archive.md").write_text(
+        f"# The archive server\n\n{shared} The archive server sits in a locked room.\n")
+    settings = load_settings(corpus_dir=corpus, index_dir=tmp_path / "index")
+    bot = Chatbot(settings, generator=Inventing(), embedder=embedder)
+    answer = bot.answer("When does the nightly backup copy the database?")
+    served = [c.text for c in answer.claims if c.supported]
+    assert not answer.refused and served.count(shared) == 1, answer.to_dict()
+
+
 def test_quoted_sentences_lose_their_lead_ins(extractive_bot):
     for question in ("What do pedicle screws do?",
                      "Can pedicle screws break over time?"):
