@@ -318,8 +318,9 @@ class Chatbot:
         for i, h in enumerate(hits):
             for span, text in grounding.evidence(h.chunk.text, h.chunk.start,
                                                  flagged.get(h.chunk.source, ())):
-                if tuple(words(text)) not in seen:
-                    seen.add(tuple(words(text)))
+                key = tuple(words(text))
+                if key not in seen:
+                    seen.add(key)
                     found.append((i, span, text))
         vecs = memo.embed([t for *_, t in found]) if found else np.zeros((0, 1), "float32")
         return [_Sentence(i, sp, t, v) for (i, sp, t), v in zip(found, vecs)]
