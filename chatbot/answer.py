@@ -47,6 +47,7 @@ class Claim:
     supported: bool
     citations: tuple[int, ...] = ()
     reason: str = ""
+    quoted: bool = False  # a passage's own sentence, not the model's wording
 
 
 @dataclass
@@ -92,7 +93,7 @@ class Answer:
             "retrieved": [{"source": h.chunk.source, "title": h.chunk.title,
                            "score": round(h.score, 4), "text": h.chunk.text} for h in self.hits],
             "claims": [{"text": c.text, "supported": c.supported, "citations": list(c.citations),
-                        "reason": c.reason} for c in self.claims],
+                        "reason": c.reason, "quoted": c.quoted} for c in self.claims],
             "answerability": self.signals,
             "flagged": {source: [list(sp) for sp in spans]
                         for source, spans in self.flagged.items()},

@@ -65,6 +65,7 @@ class _ClaimDraft:
     hit: int
     span: tuple[int, int]
     reason: str
+    quoted: bool = False  # the passage's own sentence
 
 
 def _best(hits: list[Hit]) -> float:
@@ -392,7 +393,8 @@ class Chatbot:
         h = min(verdicts, key=lambda h: (not verdicts[h].supported, h not in cited_hits,
                                          -verdicts[h].score))
         v = verdicts[h]
-        return _ClaimDraft(text, v.supported, h, passages[h][v.sentence].span, v.reason)
+        return _ClaimDraft(text, v.supported, h, passages[h][v.sentence].span, v.reason,
+                           quoted=self.generator.name == "extractive")
 
     def _partial(self, base: dict, hits: list[Hit], evidence: list[_Sentence],
                  missing: tuple[str, ...], timings: dict, ms) -> Answer:
@@ -415,13 +417,13 @@ class Chatbot:
         claims, parts = [], []
         for d in drafts:
             if not d.supported:
-                claims.append(Claim(d.text, False, (), d.reason))
+                claims.append(Claim(d.text, False, (), d.reason, d.quoted))
                 continue
             spans.setdefault(d.hit, [])
             if d.span not in spans[d.hit]:
                 spans[d.hit].append(d.span)
             n = list(spans).index(d.hit) + 1
-            claims.append(Claim(d.text, True, (n,)))
+            claims.append(Claim(d.text, True, (n,), quoted=d.quoted))
             parts.append(f"{d.text.rstrip()} [{n}]")
         citations = [Citation(n, hits[h].chunk, tuple(sorted(spans[h])))
                      for n, h in enumerate(spans, 1)]
@@ -475,4 +477,4 @@ def _led_by(evidence: list[_Sentence], drafted: np.ndarray | None) -> list[_Sent
 
 def _quotes(evidence: list[_Sentence]) -> list[_ClaimDraft]:
     """The passages' own sentences as claims."""
-    return [_ClaimDraft(e.text, True, e.hit, e.span, "") for e in evidence]
+    return [_ClaimDraft(e.text, True, e.hit, e.span, "", quoted=True) for e in evidence]

@@ -128,6 +128,8 @@ def test_a_model_answer_quotes_the_evidence_it_left_out_after_its_own(settings, 
     served = [c.text for c in answer.claims if c.supported]
     assert answer.wording == "model" and served[:2] == [own, closest], answer.to_dict()
     assert sorted(served) == sorted(model.sentences)  # all the evidence, each once
+    # the JSON says which sentences are the passages' own words
+    assert [c["quoted"] for c in answer.to_dict()["claims"]] == [False] + [True] * (len(served) - 1)
     assert "".join(shown) == answer.text  # streamed as it will stay
 
 
@@ -148,6 +150,7 @@ def test_a_rejected_draft_still_decides_which_quote_comes_first(settings, faq_in
     served = [c.text for c in answer.claims if c.supported]
     assert answer.wording == "quotes" and len(served) >= 2, answer.to_dict()
     assert "splint" in served[0] and any("loosen" in s for s in served[1:])
+    assert [c.quoted for c in answer.claims] == [not c.reason for c in answer.claims]
 
 
 def test_a_partly_covered_question_is_read_again_in_the_documents_words(settings, faq_index,
