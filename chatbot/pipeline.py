@@ -254,9 +254,8 @@ class Chatbot:
             drafted = [c.text for c in claims if content_words(c.text)]
             claims += _quotes(_led_by(evidence, memo.embed(drafted) if drafted else None))
         timings["total_ms"] = ms()
-        wording = "quotes" if note or self.generator.name == "extractive" else "model"
         note = "; ".join(x for x in (f"read as “{reading}”" if reading else "", note) if x)
-        yield self._compose(base, hits, claims, Outcome(Code.ANSWERED, note), timings, wording)
+        yield self._compose(base, hits, claims, Outcome(Code.ANSWERED, note), timings)
 
     # -- steps ---------------------------------------------------------------------------------
 
@@ -406,13 +405,14 @@ class Chatbot:
         quotes = _quotes(evidence[: self.settings.partial_quotes])
         timings["total_ms"] = ms()
         outcome = Outcome(Code.PARTIAL, lacking.removesuffix("."))
-        return self._compose(base, hits, quotes, outcome, timings, wording="quotes",
-                             coverage=Coverage.PARTIAL, preamble=preamble)
+        return self._compose(base, hits, quotes, outcome, timings, coverage=Coverage.PARTIAL,
+                             preamble=preamble)
 
     def _compose(self, base: dict, hits: list[Hit], drafts: list[_ClaimDraft], outcome: Outcome,
-                 timings: dict, wording: str, coverage: Coverage = Coverage.FULL,
+                 timings: dict, coverage: Coverage = Coverage.FULL,
                  preamble: str = "") -> Answer:
-        """Number cited passages by first use; one [n] per passage, highlighting every span used."""
+        """Number cited passages by first use; one [n] per passage, highlighting every span used.
+        The answer is in the model's wording when any sentence served is the model's."""
         spans: dict[int, list[tuple[int, int]]] = {}
         claims, parts = [], []
         for d in drafts:
@@ -428,6 +428,7 @@ class Chatbot:
         citations = [Citation(n, hits[h].chunk, tuple(sorted(spans[h])))
                      for n, h in enumerate(spans, 1)]
         text = " ".join([preamble, *parts] if preamble else parts)
+        wording = "model" if any(c.supported and not c.quoted for c in claims) else "quotes"
         return Answer(text=text, coverage=coverage, outcome=outcome, citations=citations,
                       hits=hits, claims=claims, preamble=preamble, wording=wording,
                       timings=timings, **base)
