@@ -146,9 +146,12 @@ def answer_sentences(text: str) -> list[str]:
         elif lead and out and text[s - 1] == " " and not text[s - 2].isspace():
             out[-1] += " " + lead.group(0).strip()
             piece = piece[lead.end():].strip()
-        # a marker also ends a claim whose text has no full stop (a quoted code block, say)
-        cuts = [0, *(m.end() for m in _CITES.finditer(piece) if re.match(r"\s+\S", piece[m.end():])
-                     and not markers_first), len(piece)]
+        # a marker also ends a claim whose text has no full stop (a quoted code block, say),
+        # unless the sentence goes on in lower case ("Failed back syndrome [1] is marked by
+        # pain"): a fragment would pass as a copy of the passage, the whole is what is claimed
+        cuts = [0, *(m.end() for m in _CITES.finditer(piece)
+                     if re.match(r"\s+[^\sa-z]", piece[m.end():]) and not markers_first),
+                len(piece)]
         out += [piece[a:b].strip() for a, b in zip(cuts, cuts[1:]) if piece[a:b].strip()]
     return out
 

@@ -14,7 +14,8 @@ QWEN_LABELS = Path(__file__).parent / "data" / "support_labels_qwen.jsonl"
 
 
 def test_split_citations_strips_markers_and_keeps_numbers():
-    assert grounding.split_citations("Screws hold the spine [1][3].") == ("Screws hold the spine.", [1, 3])
+    assert grounding.split_citations("Screws hold the spine [1][3].") == (
+        "Screws hold the spine.", [1, 3])
     assert grounding.split_citations("No markers here.") == ("No markers here.", [])
     # markers a space apart are one group, never a "sentence" of their own
     assert grounding.split_citations("Screws hold it. [1] [2]") == ("Screws hold it.", [1, 2])
@@ -42,13 +43,18 @@ def test_lead_ins_are_not_part_of_the_quoted_claim(sentence, rest):
 
 
 def test_missing_literals_wants_numbers_and_code_names_as_they_are():
-    passage = "Wait six weeks before driving. Changed in version 3.12. See typing.final: it cannot be overridden."
+    passage = ("Wait six weeks before driving. Changed in version 3.12. "
+               "See typing.final: it cannot be overridden.")
     assert grounding.missing_literals("Can I drive after 6 weeks?", passage) == []  # spelled out
     assert grounding.missing_literals("What changed in 3.12?", passage) == []
-    assert grounding.missing_literals("What changed in Python 3.13 after 8 weeks?", passage) == ["3.13", "8"]
-    assert grounding.missing_literals("How do I use @typing.override?", passage) == ["typing.override"]
-    assert grounding.missing_literals("Is typing.final for methods, e.g. in notes.txt?", passage) == []
-    assert grounding.missing_literals("What do top_down and typing_final mean?", passage) == ["top_down", "typing_final"]
+    assert grounding.missing_literals(
+        "What changed in Python 3.13 after 8 weeks?", passage) == ["3.13", "8"]
+    assert grounding.missing_literals(
+        "How do I use @typing.override?", passage) == ["typing.override"]
+    assert grounding.missing_literals(
+        "Is typing.final for methods, e.g. in notes.txt?", passage) == []
+    assert grounding.missing_literals(
+        "What do top_down and typing_final mean?", passage) == ["top_down", "typing_final"]
 
 
 @pytest.fixture
@@ -65,8 +71,10 @@ def judge(embedder):
 def test_support_rejects_invented_details_and_accepts_quotes(judge):
     passage = ("Therefore, spinal hardware (e.g. pedicle screws) may be used as an internal splint "
                "to hold the spine while it fuses after spine surgery.")
-    assert judge("Pedicle screws may be used as an internal splint to hold the spine.", passage).supported
-    invented = judge("Pedicle screws are a type of spinal prosthesis used in scoliosis surgery.", passage)
+    assert judge("Pedicle screws may be used as an internal splint to hold the spine.",
+                 passage).supported
+    invented = judge("Pedicle screws are a type of spinal prosthesis used in scoliosis surgery.",
+                     passage)
     assert not invented.supported and "scoliosis" in invented.reason
     assert not judge("Pedicle screws hold the spine for 12 weeks.", passage).supported
     assert not judge("Pedicle screws are never used to hold the spine.", passage).supported
@@ -118,8 +126,14 @@ def test_answer_sentences_keep_markers_with_the_sentence_they_follow():
     code = "Check the sections:\n\n[30] .note.stapsdt NOTE. [1] Then rebuild. [2]"
     assert [grounding.split_citations(s)[1] for s in grounding.answer_sentences(code)] == [[1], [2]]
     # a marker ends a claim even without a full stop before it
-    assert grounding.answer_sentences("for f in files:\n    print(f) [1] This module matches names. [2]") == [
+    assert grounding.answer_sentences(
+        "for f in files:\n    print(f) [1] This module matches names. [2]") == [
         "for f in files:\n    print(f) [1]", "This module matches names. [2]"]
+    # ...but not a sentence that goes on after its marker: its fragments would each pass as
+    # a copy of a passage while the whole says more (labelled Qwen drafts, FAQ and Python)
+    assert grounding.answer_sentences(
+        "Failed back syndrome [1] is marked by pain [1]. Use sorted(d) [2] not list(d) [1].") == [
+        "Failed back syndrome [1] is marked by pain [1].", "Use sorted(d) [2] not list(d) [1]."]
 
 
 def test_list_numbers_and_markers_on_their_own_line_are_not_claims():
@@ -133,4 +147,5 @@ def test_list_numbers_and_markers_on_their_own_line_are_not_claims():
 
 def test_statements_skip_headings_questions_and_labels():
     text = "Can you undo a fusion?\n\nOverview. A device called ProDisc may help. Is it safe?"
-    assert [text[s:e] for s, e in grounding.statements(text)] == ["A device called ProDisc may help."]
+    assert [text[s:e] for s, e in grounding.statements(text)] == [
+        "A device called ProDisc may help."]
