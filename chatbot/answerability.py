@@ -36,9 +36,6 @@ _ASKS_QUANTITY = re.compile(
     r"\bhow (many|much|long|often|soon|old|far)\b|\bwhat (percentage|percent|proportion|dose|"
     r"dosage|age)\b|\b(how likely|success rate|odds|chances?)\b", re.I)
 MISSING_NAMED = 3  # a partial answer names at most this many missing words
-_QUANTITY_WORDS = frozenset("""
-day days week weeks month months year years hour hours minute minutes percent percentage
-""".split()) | grounding.NUMBER_WORDS
 
 
 class Coverage(str, Enum):
@@ -101,7 +98,10 @@ def weight(question: str, asked: Sequence[str],
 
 
 def gives_quantity(text: str) -> bool:
-    return any(w[0].isdigit() or w in _QUANTITY_WORDS for w in words(text))
+    """A number, in digits or in words ("8 years", "two levels", "twice"). A unit without one
+    gives no amount: "several days or weeks afterward" does not say how many days in hospital,
+    nor "a percentage of patients" what percentage."""
+    return any(w[0].isdigit() or w in grounding.NUMBER_WORDS for w in words(text))
 
 
 def signals(question: str, dense: float, sentence: float, title: float, evidence: str,

@@ -10,7 +10,8 @@ TREATMENTS = ("Treatment for failed back surgery syndrome may include physical t
 
 
 def _signals(**changes) -> Signals:
-    base = dict(dense=0.6, sentence=0.6, title=0.6, term_min=1.0, term_gap=0.0, literals=0.0, quantity=0.0)
+    base = dict(dense=0.6, sentence=0.6, title=0.6, term_min=1.0, term_gap=0.0, literals=0.0,
+                quantity=0.0)
     return Signals(**{**base, **changes})
 
 
@@ -19,7 +20,8 @@ def test_the_shipped_weights_load_and_order_the_obvious_cases():
     scorer = Scorer.load(s.answer_full, s.answer_partial)
     covered = scorer.probability(_signals(dense=0.75, sentence=0.75, title=0.75))
     missing_topic = scorer.probability(_signals(term_min=0.2, term_gap=0.3))
-    unrelated = scorer.probability(_signals(dense=0.2, sentence=0.2, title=0.2, term_min=0.1, term_gap=0.4))
+    unrelated = scorer.probability(_signals(dense=0.2, sentence=0.2, title=0.2, term_min=0.1,
+                                            term_gap=0.4))
     assert covered > missing_topic > unrelated
     assert scorer.decide(covered) is Coverage.FULL
     assert scorer.decide(unrelated) is Coverage.NONE
@@ -43,10 +45,18 @@ def test_term_coverage_is_literal_first_then_by_meaning(embedder):
                                                          TREATMENTS, embedder.embed)
 
 
+def test_an_amount_needs_a_number_not_only_a_unit():
+    """The issue's "how many days in hospital?" was answered from "several days or weeks"."""
+    assert not answerability.gives_quantity("The pain may reappear several days or weeks later.")
+    assert not answerability.gives_quantity("A percentage of patients may still experience pain.")
+    assert answerability.gives_quantity("Most patients do well even 8 years after surgery.")
+    assert answerability.gives_quantity("A fusion at two levels of the spine.")
+
+
 @pytest.mark.slow
 def test_signals_name_what_is_missing_and_see_an_unmet_quantity(embedder):
-    sig = answerability.signals("How many days of acupuncture would help?", 0.5, 0.5, 0.5, TREATMENTS,
-                                [TREATMENTS], embedder.embed)
+    sig = answerability.signals("How many days of acupuncture would help?", 0.5, 0.5, 0.5,
+                                TREATMENTS, [TREATMENTS], embedder.embed)
     assert "acupuncture" in sig.missing
     assert sig.quantity == 1.0 and sig.term_min < 0.6
     given = answerability.signals("How many weeks of physical therapy?", 0.5, 0.5, 0.5, TREATMENTS,
