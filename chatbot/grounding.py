@@ -95,6 +95,22 @@ _LEAD_IN = re.compile(
     r"|(?P<name>[A-Z][a-z]+)(?:,\s+| (?:says|said|reports|notes|writes) that\s+))")
 
 
+# How a writer sometimes opens a claim about where it comes from: "Based on the facts provided,"
+# or Qwen's truncated "Based on,". The reader never saw "the facts"; the marker says the source.
+_SOURCE_PREAMBLE = re.compile(
+    r"^(?:Based on|According to)(?: the (?:facts?|information|documents?|passages?|text)"
+    r"(?: (?:provided|given|above))?)?,\s+", re.I)
+
+
+def claim_text(sentence: str) -> str:
+    """A draft sentence as it is judged and served: without a preamble about its source."""
+    m = _SOURCE_PREAMBLE.match(sentence)
+    if not m or len(words(sentence[m.end():])) < 4:
+        return sentence
+    rest = sentence[m.end():]
+    return rest[:1].upper() + rest[1:]
+
+
 def lead_in(sentence: str) -> int:
     """How many leading characters of a quoted sentence are lead-in, not claim (0 if none)."""
     m = _LEAD_IN.match(sentence)

@@ -365,6 +365,7 @@ class Chatbot:
                         else done[:-2]
                 for i, sentence in enumerate(done[judged:], judged):
                     text, cited = grounding.split_citations(sentence)
+                    text = grounding.claim_text(text)
                     if not text:
                         continue
                     claim = self._judge(text, cited, used, passages, memo)

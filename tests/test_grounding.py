@@ -136,6 +136,16 @@ def test_answer_sentences_keep_markers_with_the_sentence_they_follow():
         "Failed back syndrome [1] is marked by pain [1].", "Use sorted(d) [2] not list(d) [1]."]
 
 
+def test_a_draft_loses_its_preamble_about_the_facts():
+    """Served as Qwen wrote it: "Based on, once a bone has fused, ..." (tuning runs)."""
+    assert grounding.claim_text("Based on, once a bone has fused, the spine will not curve.") == (
+        "Once a bone has fused, the spine will not curve.")
+    assert grounding.claim_text("Based on the facts provided, most patients do well later.") == (
+        "Most patients do well later.")
+    kept = "Based on the CT scan, the fusion has not healed yet."  # a basis, not a preamble
+    assert grounding.claim_text(kept) == kept
+
+
 def test_list_numbers_and_markers_on_their_own_line_are_not_claims():
     """Seen in drafts: "... check the following:\n1." judged as adding "1", a lone "[1]" too."""
     draft = "Check the following:\n1. Pain in the back [1].\n2. Pain in the legs [1].\nRest.\n[2]"

@@ -106,6 +106,24 @@ def test_a_repeated_sentence_is_served_once_and_a_cut_off_one_not_at_all(setting
     assert len(set(served)) == len(served) and answer.text.count(model.first) == 1
 
 
+def test_a_model_sentence_is_served_without_its_preamble(settings, faq_index, embedder):
+    from chatbot import grounding
+    from chatbot.pipeline import Chatbot
+
+    class Prefacing:
+        name = "local"
+
+        def stream(self, question, facts):
+            self.first = grounding.answer_sentences(facts[0][1])[0]
+            yield f"Based on, {self.first[0].lower()}{self.first[1:]} [1]"
+
+    model = Prefacing()
+    bot = Chatbot(settings, index=faq_index, generator=model, embedder=embedder)
+    answer = bot.answer("What are the symptoms of a failed fusion?")
+    assert answer.claims[0].text == model.first and answer.claims[0].supported
+    assert answer.text.startswith(model.first) and "Based on" not in answer.text
+
+
 def test_a_model_answer_quotes_the_evidence_it_left_out_after_its_own(settings, faq_index,
                                                                       embedder):
     """#9 key fact: on the tuning runs model-worded answers named it less often than quoted ones
