@@ -103,7 +103,7 @@ _SOURCE_PREAMBLE = re.compile(
 
 
 def claim_text(sentence: str) -> str:
-    """A draft sentence as it is judged and served: without a preamble about its source."""
+    """A checked draft sentence as it is shown: without a preamble about its source."""
     m = _SOURCE_PREAMBLE.match(sentence)
     if not m or len(words(sentence[m.end():])) < 4:
         return sentence

@@ -365,14 +365,16 @@ class Chatbot:
                         else done[:-2]
                 for i, sentence in enumerate(done[judged:], judged):
                     text, cited = grounding.split_citations(sentence)
-                    text = grounding.claim_text(text)
                     if not text:
                         continue
                     claim = self._judge(text, cited, used, passages, memo)
                     if piece is None and i == len(done) - 1 and not _ENDED.search(text):
                         # the model ran out of tokens mid-sentence ("... as scar tissue builds")
                         claim = replace(claim, supported=False, reason="unfinished sentence")
-                    yield claim
+                    # Judged as written (without its preamble one wrong sentence passed on the
+                    # tuning runs), shown without "Based on the facts provided,".
+                    yield (replace(claim, text=grounding.claim_text(claim.text))
+                           if claim.supported else claim)
                 judged = max(judged, len(done))
         finally:
             if hasattr(pieces, "close"):  # a stopped answer stops the model's decoding too
