@@ -53,7 +53,7 @@ class _Reading:
     evidence: list[_Sentence] = field(default_factory=list)
     p: float | None = None  # P(answerable); None when refused before scoring
     coverage: Coverage = Coverage.NONE
-    missing: tuple[str, ...] = ()  # the question's words the passages lack, named if partial
+    lacking: str = ""  # what the passages lack: "do not mention acupuncture", "give no number"
     signals: dict = field(default_factory=dict)
     refusal: Outcome | None = None
 
@@ -216,7 +216,7 @@ class Chatbot:
             yield self._refuse(base, r.hits, r.refusal, ms, timings)
             return
         if r.coverage is Coverage.PARTIAL:
-            yield self._partial(base, r.hits, r.evidence, r.missing, timings, ms)
+            yield self._partial(base, r.hits, r.evidence, r.lacking, timings, ms)
             return
         query, hits, sentences, evidence = r.query, r.hits, r.sentences, r.evidence
         used = sorted({e.hit for e in evidence}, key=lambda h: min(
@@ -299,13 +299,15 @@ class Chatbot:
         p = self.scorer.probability(sig)
         coverage = self.scorer.decide(p)
         timings.setdefault("select_ms", ms())
+        # Named words first; else an amount the question asks for and no top sentence gives
+        lacking = (f"do not mention {', '.join(sig.missing)}" if sig.missing
+                   else "give no number for this" if sig.quantity else "")
         refusal = None
         if coverage is Coverage.NONE:
-            missing = ", ".join(sig.missing)
-            refusal = Outcome(Code.NOT_COVERED, f"they do not mention {missing}" if missing
+            refusal = Outcome(Code.NOT_COVERED, f"they {lacking}" if lacking
                               else "no passage answers it closely enough")
         return _Reading(**read, sentences=sentences, evidence=evidence, p=p, coverage=coverage,
-                        missing=sig.missing, refusal=refusal,
+                        lacking=lacking, refusal=refusal,
                         signals={**sig.to_dict(), "p_answerable": round(p, 4)})
 
     def _sentences(self, hits: list[Hit], flagged: instructions.Spans,
@@ -399,10 +401,10 @@ class Chatbot:
                            quoted=self.generator.name == "extractive")
 
     def _partial(self, base: dict, hits: list[Hit], evidence: list[_Sentence],
-                 missing: tuple[str, ...], timings: dict, ms) -> Answer:
+                 lacking: str, timings: dict, ms) -> Answer:
         """Say what the documents lack, then quote what they say on the nearest topic."""
-        lacking = ("The documents do not mention " + ", ".join(missing) + "."
-                   if missing else "The documents do not say exactly this.")
+        lacking = (f"The documents {lacking}." if lacking
+                   else "The documents do not say exactly this.")
         title = hits[evidence[0].hit].chunk.title
         preamble = f"{lacking} On “{title}” they say:"
         quotes = _quotes(evidence[: self.settings.partial_quotes])
