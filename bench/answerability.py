@@ -11,6 +11,7 @@ The Python-docs sets need the index that `python -m bench.retrieval_pydocs` (or 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -37,15 +38,21 @@ SETS = {  # name -> (corpus, file, role)
 # Answering an unanswerable question in full is the harm; a partial answer to an answerable one
 # costs the reader a little. Cut-offs minimise this cost on tuning data.
 FULL_ERROR_COST = 4.0
-MAX_REFUSED_ANSWERABLE = 0.02  # the partial cut-off refuses at most this share of tuning answerables
+# the partial cut-off refuses at most this share of tuning answerables
+MAX_REFUSED_ANSWERABLE = 0.02
 
 
 def collect(name: str, corpus: dict, path: Path, work: Path) -> list[dict]:
-    """Rows of (id, answerable, signals or None) from running the pipeline, cached per set."""
-    cache = work / (name.replace(" ", "_").replace("(", "").replace(")", "") + ".jsonl")
-    if cache.exists() and cache.stat().st_mtime > path.stat().st_mtime:
-        return [json.loads(line) for line in cache.read_text().splitlines()]
+    """Rows of (id, answerable, signals or None) from running the pipeline, cached per set and
+    per version of what computes them (the questions, the chatbot's code, the settings): a cache
+    from older code would refit the weights on signals the product no longer computes."""
     settings = load_settings(generator="extractive", **corpus)
+    code = sorted((ROOT / "chatbot").glob("*.py"))
+    key = hashlib.sha256(b"".join(f.read_bytes() for f in [path, *code])
+                         + repr(settings).encode()).hexdigest()[:12]
+    cache = work / (name.replace(" ", "_").replace("(", "").replace(")", "") + f"-{key}.jsonl")
+    if cache.exists():
+        return [json.loads(line) for line in cache.read_text().splitlines()]
     n = len(FEATURES)
     everything_full = Scorer((0.0,) * n, 0.0, (0.0,) * n, (1.0,) * n, full=0.0, partial=0.0)
     bot = Chatbot(settings, scorer=everything_full)
@@ -78,7 +85,8 @@ def fit(rows: list[dict], features=FEATURES) -> tuple[np.ndarray, float, np.ndar
     return model.coef_[0], float(model.intercept_[0]), mean, scale
 
 
-def probabilities(rows: list[dict], coef, bias, mean, scale, features=FEATURES) -> list[float | None]:
+def probabilities(rows: list[dict], coef, bias, mean, scale,
+                  features=FEATURES) -> list[float | None]:
     out = []
     for r in rows:
         if not r["signals"]:
@@ -142,8 +150,10 @@ def main() -> None:
         answerability.WEIGHTS_FILE.write_text(json.dumps({
             "features": list(FEATURES), "weights": coef.round(4).tolist(),
             "bias": round(bias, 4), "mean": mean.round(4).tolist(),
-            "scale": scale.round(4).tolist(), "fitted_on": [n for n in data if SETS[n][2] == "tuning"],
-            "suggested_cutoffs": {"answer_full": full, "answer_partial": partial}}, indent=1) + "\n")
+            "scale": scale.round(4).tolist(),
+            "fitted_on": [n for n in data if SETS[n][2] == "tuning"],
+            "suggested_cutoffs": {"answer_full": full, "answer_partial": partial}},
+            indent=1) + "\n")
         print(f"wrote {answerability.WEIGHTS_FILE}; suggested answer_full={full} "
               f"answer_partial={partial}")
     settings = load_settings()
