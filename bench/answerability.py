@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from chatbot import answerability, evaluation
+from chatbot import answerability, evaluation, instructions
 from chatbot.answerability import FEATURES, Scorer
 from chatbot.config import load_settings
 from chatbot.pipeline import Chatbot
@@ -47,7 +47,8 @@ def collect(name: str, corpus: dict, path: Path, work: Path) -> list[dict]:
     per version of what computes them (the questions, the chatbot's code, the settings): a cache
     from older code would refit the weights on signals the product no longer computes."""
     settings = load_settings(generator="extractive", **corpus)
-    code = sorted((ROOT / "chatbot").glob("*.py"))
+    # the whole package (evaluation/ judges citations) and the weights that flag passages
+    code = [*sorted((ROOT / "chatbot").rglob("*.py")), instructions.DETECTOR_FILE]
     key = hashlib.sha256(b"".join(f.read_bytes() for f in [path, *code])
                          + repr(settings).encode()).hexdigest()[:12]
     cache = work / (name.replace(" ", "_").replace("(", "").replace(")", "") + f"-{key}.jsonl")

@@ -403,13 +403,12 @@ class Chatbot:
     def _partial(self, base: dict, hits: list[Hit], evidence: list[_Sentence],
                  lacking: str, timings: dict, ms) -> Answer:
         """Say what the documents lack, then quote what they say on the nearest topic."""
-        lacking = (f"The documents {lacking}." if lacking
-                   else "The documents do not say exactly this.")
+        gap = f"The documents {lacking}" if lacking else "The documents do not say exactly this"
         title = hits[evidence[0].hit].chunk.title
-        preamble = f"{lacking} On “{title}” they say:"
+        preamble = f"{gap}. On “{title}” they say:"
         quotes = _quotes(evidence[: self.settings.partial_quotes])
         timings["total_ms"] = ms()
-        outcome = Outcome(Code.PARTIAL, lacking.removesuffix("."))
+        outcome = Outcome(Code.PARTIAL, gap)
         return self._compose(base, hits, quotes, outcome, timings, coverage=Coverage.PARTIAL,
                              preamble=preamble)
 
