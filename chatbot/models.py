@@ -193,6 +193,9 @@ def llama_server(gguf: Path, threads: int, context: int, batch: int, cache_mb: i
         params.speculative.draft.n_min = 0
         params.speculative.ngram_simple.size_n = draft_ngram
     params.warmup = False
+    # llama.cpp's trial load that fits layers to a GPU's memory: nothing to fit on a CPU, and
+    # it doubled the load (1.14 -> 0.62 s here; the same greedy output and decode speed)
+    params.fit_params = False
     params.verbosity = -1  # llama.cpp's own progress lines would flood the CLI's output
     return xlc.Server(params)
 
