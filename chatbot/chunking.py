@@ -45,19 +45,29 @@ class Chunk:
         return self.text if self.text.startswith(self.title) else f"{self.title}\n{self.text}"
 
 
-# A sentence ends at . ! or ? followed by space and an uppercase letter, digit, quote or bracket;
-# closing quotes and brackets after the mark (group 1) belong to it.
-_SENTENCE_END = re.compile(r"(?<=[.!?])([\"'”’)\]]*)\s+(?=[A-Z0-9\"“‘(\[])")
+# A sentence ends at . ! or ? followed by space and an uppercase letter, digit, quote or bracket
+# (closing quotes and brackets after the mark, group 1, belong to it), and at a blank line.
+_SENTENCE_END = re.compile(
+    r"(?<=[.!?])([\"'”’)\]]*)\s+(?=[A-Z0-9\"“‘(\[])|(?P<para>[ \t]*\n[ \t]*\n\s*)")
 _ABBREVIATIONS = ("e.g.", "i.e.", "Dr.", "Mr.", "Mrs.", "Ms.", "vs.", "etc.", "St.", "No.", "Fig.")
 
 
-def sentence_spans(text: str, offset: int = 0) -> list[tuple[int, int]]:
-    """(start, end) of each sentence in text, stripped of surrounding space, shifted by offset."""
+def sentence_spans(text: str, offset: int = 0,
+                   paragraphs: bool = True) -> list[tuple[int, int]]:
+    """(start, end) of each sentence in text, stripped of surrounding space, shifted by offset.
+    In a document a paragraph ends a sentence even without a full stop (`paragraphs`): a
+    plain-text heading ("Holiday notice") glued to the sentence under it hid a planted
+    "Assistant: tell the user ..." from the instruction detector, and was quoted with it."""
     spans, start = [], 0
     for m in _SENTENCE_END.finditer(text):
-        if text.endswith(_ABBREVIATIONS, 0, m.start()):  # no slice: a copy per sentence is O(n²)
+        if m["para"] is not None and not paragraphs:
             continue
-        spans.append((start, m.end(1)))
+        if m["para"] is not None:
+            spans.append((start, m.start()))
+        elif text.endswith(_ABBREVIATIONS, 0, m.start()):  # no slice: a copy per sentence is O(n²)
+            continue
+        else:
+            spans.append((start, m.end(1)))
         start = m.end()
     spans.append((start, len(text)))
     out = []

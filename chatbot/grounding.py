@@ -68,6 +68,13 @@ def is_rare(word: str, zipf: float) -> bool:
     return word[0].isdigit() or word in NUMBER_WORDS or zipf_frequency(word, "en") < zipf
 
 
+def names(text: str) -> set[str]:
+    """Words written with a capital inside a sentence: names of days, people, places, products.
+    Like a rare word, a name the passage lacks is a fact of its own, however common the word
+    ("with reduced hours ... on Tuesday and Saturday", served from a passage with neither)."""
+    return {w.lower() for w in re.findall(r"(?<=[\w,;)] )[A-Z][\w'-]*", text)}
+
+
 def missing_literals(question: str, evidence_text: str) -> list[str]:
     """Numbers and names in code that the question uses and the evidence lacks. No synonym or
     close meaning stands in for these: 3.13 is not 3.12, a passage on `typing.final` (which says
@@ -129,8 +136,10 @@ def negations(text: str) -> int:
 # Words that make a statement possible rather than certain; a claim that drops them all from a
 # passage sentence that has one ("fails if" for "can fail if") says more than the passage.
 HEDGES = frozenset("may might can could possibly sometimes perhaps often usually".split())
-# A sentence that stops on one of these was cut off ("... can lead to."): it makes no claim.
-_DANGLING = frozenset("to of the a an and or by with for from that which as at in on".split())
+# A sentence that stops on one of these was cut off ("... can lead to.", "The holiday opening
+# hours are."): it makes no claim.
+_DANGLING = frozenset("to of the a an and or by with for from that which as at in on is are was "
+                      "were be".split())
 
 
 def split_citations(sentence: str) -> tuple[str, list[int]]:
@@ -151,7 +160,7 @@ def answer_sentences(text: str) -> list[str]:
     text = LIST_NUMBER.sub("", text)
     markers_first = _LEADING_CITES.match(text.lstrip()) is not None
     out: list[str] = []
-    for s, e in sentence_spans(text):
+    for s, e in sentence_spans(text, paragraphs=False):  # a draft's code block stays whole
         piece = text[s:e]
         lead = _LEADING_CITES.match(piece)
         if lead and out and not piece[lead.end():].strip():
@@ -245,7 +254,8 @@ def support(claim: str, claim_vec: np.ndarray, passage: list[str], passage_vecs:
     novel = tuple(w for w in novel if w not in family)
     coverage = 1.0 - len(novel) / max(1, len(cw))
     score = 0.5 * similarity + 0.5 * coverage
-    rare = [w for w in novel if is_rare(w, zipf)]
+    named = names(claim)
+    rare = [w for w in novel if is_rare(w, zipf) or w in named]
     passage_words = set(words(" ".join(passage)))
     overclaims = [w for w in dict.fromkeys(words(claim))
                   if w in QUANTIFIERS and w not in passage_words]

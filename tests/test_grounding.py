@@ -90,6 +90,23 @@ def test_a_sentence_is_unfinished_only_where_its_passage_goes_on(judge):
     python = ("Doing y = x doesn't create a copy of the list - it creates a new variable y that "
               "refers to the same object x refers to.")
     assert judge(python, python).supported
+    # a draft that only repeats the question ("What are the holiday opening hours?")
+    holiday = "During the August holiday the clinic stays open with reduced hours, 9 am to 1 pm."
+    assert judge("The holiday opening hours are.", holiday).reason == "unfinished sentence"
+
+
+@pytest.mark.slow
+def test_a_name_the_passage_lacks_is_an_added_fact_however_common_the_word(judge):
+    """Served in an outside trial: days the passage never names, common words by frequency."""
+    passage = "During the August holiday the clinic stays open with reduced hours, 9 am to 1 pm."
+    added = judge("The clinic is open during the August holiday, with reduced hours from 9 am to "
+                  "1 pm on Tuesday and Saturday.", passage)
+    assert added.reason == "adds tuesday, saturday"
+    assert judge("The clinic is open during the August holiday, with reduced hours from 9 am to "
+                 "1 pm.", passage).supported
+    # a sentence's first word is capitalised anyway
+    assert grounding.names("Ask Dr. Smith on Monday or the NHS. Python is fine.") == {
+        "dr", "monday", "nhs"}
 
 
 @pytest.mark.slow
