@@ -97,10 +97,26 @@ def split_headings(text: str, offset: int = 0) -> list[tuple[int, int, bool]]:
     return out
 
 
-def _blocks(text: str) -> list[tuple[int, int]]:
-    """Paragraphs: runs of text separated by blank lines, as exact spans."""
-    return [(m.start(), m.end()) for m in re.finditer(r"\S(?:.*\S)?(?:\n[ \t]*\S.*)*", text)
-            if text[m.start():m.end()].strip()]
+_FENCE = re.compile(r"^[ \t]*```.*?(?:^[ \t]*```.*?$|\Z)", re.MULTILINE | re.DOTALL)
+
+
+def _blocks(text: str, markdown: bool = False) -> list[tuple[int, int]]:
+    """Paragraphs: runs of text separated by blank lines, as exact spans. In Markdown a `#`
+    heading line is a block of its own, blank lines or not ("## Hours\nWe open at 9."), except
+    inside a ``` code block, where `#` starts a comment."""
+    blocks = [(m.start(), m.end()) for m in re.finditer(r"\S(?:.*\S)?(?:\n[ \t]*\S.*)*", text)]
+    if not markdown:
+        return blocks
+    code = [(m.start(), m.end()) for m in _FENCE.finditer(text)]
+    heads = [(m.start(), m.end()) for m in _HEADING_LINE.finditer(text)
+             if not any(a <= m.start() < b for a, b in code)]
+    out = []
+    for s, e in blocks:
+        cuts = [x for h in heads if s <= h[0] < e for x in h]
+        edges = [s, *cuts, e]
+        out += [(a + len(text[a:b]) - len(text[a:b].lstrip()), b - len(text[a:b]) +
+                 len(text[a:b].rstrip())) for a, b in zip(edges, edges[1:]) if text[a:b].strip()]
+    return out
 
 
 def _is_heading(block: str) -> bool:
@@ -115,7 +131,7 @@ def _sections(doc: Document) -> list[tuple[str, int, int]]:
     """(heading, start, end) spans; a heading owns the paragraphs until the next heading."""
     sections: list[list] = []
     current: list | None = None
-    for s, e in _blocks(doc.text):
+    for s, e in _blocks(doc.text, doc.source.lower().endswith((".md", ".markdown"))):
         block = doc.text[s:e]
         if _is_heading(block):
             current = [block.strip().lstrip("#").strip(), s, e, False]

@@ -43,7 +43,8 @@ def make_pdf(pages: list[list[str]]) -> bytes:
                        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
     kids = []
     for lines in pages:
-        stream = "\n".join(["BT /F1 12 Tf 72 720 Td 14 TL", *(f"({line}) Tj T*" for line in lines), "ET"])
+        stream = "\n".join(["BT /F1 12 Tf 72 720 Td 14 TL",
+                            *(f"({line}) Tj T*" for line in lines), "ET"])
         objs.append(f"<< /Length {len(stream)} >>\nstream\n{stream}\nendstream")
         objs.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
                     f"/Resources << /Font << /F1 3 0 R >> >> /Contents {len(objs)} 0 R >>")
@@ -74,13 +75,15 @@ def _assert_exact(doc, chunks):
 def test_html_drops_scripts_and_navigation_and_keeps_headings(tmp_path):
     (tmp_path / "itertools.html").write_text(SPHINX_PAGE, encoding="utf-8")
     doc = load(tmp_path / "itertools.html", tmp_path)
-    for junk in ("SECRET_SCRIPT", "color: red", "RELATED_NAV", "NAV_MENU", "SIDEBAR_TOC", "FOOTER", "¶"):
+    for junk in ("SECRET_SCRIPT", "color: red", "RELATED_NAV", "NAV_MENU", "SIDEBAR_TOC",
+                 "FOOTER", "¶"):
         assert junk not in doc.text
     assert doc.title == "itertools — Functions creating iterators"
     lines = doc.text.splitlines()
     assert "# itertools — Functions creating iterators" in lines
     assert "## Itertool functions" in lines
-    assert "#### itertools.groupby(iterable, key=None)" in lines  # a Sphinx signature heads its entry
+    # a Sphinx signature heads its entry
+    assert "#### itertools.groupby(iterable, key=None)" in lines
     assert "This module implements a number of iterator building blocks." in lines
     assert "for k, g in groupby('AAAABBB'):\n    print(k)" in doc.text  # code keeps its lines
     assert "Iterator | Arguments\ncount() | start, [step]" in doc.text  # a table stays one block
@@ -117,7 +120,8 @@ def test_text_chunks_have_no_page(tmp_path):
 
 
 def test_bad_files_are_reported_by_name_and_skipped(tmp_path, caplog):
-    (tmp_path / "good.txt").write_text("How long is recovery?\n\nAbout three months.", encoding="utf-8")
+    (tmp_path / "good.txt").write_text("How long is recovery?\n\nAbout three months.",
+                                       encoding="utf-8")
     (tmp_path / "empty.txt").write_text("")
     (tmp_path / "binary.txt").write_bytes(b"\x00\x01\x02ELF" * 50)
     (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.4\nthis is not really a pdf\n")
@@ -128,7 +132,8 @@ def test_bad_files_are_reported_by_name_and_skipped(tmp_path, caplog):
     writer.encrypt("secret")
     writer.write(tmp_path / "locked.pdf")
     (tmp_path / "notes.xyz").write_text("not a supported type")
-    (tmp_path / "latin1.txt").write_bytes("Caf\xe9 hours: the caf\xe9 opens at nine.".encode("cp1252"))
+    (tmp_path / "latin1.txt").write_bytes(
+        "Caf\xe9 hours: the caf\xe9 opens at nine.".encode("cp1252"))
 
     with caplog.at_level(logging.WARNING):
         docs, problems = load_corpus(tmp_path)
@@ -163,8 +168,10 @@ def test_faq_pairs_stay_together_with_exact_spans():
 
 
 def test_long_sections_split_into_overlapping_sentence_windows(tmp_path):
-    body = " ".join(f"Sentence number {i} says something about spinal recovery." for i in range(60))
-    (tmp_path / "long.md").write_text(f"# Recovery\n\n{body}\n\n# Diet\n\nEat well.", encoding="utf-8")
+    body = " ".join(f"Sentence number {i} says something about spinal recovery."
+                    for i in range(60))
+    (tmp_path / "long.md").write_text(f"# Recovery\n\n{body}\n\n# Diet\n\nEat well.",
+                                      encoding="utf-8")
     doc = load(tmp_path / "long.md", tmp_path)
     chunks = chunk(doc, max_chars=400, overlap=1)
     _assert_exact(doc, chunks)
@@ -172,8 +179,23 @@ def test_long_sections_split_into_overlapping_sentence_windows(tmp_path):
     assert len(recovery) > 3 and all(len(c.text) <= 400 for c in recovery)
     for a, b in zip(recovery, recovery[1:]):
         assert b.start < a.end  # one shared sentence
-    assert all(not c.text.startswith("Recovery") and c.embed_text.startswith("Recovery\n") for c in recovery)
+    assert all(not c.text.startswith("Recovery") and c.embed_text.startswith("Recovery\n")
+               for c in recovery)
     assert [c.text for c in chunks if c.title == "Diet"] == ["# Diet\n\nEat well."]
+
+
+def test_markdown_headings_without_blank_lines_start_sections_and_code_comments_do_not(tmp_path):
+    """An outside trial's FAQ ("## Can I rent a bike?\nCity bikes ...") came out as one chunk
+    under the document's title, so no citation named its question."""
+    text = ("# Clinic FAQ\n\n## When do you open?\nWeekdays from 8 am.\n## Can I park?\n"
+            "Yes, behind the clinic.\n```python\n# not a heading\nprint(1)\n```\n")
+    (tmp_path / "faq.md").write_text(text, encoding="utf-8")
+    doc = load(tmp_path / "faq.md", tmp_path)
+    chunks = chunk(doc)
+    _assert_exact(doc, chunks)
+    assert [(c.title, c.text.split("\n")[1]) for c in chunks] == [
+        ("When do you open?", "Weekdays from 8 am."), ("Can I park?", "Yes, behind the clinic.")]
+    assert chunks[1].text.endswith("print(1)\n```")
 
 
 def test_a_file_over_the_size_limit_is_skipped_with_its_size_and_the_setting(tmp_path, caplog):
