@@ -49,14 +49,18 @@ def _print_answer(answer, as_json: bool, shown: str = "") -> None:
 
 
 def cmd_ask(args) -> int:
+    question = " ".join(args.question).strip()
+    if not question:  # said before the models load, and as a usage error
+        log.error('the question is empty; ask one, e.g. ask "What do pedicle screws do?"')
+        return 2
     settings = _settings(args)
     from chatbot.pipeline import Chatbot
 
     bot = Chatbot(settings)
     if args.json:
-        _print_answer(bot.answer(args.question), True)
+        _print_answer(bot.answer(question), True)
     else:
-        _stream_answer(bot, args.question, [])
+        _stream_answer(bot, question, [])
     return 0
 
 
@@ -136,6 +140,9 @@ def cmd_bench(args) -> int:
     return benchmark.main(args, settings)
 
 
+GENERATOR_HELP = "who words the answer (default: local, Qwen2.5-Coder-0.5B)"
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line that says where the help is."""
 
@@ -147,7 +154,8 @@ def _global_options(p: argparse.ArgumentParser, top_level: bool) -> None:
     """--config and -v, accepted before and after the sub-command. After it their default is
     SUPPRESS, so that leaving them out there keeps what was given before it."""
     p.add_argument("--config", type=Path, default=None if top_level else argparse.SUPPRESS,
-                   help="TOML file of settings (see chatbot/config.py)")
+                   help="TOML file of settings: any field of Settings (chatbot/config.py), "
+                   "e.g. top_k = 6; see Configuration in README.md")
     p.add_argument("-v", "--verbose", action="store_true",
                    default=False if top_level else argparse.SUPPRESS, help="debug logging")
 
@@ -157,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
         "A grounded, offline chatbot: answers only from the documents in the corpus, with "
         "citations, and says so when the documents do not cover a question."))
     _global_options(parser, top_level=True)
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def common(p):
         _global_options(p, top_level=False)
@@ -174,25 +182,28 @@ def build_parser() -> argparse.ArgumentParser:
                                  ("chat", cmd_chat,
                                   "interactive chat in the terminal, with follow-ups")):
         p = common(sub.add_parser(name, help=helptext))
-        p.add_argument("--generator", choices=CHOICES["generator"],
-                       help="who words the answer (default: local, Qwen2.5-Coder-0.5B)")
+        p.add_argument("--generator", choices=CHOICES["generator"], help=GENERATOR_HELP)
         p.add_argument("-k", type=int, help="passages to retrieve (default: 4)")
         if name == "ask":
-            p.add_argument("question")
+            p.add_argument("question", nargs="+",
+                           help="the question; quotes are optional (ask What do screws do?)")
             p.add_argument("--json", action="store_true",
                            help="print the answer as one JSON object")
         p.set_defaults(func=func)
     p = common(sub.add_parser("serve", help="web chat (Gradio) on http://127.0.0.1:7860"))
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=7860)
-    p.add_argument("--generator", choices=CHOICES["generator"])
+    p.add_argument("--host", default="127.0.0.1", help=(
+        "address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 opens it to the "
+        "network)"))
+    p.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
+    p.add_argument("--generator", choices=CHOICES["generator"], help=GENERATOR_HELP)
     p.add_argument("--allow-uploads", action="store_true",
                    help="offer an \"Add documents\" panel; each upload needs CHATBOT_ADMIN_TOKEN")
     p.set_defaults(func=cmd_serve)
     p = sub.add_parser("llm-server", help="the packaged LLM as an OpenAI-compatible server")
     _global_options(p, top_level=False)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
     p.set_defaults(func=cmd_llm_server)
     p = common(sub.add_parser("eval", help="grounding evaluation of a questions file"))
     p.add_argument("questions", type=Path, help="JSONL file of questions")
@@ -201,20 +212,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retrieval-only", action="store_true",
                    help="skip generation; retrieval metrics only")
     p.add_argument("-k", type=int, help="passages to retrieve (default: 4)")
-    p.add_argument("--generator", choices=CHOICES["generator"])
+    p.add_argument("--generator", choices=CHOICES["generator"], help=GENERATOR_HELP)
     p.set_defaults(func=cmd_eval)
     p = sub.add_parser("bench", help=(
         "measure ingest, retrieval, start-up, the LLM and memory on this machine"))
     _global_options(p, top_level=False)
     p.add_argument("--corpus", type=Path, help="folder of documents (default: corpus)")
     p.add_argument("--out", type=Path, help="write the figures to this JSON file")
-    p.add_argument("--generator", choices=CHOICES["generator"])
+    p.add_argument("--generator", choices=CHOICES["generator"], help=GENERATOR_HELP)
     p.add_argument("--questions", type=Path,
                    help="JSONL questions for retrieval and answers (default: the chunk titles)")
     p.add_argument("--repeats", type=int, default=3, help="runs of each start-up (default: 3)")
     p.add_argument("--ingest-repeats", type=int, default=1,
                    help="whole ingests and embedder-alone passes; the fastest counts (default: 1)")
     p.set_defaults(func=cmd_bench)
+    parser.commands = sub.choices  # type: ignore[attr-defined]  # name -> its parser
     return parser
 
 
@@ -222,7 +234,10 @@ def main(argv: list[str] | None = None) -> int:
     from chatbot import models
 
     models.offline()  # this process is ours: offline before gradio or transformers import the hub
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # the sub-command's own help says what it takes
+        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     if sys.stderr.isatty():
         from rich.logging import RichHandler
 

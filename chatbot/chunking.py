@@ -45,6 +45,10 @@ class Chunk:
         return self.text if self.text.startswith(self.title) else f"{self.title}\n{self.text}"
 
 
+# Which way text is cut: an index cut another way is rebuilt. 2: a blank line ends a sentence,
+# and a Markdown heading needs no blank line after it.
+RULES = 2
+
 # A sentence ends at . ! or ? followed by space and an uppercase letter, digit, quote or bracket
 # (closing quotes and brackets after the mark, group 1, belong to it), and at a blank line.
 _SENTENCE_END = re.compile(

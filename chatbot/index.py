@@ -40,7 +40,7 @@ import faiss
 import numpy as np
 from tqdm import tqdm
 
-from chatbot.chunking import Chunk, reader
+from chatbot.chunking import RULES, Chunk, reader
 from chatbot.config import Settings
 from chatbot.documents import LoadError, corpus_files
 from chatbot.embedding import Embedder
@@ -153,7 +153,7 @@ def _recipe(settings: Settings, embedder: Embedder) -> dict:
     """Everything that, if changed, makes old vectors wrong."""
     return {"format": FORMAT, "embedder": embedder.id,
             "chunking": {"chunk_chars": settings.chunk_chars,
-                         "overlap": settings.chunk_overlap_sentences}}
+                         "overlap": settings.chunk_overlap_sentences, "rules": RULES}}
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

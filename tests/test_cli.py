@@ -55,7 +55,8 @@ def test_missing_corpus_is_a_clear_error(tmp_path):
     (["ingest", "--corpus", "docs", "--index", "notes.txt"], {}, "--index notes.txt is a file"),
     (["ask", "-k", "abc", "q"], {}, "-k: invalid int value: 'abc'; see `python -m chatbot ask --"),
     (["ask", "-k", "0", "q"], {}, "top_k = 0 (from an option) is out of range: must be above 0"),
-    (["ask", "--bogus", "q"], {}, "unrecognized arguments: --bogus"),
+    (["ask", "--bogus", "q"], {}, "unrecognized arguments: --bogus; see `python -m chatbot ask"),
+    (["ask", " "], {}, "the question is empty; ask one"),
     (["ask"], {}, "the following arguments are required: question"),
     ([], {}, "the following arguments are required: command"),
 ])
@@ -76,7 +77,8 @@ def test_global_options_go_before_or_after_the_command():
     for argv in (["--config", "x.toml", "-v", "ask", "q"], ["ask", "--config", "x.toml", "-v", "q"],
                  ["-v", "ask", "q", "--config", "x.toml"]):
         args = parse(argv)
-        assert (args.config, args.verbose, args.question) == (Path("x.toml"), True, "q"), argv
+        assert (args.config, args.verbose, args.question) == (Path("x.toml"), True, ["q"]), argv
+    assert parse(["ask", "What", "do", "screws", "do?"]).question == ["What", "do", "screws", "do?"]
     args = parse(["ingest"])
     assert (args.config, args.verbose, args.force) == (None, False, False)
     assert parse(["--config", "a.toml", "ingest", "--config", "b.toml"]).config == Path("b.toml")
@@ -85,14 +87,16 @@ def test_global_options_go_before_or_after_the_command():
 @pytest.mark.slow
 def test_ask_json_builds_the_index_then_answers_with_citations(tmp_path):
     shutil.copytree(ROOT / "corpus", tmp_path / "corpus")
-    out = run("ask", "--json", "--generator", "extractive", "Can your spine curve after fusion?", cwd=tmp_path)
+    out = run("ask", "--json", "--generator", "extractive", "Can your spine curve after fusion?",
+              cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     answer = json.loads(out.stdout)
     assert not answer["refused"] and answer["citations"]
     assert "curve" in answer["citations"][0]["text"]
     assert (tmp_path / "index" / "manifest.json").exists()
     # A changed corpus is noticed and the index rebuilt, with the reason said.
-    (tmp_path / "corpus" / "extra.md").write_text("# Smoking\n\nSmoking slows bone healing after fusion.\n")
+    (tmp_path / "corpus" / "extra.md").write_text(
+        "# Smoking\n\nSmoking slows bone healing after fusion.\n")
     out = run("ask", "--generator", "extractive", "Does smoking slow bone healing?", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "added: extra.md" in out.stderr
@@ -157,8 +161,9 @@ def test_a_read_only_index_is_one_line_for_ingest_and_served_stale_by_ask(tmp_pa
 def test_chat_answers_a_follow_up_in_context(tmp_path):
     shutil.copytree(ROOT / "corpus", tmp_path / "corpus")
     out = subprocess.run([sys.executable, "-m", "chatbot", "chat", "--generator", "extractive"],
-                         input="What are pedicle screws used for?\nCan they come loose?\n\n", cwd=tmp_path,
-                         capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                         input="What are pedicle screws used for?\nCan they come loose?\n\n",
+                         cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 0, out.stderr
     second = out.stdout.split("> ")[2]
     assert "loosen" in second and "[1]" in second
