@@ -42,7 +42,7 @@ from tqdm import tqdm
 
 from chatbot.chunking import RULES, Chunk, reader
 from chatbot.config import Settings
-from chatbot.documents import LoadError, corpus_files
+from chatbot.documents import LOADERS, LoadError, corpus_files
 from chatbot.embedding import Embedder
 from chatbot.stores import FaissStore, OwnerMismatch, PgVectorStore, VectorStore
 from chatbot.stores import sync as database_sync
@@ -349,7 +349,8 @@ def _embed(work: Plan) -> tuple[int, float]:
         return 0, 0.0
     resumed = [f"{p.source} at chunk {p.resume_at + 1} of {len(p.chunks)}"
                for p in work.pending if p.done]
-    log.info("Embedding %d chunks from %d new or changed files%s", total, len(work.pending),
+    log.info("Embedding %s from %s%s", _count(total, "chunk"),
+             _count(len(work.pending), "new or changed file"),
              f" (resuming {', '.join(resumed)})" if resumed else "")
     t0 = time.perf_counter()
     with tqdm(total=len(queue), unit="chunk", desc="embedding",
@@ -378,7 +379,8 @@ def _assemble(work: Plan, embedded: int, embed_seconds: float, t0: float) -> Ind
     """The index of everything ready, in corpus order, so builds are reproducible."""
     if not work.ready:
         raise LoadError(f"no readable documents in {work.settings.corpus_dir}"
-                        + (": " + "; ".join(work.problems) if work.problems else ""))
+                        + (": " + "; ".join(work.problems) if work.problems else "")
+                        + f"; add {', '.join(sorted(LOADERS))} files")
     sources = [s for s in work.hashes if s in work.ready]
     chunks = [c for s in sources for c in work.ready[s][0]]
     vectors = np.concatenate([work.ready[s][1] for s in sources])
@@ -670,6 +672,10 @@ def staleness(index: Index, settings: Settings, embedder: Embedder) -> str | Non
     return "corpus " + "; ".join(parts) if parts else None
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _duration(seconds: float) -> str:
     return f"{max(seconds, 1):.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
@@ -723,9 +729,11 @@ def _update(work: Plan, t0: float, force: bool = False) -> Index:
     index = _build(work, t0)
     save(index, work.settings.index_dir, work.settings.database_url, force)
     m = index.manifest
-    log.info("Indexed %d chunks from %d files (%d embedded, the rest cached; %s) in %.1f s -> %s",
-             m["chunk_count"], len(m["files"]), m["embedded_chunks"], m["index_type"],
-             m["build_seconds"], work.settings.index_dir)
+    cached = m["chunk_count"] - m["embedded_chunks"]
+    log.info("Indexed %s from %s (%d embedded, %d from the cache; %s) in %.1f s -> %s",
+             _count(m["chunk_count"], "chunk"), _count(len(m["files"]), "file"),
+             m["embedded_chunks"], cached, m["index_type"], m["build_seconds"],
+             work.settings.index_dir)
     return index
 
 
