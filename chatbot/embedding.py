@@ -62,7 +62,9 @@ class MiniLMEmbedder:
             if self._model is None:
                 models.offline()
                 from sentence_transformers import SentenceTransformer
+                from transformers.utils import logging as hf_logging
 
+                hf_logging.disable_progress_bar()  # its "Loading weights" bar; ingest has its own
                 self._model = SentenceTransformer(str(models.embedder_path()), device="cpu")
             return self._model
 
