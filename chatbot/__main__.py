@@ -89,6 +89,8 @@ def cmd_chat(args) -> int:
             break
         if not question:
             break
+        if not sys.stdin.isatty():  # piped questions: the transcript shows what was asked
+            print(question)
         _stream_answer(bot, question, history)
         history.append(question)
     return 0

@@ -166,4 +166,5 @@ def test_chat_answers_a_follow_up_in_context(tmp_path):
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 0, out.stderr
     second = out.stdout.split("> ")[2]
+    assert second.startswith("Can they come loose?\n")  # piped: the question is echoed
     assert "loosen" in second and "[1]" in second
