@@ -45,14 +45,15 @@ class Chunk:
         return self.text if self.text.startswith(self.title) else f"{self.title}\n{self.text}"
 
 
-# Which way text is cut: an index cut another way is rebuilt. 2: a blank line ends a sentence,
+# Which way text is cut: an index cut another way is rebuilt. 2: a blank line is a full stop,
 # and a Markdown heading needs no blank line after it.
 RULES = 2
 
 # A sentence ends at . ! or ? followed by space and an uppercase letter, digit, quote or bracket
-# (closing quotes and brackets after the mark, group 1, belong to it), and at a blank line.
+# (closing quotes and brackets after the mark, group 1, belong to it); a blank line is a full
+# stop before the same (not before "are equivalent ..." resuming prose around a code block).
 _SENTENCE_END = re.compile(
-    r"(?<=[.!?])([\"'”’)\]]*)\s+(?=[A-Z0-9\"“‘(\[])|(?P<para>[ \t]*\n[ \t]*\n\s*)")
+    r"(?:(?<=[.!?])([\"'”’)\]]*)\s+|(?P<para>[ \t]*\n[ \t]*\n\s*))(?=[A-Z0-9\"“‘(\[])")
 _ABBREVIATIONS = ("e.g.", "i.e.", "Dr.", "Mr.", "Mrs.", "Ms.", "vs.", "etc.", "St.", "No.", "Fig.")
 
 
