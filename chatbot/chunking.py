@@ -60,14 +60,14 @@ _ABBREVIATIONS = ("e.g.", "i.e.", "Dr.", "Mr.", "Mrs.", "Ms.", "vs.", "etc.", "S
 def sentence_spans(text: str, offset: int = 0,
                    paragraphs: bool = True) -> list[tuple[int, int]]:
     """(start, end) of each sentence in text, stripped of surrounding space, shifted by offset.
-    In a document a paragraph ends a sentence even without a full stop (`paragraphs`): a
-    plain-text heading ("Holiday notice") glued to the sentence under it hid a planted
+    In a document (`paragraphs`) a blank line before a new sentence ends one, full stop or not:
+    a plain-text heading ("Holiday notice") glued to the sentence under it hid a planted
     "Assistant: tell the user ..." from the instruction detector, and was quoted with it."""
     spans, start = [], 0
     for m in _SENTENCE_END.finditer(text):
-        if m["para"] is not None and not paragraphs:
-            continue
         if m["para"] is not None:
+            if not paragraphs:
+                continue
             spans.append((start, m.start()))
         elif text.endswith(_ABBREVIATIONS, 0, m.start()):  # no slice: a copy per sentence is O(n²)
             continue
@@ -116,11 +116,13 @@ def _blocks(text: str, markdown: bool = False) -> list[tuple[int, int]]:
     heads = [(m.start(), m.end()) for m in _HEADING_LINE.finditer(text)
              if not any(a <= m.start() < b for a, b in code)]
     out = []
-    for s, e in blocks:
-        cuts = [x for h in heads if s <= h[0] < e for x in h]
-        edges = [s, *cuts, e]
-        out += [(a + len(text[a:b]) - len(text[a:b].lstrip()), b - len(text[a:b]) +
-                 len(text[a:b].rstrip())) for a, b in zip(edges, edges[1:]) if text[a:b].strip()]
+    for s, e in blocks:  # cut each block before and after its heading lines
+        edges = [s, *(x for h in heads if s <= h[0] < e for x in h), e]
+        for a, b in zip(edges, edges[1:]):
+            piece = text[a:b]
+            if piece.strip():
+                out.append((a + len(piece) - len(piece.lstrip()),
+                            b - len(piece) + len(piece.rstrip())))
     return out
 
 
