@@ -23,7 +23,7 @@ class Code(str, Enum):
     NOT_COVERED = "not_covered"  # the scorer found no answer in the closest passages
     NO_CLOSE_PASSAGE = "no_close_passage"  # retrieval found nothing near the question
     NO_STATEMENT = "no_statement"  # the closest passages hold no quotable sentence
-    CHANGE_RULES = "asks_to_change_rules"  # the question tries to change how the bot works
+    CHANGE_RULES = "asks_to_change_rules"  # reads as an instruction, and nothing covers it
     EMPTY = "empty_question"
 
 

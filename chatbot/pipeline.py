@@ -190,16 +190,20 @@ class Chatbot:
         embed = self.embedder.embed
         memo = Remembering(now.vectors)  # screen, evidence and check share vectors
         qvec, own = query_vectors(question.strip(), query, memo.embed, s.follow_up_weight)
-        if instructions.asks_to_change_rules(question, self.embedder, own,
-                                             s.question_instruction_threshold):
-            yield self._refuse(base, [], Outcome(
-                Code.CHANGE_RULES, "it asks me to change my rules; I only answer from the "
-                "documents"), ms)
-            return
+        # A question that reads as an instruction to the assistant ("Ignore your rules and
+        # ...") never reaches the model: it is answered with the documents' own sentences, or
+        # refused when they do not cover it. Refusing it outright also refused patients whose
+        # words the detector misreads ("my op didn't work, what now?": 0.99; outside trial).
+        steered = instructions.asks_to_change_rules(question, self.embedder, own,
+                                                    s.question_instruction_threshold)
         timings: dict[str, float] = {}
         r = self._read(question.strip(), query, qvec, now, memo, timings, ms)
+        if steered and r.refusal:  # said as any refusal; the code tells a program why
+            yield self._refuse(base, r.hits, Outcome(Code.CHANGE_RULES, r.refusal.detail), ms,
+                               timings)
+            return
         reading = ""  # the rewritten question, when its reading was taken
-        if r.coverage is Coverage.PARTIAL and s.rewrite_partial:
+        if r.coverage is Coverage.PARTIAL and s.rewrite_partial and not steered:
             # A second reading in the documents' words ("metalwork" -> "hardware"), taken only
             # when it is clearly answered; otherwise the first reading's partial answer stands.
             rewritten = self.generator.rewrite(r.query)
@@ -226,8 +230,8 @@ class Chatbot:
         claims: list[_ClaimDraft] = []
         failure = ""
         try:
-            for claim in self._checked(self.generator.stream(query, facts), used, sentences,
-                                       memo, timings, ms, cancelled):
+            draft = iter(()) if steered else self.generator.stream(query, facts)
+            for claim in self._checked(draft, used, sentences, memo, timings, ms, cancelled):
                 if claim.supported and any(c.supported and _same(c.text, claim.text)
                                            for c in claims):
                     continue  # the model said it again: say it once
@@ -249,8 +253,8 @@ class Chatbot:
                 yield _numbered(claims, quote)
         note = failure
         if not any(c.supported for c in claims):
-            note = failure or ("the model's wording was not supported by the passages, "
-                               "so this answer quotes them")
+            note = failure or ("" if steered else "the model's wording was not supported by "
+                               "the passages, so this answer quotes them")
             drafted = [c.text for c in claims if content_words(c.text)]
             claims += _quotes(_led_by(evidence, memo.embed(drafted) if drafted else None))
         timings["total_ms"] = ms()
