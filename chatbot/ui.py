@@ -53,6 +53,8 @@ CSS = """
 #sources .refusal { border: 2px solid #dc2626; background: #fef2f2; color: #7f1d1d;
   border-radius: 6px; padding: 0.6em 0.8em; }
 #sources .dropped del { color: #b91c1c; }
+#sources details.checked summary { font-size: 0.85em; color: var(--body-text-color-subdued);
+  cursor: pointer; }
 #sources .dropped .reason, #sources .note, #sources .timings { font-size: 0.85em;
   color: var(--body-text-color-subdued); }
 #disclaimer { font-size: 0.9em; border-left: 3px solid #f59e0b; padding-left: 0.6em; }
@@ -138,9 +140,11 @@ def _duration(ms: float) -> str:
 
 
 def sources_html(answer: Answer, turn: int = 1) -> str:
-    """The panel beside the chat: query used, then cited passages, removed sentences or a
-    refusal."""
+    """The panel beside the chat: query used, then cited passages or a refusal; how the answer
+    was checked (removed draft sentences, notes, timings) folded away under a summary line:
+    an outside trial's patients read "support 0.37 < 0.75" and "generate 17.3 s" as errors."""
     parts = [f'<div class="query">Searched for: <q>{esc(answer.query)}</q></div>']
+    checked = []
     if answer.refused:
         parts.append(_refusal_html(answer))
     else:
@@ -148,16 +152,18 @@ def sources_html(answer: Answer, turn: int = 1) -> str:
             head = f'[{c.n}] <span class="title">{esc(c.chunk.title)}</span> {_where(c.chunk)}'
             body = highlight(c.chunk.text, c.chunk.start, c.spans)
             parts.append(_passage_card("citation", head, body, cite_id(turn, c.n)))
-        parts.append(_dropped_html(answer))
+        checked.append(_dropped_html(answer))
         if answer.coverage is Coverage.PARTIAL:
             parts.insert(1, f'<div class="partial"><strong>Partial answer:</strong> '
                             f'{esc(answer.note)}; the passages below are the nearest topic.</div>')
         elif answer.note:
-            parts.append(f'<p class="note">Note: {esc(answer.note)}.</p>')
+            checked.append(f'<p class="note">Note: {esc(answer.note)}.</p>')
     parts.append(_flagged_html(answer))
     timings = " · ".join(f"{k.removesuffix('_ms').replace('_', ' ')} {_duration(v)}"
                          for k, v in answer.timings.items())
-    parts.append(f'<p class="timings">{esc(timings)}</p>')
+    checked.append(f'<p class="timings">{esc(timings)}</p>')
+    parts.append('<details class="checked"><summary>How this answer was checked</summary>'
+                 f'{"".join(checked)}</details>')
     return "".join(parts)
 
 
@@ -202,16 +208,11 @@ def answer_message(answer: Answer, turn: int = 1) -> str:
     if answer.refused:
         lead = md_escape(REFUSAL)
         return "> " + md_escape(answer.text).replace(lead, f"**{lead}**", 1)
-    dropped = sum(not c.supported for c in answer.claims)
-    notes = ([f"{dropped} unsupported sentence{'s' * (dropped > 1)} removed (see Sources)"]
-             if dropped else [])
-    partial = answer.coverage is Coverage.PARTIAL
-    notes += [answer.note] if answer.note and not partial else []
     body = answer.text[len(answer.preamble):].strip()
     text = link_citations(md_escape(body), {c.n for c in answer.citations}, turn)
-    if partial:  # set apart, so it cannot be read as a full answer
+    if answer.coverage is Coverage.PARTIAL:  # set apart, so it cannot be read as a full answer
         text = f"**Partial answer.** {md_escape(answer.preamble)}\n\n> {text}"
-    return text + (f"\n\n*{md_escape('; '.join(notes))}.*" if notes else "")
+    return text  # how it was checked is in the Sources panel
 
 
 def status_markdown(bot: Chatbot) -> str:

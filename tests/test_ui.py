@@ -2,6 +2,7 @@
 (an admin action: token, rename or replace with the old version kept, audit log) and rendering."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -17,7 +18,7 @@ import pytest
 from serving import free_port
 
 from chatbot import documents, ui
-from chatbot.answer import Code, Outcome
+from chatbot.answer import Claim, Code, Outcome
 from chatbot.answerability import Coverage
 from chatbot.chunking import Chunk
 from chatbot.config import Settings, load_settings
@@ -169,8 +170,9 @@ def audit_lines(settings) -> list[dict]:
 @pytest.mark.slow
 def test_upload_makes_a_document_searchable(upload_bot, tmp_path):
     doc = tmp_path / "Bone growth stimulators.md"
-    doc.write_text("# Bone growth stimulators\n\nA bone growth stimulator sends a weak electrical "
-                   "current to the fusion site to help the bone heal after spinal fusion surgery.\n")
+    doc.write_text("# Bone growth stimulators\n\nA bone growth stimulator sends a weak "
+                   "electrical current to the fusion site to help the bone heal after spinal "
+                   "fusion surgery.\n")
     report = ui.add_documents(upload_bot, [str(doc)], no_progress, WHO)
     assert "Added" in report and "searchable now" in report
     assert (upload_bot.settings.corpus_dir / "Bone-growth-stimulators.md").exists()
@@ -287,6 +289,24 @@ def test_citation_markers_link_to_their_cards_and_nothing_else_becomes_markup():
         Answer("q", "q", "No [1] here.", Coverage.NONE, Outcome(Code.NOT_COVERED)))
 
 
+def test_how_an_answer_was_checked_is_folded_away_from_the_answer():
+    """Patients in an outside trial read "support 0.37 < 0.75", timings and "1 unsupported
+    sentence removed" as errors: the bubble holds the answer, the details sit folded in Sources."""
+    answer = _answer("Screws hold the spine. [1]", [1])
+    answer = dataclasses.replace(answer, outcome=Outcome(Code.ANSWERED,
+                                                         "the model's wording was not supported"),
+                                 claims=[Claim("Screws never loosen.", False, (), "adds never"),
+                                         Claim("Screws hold the spine.", True, (1,), quoted=True)],
+                                 timings={"retrieve_ms": 22.0, "generate_ms": 17300.0})
+    bubble = ui.answer_message(answer)
+    assert bubble == r"Screws hold the spine. [\[1\]](#cite-1-1)"
+    panel = ui.sources_html(answer)
+    folded = panel[panel.index('<details class="checked">'):]
+    for shown in ("<del>Screws never loosen.</del>", "adds never", "generate 17.3 s",
+                  "the model&#x27;s wording was not supported"):
+        assert shown in folded and panel.count(shown) == 1, shown
+
+
 def test_markdown_in_answers_is_shown_literally():
     assert ui.md_escape("**bold** [1] <b>") == r"\*\*bold\*\* \[1\] &lt;b&gt;"
     assert ui.md_escape("the model's #1 & more") == r"the model's \#1 &amp; more"
@@ -304,7 +324,8 @@ def test_sources_panel_for_answer_and_refusal(bot):
 
 def test_a_partial_answer_is_set_apart_as_partial():
     chunk = Chunk("c", "faq.txt", "Can failed back surgery be fixed?", 0, 10, "Some text.")
-    preamble = "The documents do not mention acupuncture. On “Can failed back surgery be fixed?” they say:"
+    preamble = ("The documents do not mention acupuncture. On “Can failed back surgery be fixed?” "
+                "they say:")
     answer = Answer("q", "q", f"{preamble} Some text. [1]", Coverage.PARTIAL,
                     Outcome(Code.PARTIAL, "The documents do not mention acupuncture"),
                     citations=[Citation(1, chunk, ((0, 10),))], preamble=preamble)
