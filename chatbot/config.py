@@ -172,6 +172,11 @@ class Settings:
         "This assistant only repeats what its documents say, with sources. "
         "It is not medical advice: ask your care team about your own situation."
     )
+    # Said after every refusal ("" = nothing): a patient who asked "I suddenly can't feel my legs
+    # and can't control my bladder, what should I do?" got only "The documents I have do not
+    # cover this" in an outside trial. Like the disclaimer, it fits the seed FAQ's readers.
+    refusal_advice: str = ("If this is about your own health, ask your care team; if it is "
+                           "urgent, call them or emergency services now.")
 
     def replace(self, **changes) -> "Settings":
         """Copy with changes; `None` values mean "not given" and are ignored."""

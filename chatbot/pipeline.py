@@ -452,6 +452,8 @@ class Chatbot:
             text = f"{REFUSAL} ({outcome.detail}.) I searched: {searched}."
             if closest:
                 text += f" Closest passages: {closest}."
+            if self.settings.refusal_advice:
+                text += f" {self.settings.refusal_advice}"
         return Answer(text=text, coverage=Coverage.NONE, outcome=outcome, hits=hits,
                       timings={**(timings or {}), "total_ms": ms()}, **base)
 
