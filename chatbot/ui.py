@@ -203,6 +203,17 @@ def link_citations(escaped: str, numbers: set[int], turn: int) -> str:
     return _ESCAPED_MARKER.sub(link, escaped)
 
 
+_CITATION_LINK = re.compile(r"\[(\\\[\d+\\\])\]\(#cite-\d+-\d+\)")
+
+
+def unlink_citations(message: dict) -> dict:
+    """An earlier answer's [n] as plain text: its cards left the Sources panel with the next
+    question, and in an outside trial its links led nowhere, or to another answer's [n]."""
+    if message.get("role") != "assistant" or not isinstance(message.get("content"), str):
+        return message
+    return {**message, "content": _CITATION_LINK.sub(r"\1", message["content"])}
+
+
 def answer_message(answer: Answer, turn: int = 1) -> str:
     """The chat bubble for a checked answer, [n] linked to its source; a refusal is a quote."""
     if answer.refused:
@@ -495,7 +506,7 @@ def create_app(bot: Chatbot, uploads: bool = False) -> gr.Blocks:
         if not question:
             yield (gr.skip(),) * 6
             return
-        chat = [*chat, {"role": "user", "content": md_escape(question)},
+        chat = [*map(unlink_citations, chat), {"role": "user", "content": md_escape(question)},
                 {"role": "assistant", "content": DRAFT_LABEL}]
         draft, session, turn = "", request.session_hash, len(history) + 1
         interrupts.start(session)  # before the page shows the answer box: Stop works from then on

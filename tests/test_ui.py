@@ -287,6 +287,9 @@ def test_citation_markers_link_to_their_cards_and_nothing_else_becomes_markup():
     assert panel.count('id="cite-4-1"') == 1 and 'id="cite-4-2"' in panel
     assert "(#cite-" not in ui.answer_message(
         Answer("q", "q", "No [1] here.", Coverage.NONE, Outcome(Code.NOT_COVERED)))
+    # once the next question is asked, its cards are gone: the markers stay, the links go
+    earlier = ui.unlink_citations({"role": "assistant", "content": out})
+    assert earlier["content"] == ui.md_escape(text)
 
 
 def test_how_an_answer_was_checked_is_folded_away_from_the_answer():
