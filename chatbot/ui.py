@@ -583,8 +583,8 @@ def create_app(bot: Chatbot, uploads: bool = False) -> gr.Blocks:
                     send = gr.Button("Send", variant="primary", scale=1, min_width=80)
                     stop = gr.Button("Stop", variant="stop", scale=1, min_width=80)
                 new = gr.Button("New conversation", size="sm")
-                gr.Examples([[q] for q in example_questions(bot)], inputs=box,
-                            label="Examples from the documents")
+                examples = gr.Examples([[q] for q in example_questions(bot)], inputs=box,
+                                       label="Examples from the documents")
             with gr.Column(scale=2):
                 gr.Markdown("### Sources")
                 sources = gr.HTML(EMPTY_PANEL, elem_id="sources")
@@ -606,7 +606,8 @@ def create_app(bot: Chatbot, uploads: bool = False) -> gr.Blocks:
                                                     elem_id="upload-report")
 
         outputs = [box, chat, history, sources, others, others_box]
-        for trigger in (box.submit, send.click):
+        # an example asks itself: in an outside trial a click only filled the box
+        for trigger in (box.submit, send.click, examples.load_input_event.then):
             trigger(respond, [box, chat, history], outputs, api_visibility="private", **CONCURRENCY)
         stop.click(stop_answer, None, None, queue=False, api_visibility="private")
         for trigger in (new.click, chat.clear):  # the chat's own bin icon starts over too

@@ -87,7 +87,8 @@ WATCH_DRAFTS_JS = """([selector, label]) => {
     const text = msgs.length ? msgs[msgs.length - 1].innerText.trim() : "";
     const final = document.querySelector('#sources .query') !== null;
     if (text && !text.startsWith(label) && !final) window.sawDraft = true;
-  }).observe(document.querySelector('#chat'), {subtree: true, childList: true, characterData: true});
+  }).observe(document.querySelector('#chat'),
+              {subtree: true, childList: true, characterData: true});
 }"""
 
 
@@ -109,9 +110,11 @@ def ask(page, question: str) -> tuple[float, float]:
     page.fill("#question textarea", question)
     t0 = time.monotonic()
     page.press("#question textarea", "Enter")
-    page.wait_for_function(FIRST_TOKEN_JS, arg=[BOT, before, DRAFTING], polling=50, timeout=120_000)
+    page.wait_for_function(FIRST_TOKEN_JS, arg=[BOT, before, DRAFTING], polling=50,
+                           timeout=120_000)
     first = time.monotonic() - t0
-    page.wait_for_function(FINAL_JS, arg=[BOT, before, DRAFTING, question], polling=50, timeout=120_000)
+    page.wait_for_function(FINAL_JS, arg=[BOT, before, DRAFTING, question], polling=50,
+                           timeout=120_000)
     total = time.monotonic() - t0
     log.info("%r: first token %.2f s, full answer %.2f s in the browser", question, first, total)
     return first, total
@@ -134,7 +137,8 @@ def test_answer_with_sources_and_follow_up(page, tmp_path):
 
     ask(page, "Can they come loose?")
     assert page.locator(BOT).count() == 2
-    assert "pedicle screws" in page.locator("#sources .query").inner_text()  # standalone query shown
+    # the standalone query is shown
+    assert "pedicle screws" in page.locator("#sources .query").inner_text()
     assert "loosen" in page.locator("#sources .citation mark").first.inner_text()
     # ...and while it was searched, the first answer's other passages were gone
     assert set(page.evaluate("window.othersWhileSearching")) == {""}
@@ -187,6 +191,14 @@ def test_refusal_then_new_conversation(page):
     assert page.locator(BOT).count() == 0
 
 
+def test_an_example_question_is_asked_when_clicked(page):
+    """In an outside trial a click only put the example in the question box."""
+    page.get_by_text("What is a failed fusion?", exact=True).first.click()
+    page.wait_for_function(FINAL_JS, arg=[BOT, 0, DRAFTING, "What is a failed fusion?"],
+                           polling=50, timeout=120_000)
+    assert page.locator("#sources .citation").count() >= 1
+
+
 def test_stop_stops_the_answer(page):
     page.fill("#question textarea", "What can be done if a spinal fusion failed?")
     page.press("#question textarea", "Enter")
@@ -208,8 +220,9 @@ def upload(page, path: Path, token: str, wait_for: str) -> str:
 
 def test_uploads_need_the_token_and_are_searchable_without_restart(server, browser, page, tmp_path):
     doc = tmp_path / "stimulators.md"
-    doc.write_text("# Bone growth stimulators\n\nA bone growth stimulator sends a weak electrical current "
-                   "to the fusion site to help the bone heal after spinal fusion surgery.\n")
+    doc.write_text("# Bone growth stimulators\n\nA bone growth stimulator sends a weak "
+                   "electrical current to the fusion site to help the bone heal after spinal "
+                   "fusion surgery.\n")
     assert "1 document(s)" in page.locator("#status").inner_text()
     page.get_by_text("Add documents").click()
     assert "wrong admin token" in upload(page, doc, "guess", "Rejected")
