@@ -198,10 +198,6 @@ class Chatbot:
                                                     s.question_instruction_threshold)
         timings: dict[str, float] = {}
         r = self._read(question.strip(), query, qvec, now, memo, timings, ms)
-        if steered and r.refusal:  # said as any refusal; the code tells a program why
-            yield self._refuse(base, r.hits, Outcome(Code.CHANGE_RULES, r.refusal.detail), ms,
-                               timings)
-            return
         reading = ""  # the rewritten question, when its reading was taken
         if r.coverage is Coverage.PARTIAL and s.rewrite_partial and not steered:
             # A second reading in the documents' words ("metalwork" -> "hardware"), taken only
@@ -216,8 +212,9 @@ class Chatbot:
                     r = replace(second, signals={**second.signals, "p_first_reading": first_p})
                     reading = rewritten
         base.update(query=r.query, flagged=r.flagged, signals=r.signals)
-        if r.refusal:
-            yield self._refuse(base, r.hits, r.refusal, ms, timings)
+        if r.refusal:  # a steered one is said as any refusal; its code tells a program why
+            outcome = Outcome(Code.CHANGE_RULES, r.refusal.detail) if steered else r.refusal
+            yield self._refuse(base, r.hits, outcome, ms, timings)
             return
         if r.coverage is Coverage.PARTIAL:
             yield self._partial(base, r.hits, r.evidence, r.lacking, timings, ms)
@@ -276,6 +273,9 @@ class Chatbot:
         timings.setdefault("flag_ms", ms())
         read = dict(query=query, hits=hits, flagged=flagged)
         if _best(hits) < s.min_score:
+            if query != question:  # nothing near it with the last question: a new question
+                return self._read(question, question, memo.embed([question]), now, memo,
+                                  timings, ms)
             return _Reading(**read, refusal=Outcome(
                 Code.NO_CLOSE_PASSAGE, "no passage is close to the question"))
         sentences = self._sentences(hits, flagged, memo)

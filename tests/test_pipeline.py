@@ -259,6 +259,12 @@ def test_a_new_question_after_another_is_read_alone(extractive_bot):
     alone = extractive_bot.answer(question)
     assert after.query == question
     assert after.text == alone.text
+    # ...also when nothing is near it read with the last question: an outside trial's refusal
+    # said "Searched for: my op didn't work, what now? (and how would I know ...)"
+    question = "my op didn't work, what now?"
+    after = extractive_bot.answer(question, ["and how would I know if that happened to me?"])
+    assert after.query == question
+    assert after.text == extractive_bot.answer(question).text
 
 
 def test_answer_json_shape(extractive_bot):
