@@ -44,7 +44,7 @@ OPENERS = ["What is a failed fusion?", "What causes a failed fusion?",
            "What happens if a screw comes loose after spinal fusion?",
            "Can failed back surgery be fixed?", "Can you have a second spinal fusion?",
            "Can you undo a spinal fusion?", "Can you redo a spinal fusion?"]
-THIRD = "Is it serious?"  # every other chat has a third turn, read with the follow-up
+THIRD = "Is it serious?"  # every other chat has a third turn
 
 
 def conversation(i: int) -> list[str]:
@@ -105,8 +105,8 @@ def test_ten_concurrent_chats_keep_their_own_history(server):
             assert answers[1]["query"] == f"{FOLLOW_UP} ({OPENERS[i]})"  # its own history...
             others = [q for j, q in enumerate(OPENERS) if j != i]
             assert not any(q in a["query"] for a in answers for q in others)  # ...and no one else's
-            if len(turns) == 3:
-                assert answers[2]["query"] == f"{THIRD} ({FOLLOW_UP})"
+            if len(turns) == 3:  # read alone: nothing is near it with the follow-up either
+                assert answers[2]["query"] == THIRD
             assert all(isinstance(a["answer"], str) and a["answer"] for a in answers)
     elapsed = time.monotonic() - t0
     requests = ROUNDS * sum(len(conversation(i)) for i in range(CHATS))
