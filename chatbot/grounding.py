@@ -142,10 +142,24 @@ _DANGLING = frozenset("to of the a an and or by with for from that which as at i
                       "were be".split())
 
 
-def split_citations(sentence: str) -> tuple[str, list[int]]:
-    """Text without its [n] markers, and the numbers it cited, in order."""
+def split_citations(sentence: str, facts: int = 0) -> tuple[str, list[int]]:
+    """Text without its [n] markers, and the numbers it cited, in order. Markers before the text
+    count too when each names one of the `facts` (1..facts): Qwen opens a sentence with one
+    ("[2] In most cases ...", judged as adding "2"); a number in quoted code ("[30] .note")
+    does not name a fact."""
     numbers = [int(n) for group in _CITES.findall(sentence) for n in re.findall(r"\d+", group)]
-    return _CITES.sub("", sentence).strip(), numbers
+    text = _CITES.sub("", sentence).strip()
+    lead = _LEADING_CITES.match(text)
+    if lead and has_words(text[lead.end():]):
+        first = [int(n) for n in re.findall(r"\d+", lead.group(0))]
+        if all(1 <= n <= facts for n in first):
+            return text[lead.end():].strip(), first + numbers
+    return text, numbers
+
+
+def has_words(text: str) -> bool:
+    """Anything besides markers, digits and space: "[1] [" is a marker still being written."""
+    return re.search(r"[^\[\]\d\s]", text) is not None
 
 
 def answer_sentences(text: str) -> list[str]:
@@ -163,10 +177,7 @@ def answer_sentences(text: str) -> list[str]:
     for s, e in sentence_spans(text, paragraphs=False):  # a draft's code block stays whole
         piece = text[s:e]
         lead = _LEADING_CITES.match(piece)
-        if lead and out and not piece[lead.end():].strip():
-            out[-1] += " " + lead.group(0)
-            continue
-        if lead and markers_first and re.search(r"[^\[\]\d\s]", piece[lead.end():]):
+        if lead and markers_first and has_words(piece[lead.end():]):
             piece = f"{piece[lead.end():].strip()} {lead.group(0)}"
         elif lead and out and text[s - 1] == " " and not text[s - 2].isspace():
             out[-1] += " " + lead.group(0).strip()
@@ -177,7 +188,11 @@ def answer_sentences(text: str) -> list[str]:
         cuts = [0, *(m.end() for m in _CITES.finditer(piece)
                      if re.match(r"\s+[^\sa-z]", piece[m.end():]) and not markers_first),
                 len(piece)]
-        out += [piece[a:b].strip() for a, b in zip(cuts, cuts[1:]) if piece[a:b].strip()]
+        for part in (piece[a:b].strip() for a, b in zip(cuts, cuts[1:])):
+            if out and _LEADING_CITES.fullmatch(part):  # markers alone ("...heals.\n[1] [2]")
+                out[-1] += " " + part
+            elif part:
+                out.append(part)
     return out
 
 

@@ -367,10 +367,10 @@ class Chatbot:
                     draft += piece
                 done = grounding.answer_sentences(draft)
                 if piece is not None:  # the last sentence may still grow, and so may its markers
-                    done = done[:-1] if len(done) < 2 or grounding.split_citations(done[-1])[0] \
+                    done = done[:-1] if len(done) < 2 or grounding.has_words(done[-1]) \
                         else done[:-2]
                 for i, sentence in enumerate(done[judged:], judged):
-                    text, cited = grounding.split_citations(sentence)
+                    text, cited = grounding.split_citations(sentence, len(used))
                     if not text:
                         continue
                     claim = self._judge(text, cited, used, passages, memo)

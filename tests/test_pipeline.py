@@ -126,6 +126,30 @@ def test_a_model_sentence_is_served_without_its_preamble(settings, faq_index, em
     assert answer.text.startswith(model.first) and "Based on" not in answer.text
 
 
+def test_markers_are_never_a_claim_however_the_model_places_them(settings, faq_index, embedder):
+    """Seen on the FAQ tuning runs: "... heals.\\n[1] [2] [3]" streamed token by token served "[1]"
+    as a claim ("adds 1"), and "[2] In most cases ..." after a line break was judged as adding
+    "2": markers anywhere are markers (#10)."""
+    from chatbot import grounding
+    from chatbot.pipeline import Chatbot
+
+    class Marking:
+        name = "local"
+
+        def stream(self, question, facts):
+            self.said = [grounding.answer_sentences(text)[0] for _, text in facts[:2]]
+            draft = f"{self.said[0]}\n[1] [2] [3]\n[2] {self.said[1]}"
+            yield from (draft[i:i + 2] for i in range(0, len(draft), 2))  # as tokens arrive
+
+    model = Marking()
+    bot = Chatbot(settings, index=faq_index, generator=model, embedder=embedder)
+    answer = bot.answer("What are the symptoms of a failed fusion?")
+    assert len(model.said) == 2, "the test needs two facts"
+    drafted = [c for c in answer.claims if not c.quoted]
+    assert [c.text for c in drafted] == model.said, answer.to_dict()
+    assert all(c.supported for c in drafted) and answer.wording == "model"
+
+
 def test_a_model_answer_quotes_the_evidence_it_left_out_after_its_own(settings, faq_index,
                                                                       embedder):
     """#9 key fact: on the tuning runs model-worded answers named it less often than quoted ones
