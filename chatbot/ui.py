@@ -25,6 +25,7 @@ from typing import Iterator
 import gradio as gr
 
 from chatbot import documents, memory
+from chatbot.answer import Code
 from chatbot.answerability import Coverage
 from chatbot.config import Settings
 from chatbot.pipeline import REFUSAL, Answer, Chatbot
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 UPLOAD_SUFFIXES = tuple(documents.LOADERS)  # whatever the loader reads
 DRAFT_LABEL = "*Checking the answer against the sources…*"
+STOPPED_EARLY = "*Stopped before the answer was finished.*"
 SEARCHING_PANEL = '<div class="panel-empty">Searching the documents…</div>'
 EMPTY_PANEL = ('<div class="panel-empty">Ask a question: the passages behind the answer '
                'appear here.</div>')
@@ -223,6 +225,8 @@ def answer_message(answer: Answer, turn: int = 1) -> str:
     text = link_citations(md_escape(body), {c.n for c in answer.citations}, turn)
     if answer.coverage is Coverage.PARTIAL:  # set apart, so it cannot be read as a full answer
         text = f"**Partial answer.** {md_escape(answer.preamble)}\n\n> {text}"
+    if answer.outcome.code is Code.STOPPED:
+        text += "\n\n*Stopped before the end: this answer may be incomplete.*"
     return text  # how it was checked is in the Sources panel
 
 
@@ -515,14 +519,15 @@ def create_app(bot: Chatbot, uploads: bool = False) -> gr.Blocks:
         try:
             for event in bot.stream(question, history,
                                     cancelled=lambda: interrupts.wanted(session) is not None):
-                # half an answer, without its sources: gone
-                if wanted := interrupts.wanted(session):
-                    chat[-1] = {"role": "assistant",
-                                "content": "*Stopped before the answer was finished.*"}
-                    yield reset if wanted == "new" else (
-                        "", chat, history, EMPTY_PANEL, gr.skip(), gr.skip())
+                if interrupts.wanted(session) == "new":
+                    yield reset
                     return
-                if isinstance(event, Answer):
+                if isinstance(event, Answer) and event.outcome.code is Code.STOPPED \
+                        and not event.citations:  # stopped before any sentence was checked
+                    chat[-1] = {"role": "assistant", "content": STOPPED_EARLY}
+                    yield "", chat, history, EMPTY_PANEL, gr.skip(), gr.skip()
+                    return
+                if isinstance(event, Answer):  # a stopped one keeps what was shown
                     chat[-1] = {"role": "assistant", "content": answer_message(event, turn)}
                     others, count = others_html(event)
                     yield ("", chat, [*history, question], sources_html(event, turn), others,

@@ -244,6 +244,31 @@ def test_closing_the_stream_stops_the_model(settings, faq_index):
     assert sum(1 for _ in generator.stream("Why?", [(1, "Screws hold it.")])) >= 290  # can fail
 
 
+def test_a_stopped_answer_keeps_the_sentences_already_shown(settings, faq_index, embedder):
+    """An outside trial pressed Stop and lost the checked sentences it was reading: they stay,
+    with their sources, and nothing is added after the Stop."""
+    from chatbot import grounding
+    from chatbot.answer import Code
+    from chatbot.pipeline import Chatbot
+
+    class Talking:
+        name = "local"
+
+        def stream(self, question, facts):
+            said = [x for _, text in facts for x in grounding.answer_sentences(text)]
+            yield f"{said[0]} [1]"
+            yield from (f" {x} [1]" for x in said[1:])
+
+    bot = Chatbot(settings, index=faq_index, generator=Talking(), embedder=embedder)
+    events: list = []  # Stop is pressed once the first sentence is shown
+    for event in bot.stream("What are the symptoms of a failed fusion?",
+                            cancelled=lambda: bool(events)):
+        events.append(event)
+    *shown, answer = events
+    assert answer.outcome.code is Code.STOPPED and len(shown) == 1, answer.to_dict()
+    assert answer.text == shown[0] and [c.n for c in answer.citations] == [1]
+
+
 def test_the_model_takes_words_from_its_facts_several_tokens_a_step(bot):
     """Prompt lookup (llm_draft_tokens) is on: a draft that repeats its fact is guessed from
     the prompt and checked in batches, which is where the faster answers come from."""
