@@ -43,7 +43,7 @@ def _print_answer(answer, as_json: bool, shown: str = "") -> None:
     for c in answer.citations:
         print(f"  [{c.n}] {c.chunk.source} — {c.chunk.title}")
     if answer.coverage.value == "partial":
-        print("  (partial answer: the documents do not answer exactly this)")
+        print("  (partial answer: the documents may not answer exactly this)")
     elif answer.note and not answer.refused:
         print(f"  (note: {answer.note})")
 
