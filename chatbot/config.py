@@ -1,6 +1,9 @@
 """All settings in one place.
 
-Precedence: defaults < config file < CHATBOT_* environment < CLI flags.
+Precedence: defaults < the corpus's own `chatbot.toml` < config file < CHATBOT_* environment <
+CLI flags. The corpus file holds only what depends on who reads the documents (CORPUS_SETTINGS:
+the disclaimer and the advice after a refusal), so a patient FAQ and a shop's manual each carry
+their own words, and a folder of documents cannot change how answers are checked.
 
 A setting that cannot be used (unknown name, wrong type, a value out of range, a missing or broken
 config file) is a SettingsError whose one-line message names the setting, the value, where it
@@ -168,15 +171,14 @@ class Settings:
     audit_log: Path = Path("audit.log")  # a JSON line per upload, accepted or not; under index_dir
     replaced_dir: Path = Path("replaced")  # old versions of replaced documents; under index_dir
 
-    disclaimer: str = (
-        "This assistant only repeats what its documents say, with sources. "
-        "It is not medical advice: ask your care team about your own situation."
-    )
-    # Said after every refusal ("" = nothing): a patient who asked "I suddenly can't feel my legs
-    # and can't control my bladder, what should I do?" got only "The documents I have do not
-    # cover this" in an outside trial. Like the disclaimer, it fits the seed FAQ's readers.
-    refusal_advice: str = ("If this is about your own health, ask your care team; if it is "
-                           "urgent, call them or emergency services now.")
+    # Shown above the chat. The seed FAQ's corpus/chatbot.toml says it is not medical advice; a
+    # new user's bike-shop documents got that medical text too in an outside trial.
+    disclaimer: str = ("This assistant only repeats what its documents say, with sources; check "
+                       "anything important with the people responsible for them.")
+    # Said after every refusal ("" = nothing). The FAQ's says where a patient turns instead: one
+    # who asked "I suddenly can't feel my legs and can't control my bladder, what should I do?"
+    # got only "The documents I have do not cover this" in an outside trial.
+    refusal_advice: str = ""
 
     def replace(self, **changes) -> "Settings":
         """Copy with changes; `None` values mean "not given" and are ignored."""
@@ -256,9 +258,13 @@ def _read_config(path: Path, origin: str) -> dict:
                             'setting looks like top_k = 4 or generator = "extractive")') from None
 
 
+CORPUS_CONFIG = "chatbot.toml"  # in the corpus folder; no loader reads it as a document
+CORPUS_SETTINGS = ("disclaimer", "refusal_advice")
+
+
 def load_settings(config_file: Path | None = None, **overrides) -> Settings:
-    """Build Settings from an optional TOML file, the environment and explicit overrides,
-    checking every value (SettingsError names the first bad one)."""
+    """Build Settings from the corpus's own chatbot.toml, an optional TOML file, the environment
+    and explicit overrides, checking every value (SettingsError names the first bad one)."""
     known = {f.name: f.type for f in fields(Settings)}
     raw: dict[str, tuple[object, str]] = {}  # setting -> (value, where it came from)
     origin = "from --config"
@@ -288,5 +294,15 @@ def load_settings(config_file: Path | None = None, **overrides) -> Settings:
                 raise SettingsError(f"unknown setting {name!r}; the settings are the fields of "
                                     "Settings in chatbot/config.py")
             raw[name] = (value, "(from an option)")
+    corpus = (_coerce("corpus_dir", known["corpus_dir"], *raw["corpus_dir"])
+              if "corpus_dir" in raw else Settings.corpus_dir)
+    if (corpus / CORPUS_CONFIG).is_file():
+        path = corpus / CORPUS_CONFIG
+        for name, value in _read_config(path, "the corpus's own settings").items():
+            if name not in CORPUS_SETTINGS:
+                raise SettingsError(
+                    f"{path} sets {name!r}, but a corpus may set only {', '.join(CORPUS_SETTINGS)}"
+                    " (its readers' wording); put other settings in a --config file")
+            raw.setdefault(name, (value, f"in {path}"))  # below every other source
     return Settings().replace(**{name: _coerce(name, known[name], value, origin)
                                  for name, (value, origin) in raw.items()})

@@ -20,7 +20,7 @@ FAQ = ROOT / "corpus" / "failed-fusion-faq.txt"
 @pytest.fixture(scope="session")
 def faq_corpus(tmp_path_factory) -> Path:
     corpus = tmp_path_factory.mktemp("corpus")
-    shutil.copy(FAQ, corpus / FAQ.name)
+    shutil.copytree(FAQ.parent, corpus, dirs_exist_ok=True)  # the FAQ and its chatbot.toml
     return corpus
 
 

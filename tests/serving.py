@@ -48,8 +48,7 @@ def _wait_until_served(url: str, proc: subprocess.Popen, logfile: Path, timeout:
 def served(tmp: Path, *args: str, env: dict[str, str] | None = None,
            timeout: float = 240) -> Iterator[tuple[str, subprocess.Popen]]:
     """Serve a copy of the FAQ with extra `serve` arguments; yields (url, process)."""
-    (tmp / "corpus").mkdir()
-    shutil.copy(FAQ, tmp / "corpus" / FAQ.name)
+    shutil.copytree(FAQ.parent, tmp / "corpus")  # the FAQ and its chatbot.toml
     port, logfile = free_port(), tmp / "server.log"
     t0 = time.monotonic()
     with open(logfile, "w") as out:

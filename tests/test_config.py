@@ -17,6 +17,27 @@ def test_precedence_defaults_file_env_flags(tmp_path, monkeypatch):
     assert s.corpus_dir == Settings().corpus_dir  # untouched default
 
 
+def test_a_corpus_carries_its_readers_wording_and_nothing_else(tmp_path, monkeypatch):
+    """A bike-shop corpus got the FAQ's medical disclaimer in an outside trial: the wording for
+    a corpus's readers now comes with the corpus (the seed FAQ's corpus/chatbot.toml)."""
+    monkeypatch.chdir(tmp_path)
+    shop = tmp_path / "shop"
+    shop.mkdir()
+    assert "medical" not in load_settings(corpus_dir=shop).disclaimer
+    assert load_settings(corpus_dir=shop).refusal_advice == ""
+    seed = load_settings(corpus_dir=Path(__file__).resolve().parents[1] / "corpus")
+    assert "not medical advice" in seed.disclaimer and "care team" in seed.refusal_advice
+    (shop / "chatbot.toml").write_text('refusal_advice = "Ask at the counter."\n')
+    assert load_settings(corpus_dir=shop).refusal_advice == "Ask at the counter."
+    cfg = tmp_path / "site.toml"  # the operator's own file wins over the corpus's
+    cfg.write_text('refusal_advice = "Call us."\n')
+    assert load_settings(cfg, corpus_dir=shop).refusal_advice == "Call us."
+    (shop / "chatbot.toml").write_text("support_threshold = 0.1\n")  # not the documents' call
+    with pytest.raises(SettingsError, match=r"chatbot.toml sets 'support_threshold', but a "
+                                            r"corpus may set only disclaimer, refusal_advice"):
+        load_settings(corpus_dir=shop)
+
+
 def test_unknown_setting_is_an_error_that_names_it(tmp_path):
     cfg = tmp_path / "chatbot.toml"
     cfg.write_text("top_kk = 3\n")

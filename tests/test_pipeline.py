@@ -46,6 +46,7 @@ def test_out_of_corpus_questions_are_refused_with_the_sources_searched(bot, ques
     assert answer.refused and answer.coverage is Coverage.NONE
     assert answer.text.startswith("The documents I have do not cover this.")
     assert "failed-fusion-faq.txt" in answer.text
+    assert "care team" in bot.settings.refusal_advice  # the FAQ's corpus/chatbot.toml
     assert answer.text.endswith(bot.settings.refusal_advice)  # where to turn instead
     assert answer.citations == []
 
