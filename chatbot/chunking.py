@@ -45,9 +45,9 @@ class Chunk:
         return self.text if self.text.startswith(self.title) else f"{self.title}\n{self.text}"
 
 
-# Which way text is cut: an index cut another way is rebuilt. 2: a blank line is a full stop,
-# and a Markdown heading needs no blank line after it.
-RULES = 2
+# Which way text is read and cut: an index made another way is rebuilt. 2: a blank line is a full
+# stop, and a Markdown heading needs no blank line after it; 3: hidden HTML text is dropped.
+RULES = 3
 
 # A sentence ends at . ! or ? followed by space and an uppercase letter, digit, quote or bracket
 # (closing quotes and brackets after the mark, group 1, belong to it); a blank line is a full
