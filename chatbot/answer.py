@@ -25,6 +25,7 @@ class Code(str, Enum):
     NO_STATEMENT = "no_statement"  # the closest passages hold no quotable sentence
     CHANGE_RULES = "asks_to_change_rules"  # reads as an instruction, and nothing covers it
     EMPTY = "empty_question"
+    TOO_LONG = "question_too_long"  # over max_question_chars: refused before it is read
     STOPPED = "stopped"  # the user stopped it: the sentences checked until then, no more
 
 

@@ -182,8 +182,16 @@ class Chatbot:
         When `cancelled()` turns true the model stops and the Answer holds what was shown."""
         s, t0 = self.settings, time.perf_counter()
         ms = lambda: (time.perf_counter() - t0) * 1000  # noqa: E731
-        query = standalone_query(question.strip(), history)
         now = self.snapshot  # one index for the whole question, even if reindex() runs
+        if len(question) > s.max_question_chars:  # nothing reads it: not the embedder, not a log
+            base = dict(question=question[:s.max_question_chars], query="",
+                        sources=now.index.sources)
+            yield self._refuse(base, [], Outcome(Code.TOO_LONG, (
+                f"Please ask a shorter question: this one has {len(question):,} characters, "
+                f"the limit is {s.max_question_chars:,} (setting max_question_chars)")), ms)
+            return
+        history = [h for h in history if len(h) <= s.max_question_chars]
+        query = standalone_query(question.strip(), history)
         base = dict(question=question, query=query, sources=now.index.sources)
         if not question.strip():
             yield self._refuse(base, [], Outcome(Code.EMPTY, "Please ask a question"), ms)
@@ -452,7 +460,7 @@ class Chatbot:
 
     def _refuse(self, base: dict, hits: list[Hit], outcome: Outcome, ms,
                 timings: dict | None = None) -> Answer:
-        if outcome.code is Code.EMPTY:
+        if outcome.code in (Code.EMPTY, Code.TOO_LONG):
             text = outcome.detail + "."
         else:
             searched = ", ".join(base["sources"][:5]) + (" ..." if len(base["sources"]) > 5 else "")

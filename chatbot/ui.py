@@ -584,7 +584,8 @@ def create_app(bot: Chatbot, uploads: bool = False) -> gr.Blocks:
                                   latex_delimiters=[], feedback_options=None, buttons=["copy"])
                 with gr.Row(elem_id="ask-row"):
                     box = gr.Textbox(show_label=False, placeholder="Ask a question and press Enter",
-                                     elem_id="question", scale=6, autofocus=True, max_lines=4)
+                                     elem_id="question", scale=6, autofocus=True, max_lines=4,
+                                     max_length=settings.max_question_chars)
                     send = gr.Button("Send", variant="primary", scale=1, min_width=80)
                     stop = gr.Button("Stop", variant="stop", scale=1, min_width=80)
                 new = gr.Button("New conversation", size="sm")

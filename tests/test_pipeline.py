@@ -317,6 +317,21 @@ def test_a_new_question_after_another_is_read_alone(extractive_bot):
     assert after.text == extractive_bot.answer(question).text
 
 
+def test_an_overlong_question_is_refused_before_anything_reads_it(extractive_bot, monkeypatch):
+    """Outside security trial: a 10 MB question held the only worker for 43 s."""
+    from chatbot.answer import Code
+
+    def unread(texts, *args, **kwargs):
+        raise AssertionError("the overlong question was embedded")
+
+    monkeypatch.setattr(extractive_bot.embedder, "embed", unread)
+    limit = extractive_bot.settings.max_question_chars
+    answer = extractive_bot.answer("Why? " * (limit // 5 + 1), history=["x" * 10_000_000])
+    assert answer.outcome.code is Code.TOO_LONG and answer.refused and not answer.hits
+    assert answer.text.startswith("Please ask a shorter question") and f"{limit:,}" in answer.text
+    assert len(answer.to_dict()["question"]) == limit
+
+
 def test_answer_json_shape(extractive_bot):
     d = extractive_bot.answer("Can you ruin a spinal fusion?").to_dict()
     assert {"question", "answer", "refused", "citations", "retrieved", "timings"} <= set(d)
