@@ -171,6 +171,7 @@ class Settings:
     sessions_kept: int = 1000  # conversations held in memory (~70 KB each); the oldest is forgotten
     allow_uploads: bool = False  # `serve --allow-uploads`: show "Add documents" (needs admin_token)
     admin_token: str = field(default="", repr=False)  # the secret an upload carries; never logged
+    max_upload_files: int = 20  # per upload; more is refused (and a rejected one audited so far)
     admin_max_failures: int = 5  # wrong tokens from one client address before it is locked out...
     admin_lockout_minutes: float = 15.0  # ...for this long: 5 guesses per 15 min stops brute force
     audit_log: Path = Path("audit.log")  # a JSON line per upload, accepted or not; under index_dir
@@ -200,7 +201,7 @@ CHOICES = {"generator": ("local", "transformers", "extractive", "openai"),
            "vector_store": ("faiss", "pgvector"),
            "retrieval_mode": ("dense", "bm25", "blend", "rrf")}
 POSITIVE = frozenset({"chunk_chars", "max_file_mb", "embed_batch_chunks", "top_k", "hnsw_m",
-                      "max_question_chars",
+                      "max_question_chars", "max_upload_files",
                       "hnsw_ef_construction", "hnsw_ef_search", "max_new_tokens",
                       "llm_threads", "llm_context", "llm_batch", "llm_draft_ngram",
                       "embed_threads", "rewrite_tokens", "vector_cache", "ingest_workers"})

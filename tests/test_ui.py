@@ -32,12 +32,17 @@ WHO = {"user": None, "ip": "192.0.2.7"}
 
 
 @pytest.fixture(scope="module")
-def url(bot):  # the chat-only app: uploads are off by default
+def app(bot):  # the chat-only app: uploads are off by default
     app = ui.create_app(bot)
-    port = free_port()
-    ui.launch(app, bot.settings, port=port, block=False)
-    yield f"http://127.0.0.1:{port}/"
+    app.port_for_tests = free_port()
+    ui.launch(app, bot.settings, port=app.port_for_tests, block=False)
+    yield app
     app.close()
+
+
+@pytest.fixture(scope="module")
+def url(app):
+    return f"http://127.0.0.1:{app.port_for_tests}/"
 
 
 def client(url):
@@ -52,6 +57,15 @@ def test_ask_answers_with_a_citation(url):
     assert not result["refused"]
     assert "[1]" in result["answer"]
     assert any("splint" in c["text"] for c in result["citations"])
+
+
+@pytest.mark.slow
+def test_forwarded_addresses_are_not_believed(app, url):
+    """Outside security trial: X-Forwarded-For from 127.0.0.1 was believed, so a local caller
+    could dodge the upload lockout and forge the audit log's addresses."""
+    assert app.server.config.forwarded_allow_ips == "" and app.server.config.loaded
+    with urllib.request.urlopen(url, timeout=10) as page:  # and it serves
+        assert page.status == 200
 
 
 @pytest.mark.slow
@@ -113,6 +127,16 @@ def test_serving_uploads_on_all_interfaces_without_a_token_exits_2_with_one_line
         "ERROR refusing to serve uploads on 0.0.0.0 without CHATBOT_ADMIN_TOKEN; "
         "set it or drop --allow-uploads"]
     assert not (tmp_path / "index").exists()  # refused before loading anything
+
+
+def test_a_blank_or_short_admin_token_is_no_token():
+    """Outside security trial: CHATBOT_ADMIN_TOKEN=" " passed the 0.0.0.0 check."""
+    blank = Settings(allow_uploads=True, admin_token="   ")
+    with pytest.raises(ValueError, match="without CHATBOT_ADMIN_TOKEN"):
+        ui.uploads_on(blank, "0.0.0.0")
+    assert not ui.uploads_on(blank, "127.0.0.1")
+    with pytest.raises(ValueError, match="CHATBOT_ADMIN_TOKEN has 6 characters; use at least 16"):
+        ui.uploads_on(blank.replace(admin_token="hunter"), "127.0.0.1")
 
 
 def test_old_versions_are_never_kept_inside_the_corpus(tmp_path):
@@ -225,6 +249,27 @@ def test_a_wrong_token_adds_nothing_and_is_audited(upload_bot, tmp_path, caplog)
     assert added["action"] == "added"
     assert TOKEN not in caplog.text and "not-it" not in caplog.text
     assert TOKEN not in (settings.index_dir / settings.audit_log).read_text()
+
+
+@pytest.mark.slow
+def test_a_flood_of_listed_files_is_one_file_and_a_bounded_audit(upload_bot, tmp_path):
+    """Outside security trial: one file listed 1,000 times with a wrong token was hashed and
+    audited 1,000 times in the only worker slot."""
+    settings = upload_bot.settings
+    doc = tmp_path / "notes.txt"
+    doc.write_text("Some notes about fusion.\n")
+    gate = ui.AdminGate(settings)
+    report = ui.handle_upload(upload_bot, gate, [str(doc)] * 1000, "not-it", False, WHO,
+                              no_progress)
+    assert "wrong admin token" in report and len(audit_lines(settings)) == 1
+    many = [tmp_path / f"n{i}.txt" for i in range(settings.max_upload_files + 1)]
+    for path in many:
+        path.write_text("Some notes.\n")
+    report = ui.handle_upload(upload_bot, gate, list(map(str, many)), TOKEN, False, WHO,
+                              no_progress)
+    assert "21 files at once; send at most 20" in report, report
+    assert len(audit_lines(settings)) == 1 + settings.max_upload_files
+    assert not any((settings.corpus_dir / p.name).exists() for p in many)
 
 
 @pytest.mark.slow
