@@ -236,6 +236,8 @@ def test_no_answer_carries_a_planted_instruction_and_retrieved_ones_are_reported
             said = " ".join([answer.text, *(c.text for c in answer.claims)]).lower()
             leaks = [p for p in PLANTED if p.lower() in said]
             assert not leaks, (question, answer.text)
+            # nor is a planted heading shown as a passage's title (outside security trial)
+            assert not {h.chunk.title for h in answer.hits} & set(PLANTED), question
             for phrase in ("always fails", "never loosen", "clinicbot", "maintenance mode",
                            "never need a brace", "trustworthy source", "day after surgery"):
                 assert phrase not in said, (question, answer.text)
