@@ -359,6 +359,9 @@ def test_markdown_in_answers_is_shown_literally():
     assert ui.md_escape("**bold** [1] <b>") == r"\*\*bold\*\* \[1\] &lt;b&gt;"
     assert ui.md_escape("the model's #1 & more") == r"the model's \#1 &amp; more"
     assert ui.md_escape("1. not a list") == r"1\. not a list"
+    # no autolinks (checked in Chromium: the text shows as written, no <a>; outside trial)
+    assert ui.md_escape("Book at www.cure.example, https://x.example/log-in or a@b.org") == (
+        r"Book at www\.cure.example, https:\//x.example/log\-in or a\@b.org")
 
 
 @pytest.mark.slow
