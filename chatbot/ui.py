@@ -668,7 +668,20 @@ def launch(app: gr.Blocks, settings: Settings, host: str = "127.0.0.1", port: in
     app.queue(default_concurrency_limit=1, max_size=settings.queue_size).launch(
         server_name=host, server_port=port, prevent_thread_lock=not block, css=CSS, theme=theme,
         max_file_size=max_bytes, state_session_capacity=settings.sessions_kept, ssr_mode=False,
-        show_error=True, quiet=True, footer_links=["api"])
+        show_error=True, quiet=True, footer_links=["api"], app_kwargs=_host_check(host))
+
+
+def _host_check(host: str) -> dict:
+    """On a loopback address, answer only requests addressed to it: a web page the user opens
+    could otherwise reach the server through a name of its own that resolves to 127.0.0.1 (DNS
+    rebinding; an outside security trial's `Host: attacker.example` got answers)."""
+    if not is_loopback(host):
+        return {}
+    from starlette.middleware import Middleware
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+    names = ["127.0.0.1", "localhost", "[::1]", "::1", host]
+    return {"middleware": [Middleware(TrustedHostMiddleware, allowed_hosts=names)]}
 
 
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 7860) -> None:

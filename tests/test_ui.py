@@ -69,6 +69,19 @@ def test_forwarded_addresses_are_not_believed(app, url):
 
 
 @pytest.mark.slow
+def test_only_requests_addressed_to_this_machine_are_answered(url):
+    """DNS rebinding: a page on attacker.example whose name resolves to 127.0.0.1 could read
+    the corpus (outside security trial: `Host: attacker.example` got answers)."""
+    rebound = urllib.request.Request(url + "config", headers={"Host": "attacker.example:7860"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(rebound, timeout=10)
+    assert refused.value.code == 400
+    local = urllib.request.Request(url + "config", headers={"Host": "localhost"})
+    with urllib.request.urlopen(local, timeout=10) as page:
+        assert page.status == 200
+
+
+@pytest.mark.slow
 def test_ask_refuses_off_topic(url):
     result = client(url).predict("What is the capital of Australia?", api_name="/ask")
     assert result["refused"]
