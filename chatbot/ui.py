@@ -563,7 +563,8 @@ def create_app(bot: Chatbot, uploads: bool = False) -> gr.Blocks:
         finally:
             interrupts.finish(session)
 
-    def ask(question: str, history: list[str]) -> tuple[dict, list[str]]:
+    def ask(question: str | None, history: list[str]) -> tuple[dict, list[str]]:
+        question = question if isinstance(question, str) else ""  # `null` from the API
         answer = bot.answer(question, history)
         return answer.to_dict(), [*history, question]
 
@@ -668,7 +669,7 @@ def launch(app: gr.Blocks, settings: Settings, host: str = "127.0.0.1", port: in
     app.queue(default_concurrency_limit=1, max_size=settings.queue_size).launch(
         server_name=host, server_port=port, prevent_thread_lock=not block, css=CSS, theme=theme,
         max_file_size=max_bytes, state_session_capacity=settings.sessions_kept, ssr_mode=False,
-        show_error=True, quiet=True, footer_links=["api"], app_kwargs=_host_check(host))
+        show_error=False, quiet=True, footer_links=["api"], app_kwargs=_host_check(host))
 
 
 def _host_check(host: str) -> dict:

@@ -418,3 +418,22 @@ def test_a_document_with_planted_instructions_is_flagged_in_the_sources_panel():
     panel = ui.sources_html(answer, turn=1)
     assert 'class="flagged"' in panel and "<code>notes.md</code>" in panel
     assert "faq.txt</code>" not in panel.split('class="flagged"')[1]
+
+
+@pytest.mark.slow
+def test_a_malformed_api_call_gets_an_answer_or_an_error_without_internals(url):
+    """Outside security trial: `{"data": [null]}` returned "'NoneType' object has no attribute
+    'strip'" to the caller."""
+    def call(data) -> str:
+        body = json.dumps({"data": data}).encode()
+        post = urllib.request.Request(url + "gradio_api/call/ask", data=body,
+                                      headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(post, timeout=30) as sent:
+            event = json.loads(sent.read())["event_id"]
+        with urllib.request.urlopen(f"{url}gradio_api/call/ask/{event}", timeout=60) as got:
+            return got.read().decode()
+
+    empty = call([None])
+    assert "event: complete" in empty and "Please ask a question" in empty
+    broken = call([{"not": "text"}])
+    assert "NoneType" not in broken and "attribute" not in broken and "Traceback" not in broken
