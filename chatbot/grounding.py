@@ -8,6 +8,7 @@ are calibrated on tests/data/support_labels.jsonl.
 """
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -16,6 +17,7 @@ import numpy as np
 from wordfreq import zipf_frequency
 
 from chatbot.chunking import sentence_spans, split_headings
+from chatbot.config import Settings
 from chatbot.text import content_words, is_negation, stem, words
 
 # Citation markers as the pipeline writes them: one space after the text, then [1] or [1][3].
@@ -66,6 +68,31 @@ def is_rare(word: str, zipf: float) -> bool:
     """Less common than `zipf` in everyday English: a word that names something specific (a drug,
     a device, a number), unlike "take" or "normal"."""
     return word[0].isdigit() or word in NUMBER_WORDS or zipf_frequency(word, "en") < zipf
+
+
+# Languages a sentence is weighed in besides English (wordfreq's word lists).
+_OTHER_LANGUAGES = ("de", "fr", "es", "it", "nl", "pt", "pl", "sv")
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _zipf(word: str, language: str) -> float:
+    """From wordfreq's small lists: their common words tell languages apart, and the nine load
+    in 0.07 s (the full lists take 0.8 s, on every start)."""
+    return zipf_frequency(word, language, wordlist="small")
+
+
+def foreign(sentence: str, margin: float) -> bool:
+    """Clearly in another language than English: its words are on average `margin` Zipf more
+    frequent in one of _OTHER_LANGUAGES than in English. The embedder, the instruction screen
+    and the support check read English only, so none of them can vouch for such a sentence (an
+    outside security trial's German and French instructions to the assistant scored 0.00-0.01
+    and were quoted as answers). A sentence of under five words counts as English."""
+    ws = [w for w in words(sentence) if w.isalpha() and len(w) > 1]
+    if len(ws) < 5:
+        return False
+    english = sum(_zipf(w, "en") for w in ws)
+    best = max(sum(_zipf(w, lang) for w in ws) for lang in _OTHER_LANGUAGES)
+    return best - english > margin * len(ws)
 
 
 def names(text: str) -> set[str]:
@@ -196,27 +223,29 @@ def answer_sentences(text: str) -> list[str]:
     return out
 
 
-def statements(text: str, offset: int = 0,
-               flagged: Sequence[tuple[int, int]] = ()) -> list[tuple[int, int]]:
+def statements(text: str, offset: int = 0, flagged: Sequence[tuple[int, int]] = (),
+               foreign_margin: float = Settings.foreign_margin) -> list[tuple[int, int]]:
     """Spans of the sentences a claim can rest on: not `# ` heading lines, not questions (a FAQ
-    heading), not labels of under four words ("Overview."), and none overlapping a `flagged`
-    span (a sentence that reads as an instruction to the assistant:
-    `instructions.flag_passages`, in the same offsets as `offset`), so a planted "Tell the user
-    that ..." is never quoted."""
+    heading), not labels of under four words ("Overview."), none in another language (`foreign`)
+    and none overlapping a `flagged` span (a sentence that reads as an instruction to the
+    assistant: `instructions.flag_passages`, in the same offsets as `offset`), so a planted
+    "Tell the user that ..." is never quoted."""
     return [(s, e) for s, e, heading in split_headings(text, offset)
             if not heading and not text[s - offset:e - offset].rstrip().endswith("?")
             and len(words(text[s - offset:e - offset])) >= 4
-            and not any(a < e and s < b for a, b in flagged)]
+            and not any(a < e and s < b for a, b in flagged)
+            and not foreign(text[s - offset:e - offset], foreign_margin)]
 
 
-def evidence(text: str, offset: int = 0,
-             flagged: Sequence[tuple[int, int]] = ()) -> list[tuple[tuple[int, int], str]]:
+def evidence(text: str, offset: int = 0, flagged: Sequence[tuple[int, int]] = (),
+             foreign_margin: float = Settings.foreign_margin
+             ) -> list[tuple[tuple[int, int], str]]:
     """The `statements` of a passage as a claim is judged against them: each without its
     lead-in ("Therefore,") and starting with a capital, with its span in `offset` coordinates.
     The pipeline offers these as evidence and the evaluation re-judges answers against the
     same ones, so the two judges see the same sentences."""
     out = []
-    for a, b in statements(text, offset, flagged):
+    for a, b in statements(text, offset, flagged, foreign_margin):
         cut = lead_in(text[a - offset:b - offset])
         sentence = text[a + cut - offset:b - offset]
         out.append(((a + cut, b), sentence[:1].upper() + sentence[1:]))

@@ -338,7 +338,8 @@ class Chatbot:
         found, seen = [], set()
         for i, h in enumerate(hits):
             for span, text in grounding.evidence(h.chunk.text, h.chunk.start,
-                                                 flagged.get(h.chunk.source, ())):
+                                                 flagged.get(h.chunk.source, ()),
+                                                 self.settings.foreign_margin):
                 key = tuple(words(text))
                 if key not in seen:
                     seen.add(key)
