@@ -669,20 +669,37 @@ def launch(app: gr.Blocks, settings: Settings, host: str = "127.0.0.1", port: in
     app.queue(default_concurrency_limit=1, max_size=settings.queue_size).launch(
         server_name=host, server_port=port, prevent_thread_lock=not block, css=CSS, theme=theme,
         max_file_size=max_bytes, state_session_capacity=settings.sessions_kept, ssr_mode=False,
-        show_error=False, quiet=True, footer_links=["api"], app_kwargs=_host_check(host))
+        show_error=False, quiet=True, footer_links=["api"],
+        app_kwargs={"middleware": _guards(host, uploads)})
 
 
-def _host_check(host: str) -> dict:
-    """On a loopback address, answer only requests addressed to it: a web page the user opens
-    could otherwise reach the server through a name of its own that resolves to 127.0.0.1 (DNS
-    rebinding; an outside security trial's `Host: attacker.example` got answers)."""
-    if not is_loopback(host):
-        return {}
+class _NoUploadRoute:
+    """Without uploads Gradio's upload route still stores empty files (each an empty file in its
+    temporary folder, as many as a client sends: outside security trial): it answers 404."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"].rstrip("/").endswith("/gradio_api/upload"):
+            await send({"type": "http.response.start", "status": 404, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await self.app(scope, receive, send)
+
+
+def _guards(host: str, uploads: bool) -> list:
+    """Middleware for the server. On a loopback address it answers only requests addressed to
+    it: a web page the user opens could otherwise reach it through a name of its own that
+    resolves to 127.0.0.1 (DNS rebinding; the trial's `Host: attacker.example` got answers)."""
     from starlette.middleware import Middleware
     from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-    names = ["127.0.0.1", "localhost", "[::1]", "::1", host]
-    return {"middleware": [Middleware(TrustedHostMiddleware, allowed_hosts=names)]}
+    out = [] if uploads else [Middleware(_NoUploadRoute)]
+    if is_loopback(host):
+        names = ["127.0.0.1", "localhost", "[::1]", "::1", host]
+        out.append(Middleware(TrustedHostMiddleware, allowed_hosts=names))
+    return out
 
 
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 7860) -> None:
