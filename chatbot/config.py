@@ -64,6 +64,8 @@ class Settings:
     # for 43 s and doubled the server's memory (outside security trial); the longest of the 446
     # questions in our sets has 273 characters.
     max_question_chars: int = 2000
+    # The web server refuses a larger request body (uploads aside) before reading it.
+    max_request_mb: float = 1.0
 
     # A passage sentence whose words are this much more frequent (mean Zipf) in another language
     # than in English is no evidence (grounding.foreign): 1 of the 65,782 Python-docs sentences
@@ -207,7 +209,7 @@ CHOICES = {"generator": ("local", "transformers", "extractive", "openai"),
            "vector_store": ("faiss", "pgvector"),
            "retrieval_mode": ("dense", "bm25", "blend", "rrf")}
 POSITIVE = frozenset({"chunk_chars", "max_file_mb", "embed_batch_chunks", "top_k", "hnsw_m",
-                      "max_question_chars", "max_upload_files",
+                      "max_question_chars", "max_upload_files", "max_request_mb",
                       "hnsw_ef_construction", "hnsw_ef_search", "max_new_tokens",
                       "llm_threads", "llm_context", "llm_batch", "llm_draft_ngram",
                       "embed_threads", "rewrite_tokens", "vector_cache", "ingest_workers"})

@@ -340,9 +340,12 @@ def _sha256(path: Path) -> str:
 
 
 def audit(settings: Settings, who: dict, path: Path, action: str, **details) -> dict:
-    """Append one JSON line about an upload (accepted or not) to the audit log, and log it."""
+    """Append one JSON line about an upload (accepted or not) to the audit log, and log it. A
+    rejected file is not read: a client without the token could make the server hash 20 files
+    of 50 MB with every request (outside security trial)."""
+    digest = None if action == "rejected" else _sha256(path)
     record = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"), **who,
-              "file": path.name, "size": path.stat().st_size, "sha256": _sha256(path),
+              "file": path.name, "size": path.stat().st_size, "sha256": digest,
               "action": action, **details}
     line = json.dumps(record, ensure_ascii=False)
     target = settings.index_dir / settings.audit_log
@@ -492,6 +495,12 @@ def handle_upload(bot: Chatbot, gate: AdminGate, paths: list[str], token: str, r
 
 # -- the app --------------------------------------------------------------------------------
 
+def remembered(history: list[str], question: str, answer: Answer) -> list[str]:
+    """The conversation after this answer. A question refused as too long is not kept: 30 calls
+    of 10 MB grew the server by 300 MB that never came back (outside security trial)."""
+    return history if answer.outcome.code is Code.TOO_LONG else [*history, question]
+
+
 class Interrupts:
     """Stop / New conversation requests for the answer running in each browser session, checked
     between streamed pieces. (Gradio's `cancels` raced the stream's last updates and sometimes
@@ -529,7 +538,9 @@ def create_app(bot: Chatbot, uploads: bool = False) -> gr.Blocks:
         if not question:
             yield (gr.skip(),) * 6
             return
-        chat = [*map(unlink_citations, chat), {"role": "user", "content": md_escape(question)},
+        limit = settings.max_question_chars  # a longer one is refused, shown cut, not kept
+        shown = question if len(question) <= limit else question[:limit] + "…"
+        chat = [*map(unlink_citations, chat), {"role": "user", "content": md_escape(shown)},
                 {"role": "assistant", "content": DRAFT_LABEL}]
         draft, session, turn = "", request.session_hash, len(history) + 1
         interrupts.start(session)  # before the page shows the answer box: Stop works from then on
@@ -549,7 +560,8 @@ def create_app(bot: Chatbot, uploads: bool = False) -> gr.Blocks:
                 if isinstance(event, Answer):  # a stopped one keeps what was shown
                     chat[-1] = {"role": "assistant", "content": answer_message(event, turn)}
                     others, count = others_html(event)
-                    yield ("", chat, [*history, question], sources_html(event, turn), others,
+                    yield ("", chat, remembered(history, question, event),
+                           sources_html(event, turn), others,
                            gr.Accordion(label=f"Other retrieved passages ({count})"))
                 else:  # a sentence that passed the check: shown at once, never unchecked text
                     draft += event
@@ -566,7 +578,7 @@ def create_app(bot: Chatbot, uploads: bool = False) -> gr.Blocks:
     def ask(question: str | None, history: list[str]) -> tuple[dict, list[str]]:
         question = question if isinstance(question, str) else ""  # `null` from the API
         answer = bot.answer(question, history)
-        return answer.to_dict(), [*history, question]
+        return answer.to_dict(), remembered(history, question, answer)
 
     def stop_answer(request: gr.Request) -> None:
         interrupts.request(request.session_hash, "stop")
@@ -670,7 +682,7 @@ def launch(app: gr.Blocks, settings: Settings, host: str = "127.0.0.1", port: in
         server_name=host, server_port=port, prevent_thread_lock=not block, css=CSS, theme=theme,
         max_file_size=max_bytes, state_session_capacity=settings.sessions_kept, ssr_mode=False,
         show_error=False, quiet=True, footer_links=["api"],
-        app_kwargs={"middleware": _guards(host, uploads)})
+        app_kwargs={"middleware": _guards(host, uploads, settings)})
 
 
 class _NoUploadRoute:
@@ -688,14 +700,32 @@ class _NoUploadRoute:
         await self.app(scope, receive, send)
 
 
-def _guards(host: str, uploads: bool) -> list:
+class _BodyLimit:
+    """Requests other than uploads are small (a question has at most max_question_chars): a
+    larger declared body is refused before it is read (outside trial: 10 MB questions)."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and not scope["path"].rstrip("/").endswith("/upload"):
+            size = dict(scope["headers"]).get(b"content-length", b"0")
+            if not size.isdigit() or int(size) > self.limit:
+                await send({"type": "http.response.start", "status": 413, "headers": []})
+                await send({"type": "http.response.body", "body": b""})
+                return
+        await self.app(scope, receive, send)
+
+
+def _guards(host: str, uploads: bool, settings: Settings) -> list:
     """Middleware for the server. On a loopback address it answers only requests addressed to
     it: a web page the user opens could otherwise reach it through a name of its own that
     resolves to 127.0.0.1 (DNS rebinding; the trial's `Host: attacker.example` got answers)."""
     from starlette.middleware import Middleware
     from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-    out = [] if uploads else [Middleware(_NoUploadRoute)]
+    out = [Middleware(_BodyLimit, limit=int(settings.max_request_mb * 1e6))]
+    out += [] if uploads else [Middleware(_NoUploadRoute)]
     if is_loopback(host):
         names = ["127.0.0.1", "localhost", "[::1]", "::1", host]
         out.append(Middleware(TrustedHostMiddleware, allowed_hosts=names))

@@ -426,6 +426,22 @@ def test_a_document_with_planted_instructions_is_flagged_in_the_sources_panel():
 
 
 @pytest.mark.slow
+def test_an_overlong_question_is_not_kept_and_a_huge_body_not_read(url, bot):
+    """Outside security re-test: refused 10 MB questions stayed in the session's history (30
+    calls grew the server by 300 MB for good)."""
+    long = "why? " * 500
+    answer = bot.answer(long)
+    assert ui.remembered(["earlier"], long, answer) == ["earlier"]
+    assert ui.remembered(["earlier"], "ok?", bot.answer("ok?")) == ["earlier", "ok?"]
+    huge = json.dumps({"data": ["x" * 1_500_000]}).encode()
+    post = urllib.request.Request(url + "gradio_api/call/ask", data=huge,
+                                  headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(post, timeout=30)
+    assert refused.value.code == 413
+
+
+@pytest.mark.slow
 def test_a_malformed_api_call_gets_an_answer_or_an_error_without_internals(url):
     """Outside security trial: `{"data": [null]}` returned "'NoneType' object has no attribute
     'strip'" to the caller."""
