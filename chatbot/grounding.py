@@ -166,7 +166,7 @@ HEDGES = frozenset("may might can could possibly sometimes perhaps often usually
 # A sentence that stops on one of these was cut off ("... can lead to.", "The holiday opening
 # hours are."): it makes no claim.
 _DANGLING = frozenset("to of the a an and or by with for from that which as at in on is are was "
-                      "were be".split())
+                      "were be every than its their your whose".split())
 
 
 def split_citations(sentence: str, facts: int = 0) -> tuple[str, list[int]]:

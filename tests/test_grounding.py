@@ -93,6 +93,10 @@ def test_a_sentence_is_unfinished_only_where_its_passage_goes_on(judge):
     # a draft that only repeats the question ("What are the holiday opening hours?")
     holiday = "During the August holiday the clinic stays open with reduced hours, 9 am to 1 pm."
     assert judge("The holiday opening hours are.", holiday).reason == "unfinished sentence"
+    # served in an outside security re-test: "The upper gasket should be replaced every. [1]"
+    gasket = "The upper gasket should be replaced every three months."
+    assert judge("The upper gasket should be replaced every.", gasket).reason == \
+        "unfinished sentence"
 
 
 @pytest.mark.slow
