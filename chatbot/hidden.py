@@ -4,8 +4,8 @@ model answer "revision surgery is never needed", and a re-test got past a first,
 with `display:/**/none`, `font-size:0.0px`, `<template>` and text moved off-screen.
 
 An approximation of a browser, without one: inline styles and simple rules of the page's own
-`<style>` blocks (`.name`, `#id`, `tag.name`). Text coloured like its background, or hidden by
-an external stylesheet or by script, is still read.
+`<style>` blocks (`.name`, `#id`, `tag.name`). Text hidden by an external stylesheet, by script,
+behind other elements, or coloured like a background set elsewhere, is still read.
 """
 from __future__ import annotations
 
@@ -31,11 +31,13 @@ _RULES = [  # (property pattern, test on the value)
                 + r"(px|em|rem|%)?" + _END),
      lambda v, unit: v <= (-500 if unit in ("px", None) else -50)),
     (re.compile(r"transform:scale\(" + _NUMBER + r"\)"), lambda v, unit: v < 0.1),
-    (re.compile(r"clip-path:(inset\(50%|circle\(0)"), None),
+    (re.compile(r"clip-path:(inset\((50|[5-9]\d|100)%|circle\(0)"), None),
     (re.compile(r"clip:rect\((?:0(?:px)?,?){4}\)"), None),
     (re.compile(r"color:transparent\b"), None),
 ]
-_SIZE = re.compile(r"(?:^|;)(?:max-)?(height|width):0(?:px)?(?:;|$)")
+_SIZE = re.compile(r"(?:^|;)(?:max-)?(height|width):[01](?:px)?(?:;|$)")  # sr-only: 1px
+_COLOUR = re.compile(r"(?:^|;)color:([^;]+)")
+_BACKGROUND = re.compile(r"(?:^|;)background(?:-color)?:([^;]+)")
 
 
 def normal(style: str) -> str:
@@ -54,7 +56,10 @@ def hidden_style(style: str) -> bool:
             value, unit = float(m.group(1)), (m.group(2) if m.lastindex >= 2 else None)
             if test(value, unit):
                 return True
-    return bool(_SIZE.search(style)) and "overflow:hidden" in style
+    if _SIZE.search(style) and "overflow:hidden" in style:
+        return True
+    colour, background = _COLOUR.search(style), _BACKGROUND.search(style)
+    return bool(colour and background and colour.group(1) == background.group(1))
 
 
 def hidden_selectors(soup: BeautifulSoup) -> tuple[set[str], set[str]]:

@@ -113,7 +113,9 @@ def test_html_text_no_reader_sees_is_not_read(tmp_path):
               "<dialog><p>{}</p></dialog>", "<div popover><p>{}</p></div>",
               '<p style="position:absolute; left:-9999px">{}</p>', '<p class="sr">{}</p>',
               '<p style="DISPLAY : NONE !important">{}</p>', '<p style="display:n\\6f ne">{}</p>',
-              '<div style="height:0;overflow:hidden"><p>{}</p></div>']
+              '<div style="height:0;overflow:hidden"><p>{}</p></div>',
+              '<p style="color:white;background:white">{}</p>',
+              '<div style="clip-path:inset(100%);width:1px;height:1px;overflow:hidden">{}</div>']
     page = ("<style>/* screen readers only */ .sr { display: none }</style><h1>Gaskets</h1>"
             + "".join(t.format(planted) for t in tricks)
             + "<details><summary>More</summary><p>Gaskets last a year.</p></details>"
