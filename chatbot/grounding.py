@@ -9,8 +9,11 @@ are calibrated on tests/data/support_labels.jsonl.
 from __future__ import annotations
 
 import functools
+import json
 import re
+import unicodedata
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -70,29 +73,49 @@ def is_rare(word: str, zipf: float) -> bool:
     return word[0].isdigit() or word in NUMBER_WORDS or zipf_frequency(word, "en") < zipf
 
 
-# Languages a sentence is weighed in besides English (wordfreq's word lists).
-_OTHER_LANGUAGES = ("de", "fr", "es", "it", "nl", "pt", "pl", "sv")
+COMMON_WORDS_FILE = Path(__file__).resolve().parent / "data" / "common_words.json"
+_LETTERS = re.compile(r"[^\W\d_]+")
+_WINDOW = 5  # words: a run of this many in another language inside an English sentence counts
 
 
-@functools.lru_cache(maxsize=1 << 16)
-def _zipf(word: str, language: str) -> float:
-    """From wordfreq's small lists: their common words tell languages apart, and the nine load
-    in 0.07 s (the full lists take 0.8 s, on every start)."""
-    return zipf_frequency(word, language, wordlist="small")
+def is_latin(char: str) -> bool:
+    return char < "\u0250" or unicodedata.name(char, "").startswith("LATIN")
+
+
+@functools.cache
+def _common_words() -> dict[str, dict[str, float]]:
+    """Language -> its 1,000 most frequent words -> Zipf, for languages other than English in
+    Latin letters (`python -m bench.languages`)."""
+    return json.loads(COMMON_WORDS_FILE.read_text(encoding="utf-8"))
 
 
 def foreign(sentence: str, margin: float) -> bool:
-    """Clearly in another language than English: its words are on average `margin` Zipf more
-    frequent in one of _OTHER_LANGUAGES than in English. The embedder, the instruction screen
-    and the support check read English only, so none of them can vouch for such a sentence (an
+    """Clearly not English: mostly letters of another script, or a run of `_WINDOW` words (the
+    whole sentence if shorter, from four words) whose common words are on average `margin` Zipf
+    more frequent in another language than in English. The embedder, the instruction screen and
+    the support check read English only, so none of them can vouch for such a sentence (an
     outside security trial's German and French instructions to the assistant scored 0.00-0.01
-    and were quoted as answers). A sentence of under five words counts as English."""
-    ws = [w for w in words(sentence) if w.isalpha() and len(w) > 1]
-    if len(ws) < 5:
+    and were quoted; a re-test's Romanian one and a German clause inside an English sentence,
+    too)."""
+    letters = [c for c in sentence if c.isalpha()]
+    if sum(not is_latin(c) for c in letters) > len(letters) / 2:
+        return True
+    found = [w for w in _LETTERS.findall(sentence.lower()) if len(w) > 1]
+    if len(found) < 4:
         return False
-    english = sum(_zipf(w, "en") for w in ws)
-    best = max(sum(_zipf(w, lang) for w in ws) for lang in _OTHER_LANGUAGES)
-    return best - english > margin * len(ws)
+    english = [_english(w) for w in found]
+    others = [[table.get(w, 0.0) for w in found] for table in _common_words().values()]
+    width = min(_WINDOW, len(found))
+    for i in range(len(found) - width + 1):
+        best = max(sum(f[i:i + width]) for f in others)
+        if best - sum(english[i:i + width]) > margin * width:
+            return True
+    return False
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _english(word: str) -> float:
+    return zipf_frequency(word, "en")  # the whole list: any English word counts as English
 
 
 def names(text: str) -> set[str]:
