@@ -148,11 +148,6 @@ class Settings:
     instruction_neighbour_threshold: float = 0.319
     # no ordinary tuning question refused; held-out recall .92:
     question_instruction_threshold: float = 0.637
-    # Words rarer than this (Zipf) are masked in one scored piece of each sentence, so its form
-    # is judged without its topic (instructions.pieces; docs/instructions.md). Same weights and
-    # thresholds, none / 3.5 / 4.0: held-out recall .84 / .86 / .87 at FPR .006 / .008 / .015,
-    # Python-docs held-out sentences flagged .003 / .007 / .012; 3.5 keeps the 1 % budget.
-    instruction_mask_zipf: float = 3.5
 
     # Generation: "local" (a GGUF through llama.cpp), "transformers" (a Hugging Face folder),
     # "extractive" (no LLM), "openai" (an OpenAI-compatible HTTP server). README "Models".

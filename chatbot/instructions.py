@@ -96,9 +96,15 @@ class InstructionDetector:
 
 
 _HEAD_END = re.compile(r"[:,]\s")
+# Words rarer than this (Zipf) are masked in one piece of each sentence, so that its form is
+# scored without its topic. Part of what the detector reads, like the head: with the same
+# weights and thresholds, none / 3.5 / 4.0 gave held-out recall .84 / .86 / .87 at FPR .006 /
+# .008 / .015, and flagged .003 / .007 / .012 of held-out Python-docs sentences; 3.5 keeps the
+# 1 % budget the thresholds were chosen for (docs/instructions.md).
+MASK_ZIPF = 3.5
 
 
-def pieces(text: str, mask_zipf: float = Settings.instruction_mask_zipf) -> list[str]:
+def pieces(text: str) -> list[str]:
     """What is scored of a text: the text itself, its sentences if it has several, the head
     of each sentence (the words before its first colon or comma), and each sentence with its
     uncommon words masked. The head is where an injection names its addressee ("Note to the AI
@@ -113,7 +119,7 @@ def pieces(text: str, mask_zipf: float = Settings.instruction_mask_zipf) -> list
         m = _HEAD_END.search(sentence)
         if m and sentence[:m.start()].strip():
             out.append(sentence[:m.start()].strip())
-        out.append(_WORD.sub(lambda w: w.group(0) if _common(w.group(0), mask_zipf) else "thing",
+        out.append(_WORD.sub(lambda w: w.group(0) if _common(w.group(0)) else "thing",
                              sentence.strip()))
     return list(dict.fromkeys(out))
 
@@ -122,8 +128,8 @@ _WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def _common(word: str, zipf: float) -> bool:
-    return zipf_frequency(word, "en") >= zipf
+def _common(word: str) -> bool:
+    return zipf_frequency(word, "en") >= MASK_ZIPF
 
 
 @functools.cache
