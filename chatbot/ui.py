@@ -10,10 +10,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import html
-import ipaddress
 import json
 import logging
-import os
 import re
 import shutil
 import tempfile
@@ -25,7 +23,7 @@ from typing import Iterator
 
 import gradio as gr
 
-from chatbot import documents, memory
+from chatbot import documents, guards, memory
 from chatbot.answer import Code
 from chatbot.answerability import Coverage
 from chatbot.config import Settings
@@ -252,16 +250,6 @@ def example_questions(bot: Chatbot, count: int = 4) -> list[str]:
 
 # -- uploads: an admin action ----------------------------------------------------------------
 
-def is_loopback(host: str) -> bool:
-    """Whether only this machine can reach `host`; a host name other than localhost may not be."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def versions_dir(settings: Settings) -> Path:
     """Where replaced documents are kept: under the index folder, which the indexer never reads,
     and never inside the corpus, where the old version would be indexed again."""
@@ -286,7 +274,7 @@ def uploads_on(settings: Settings, host: str) -> bool:
             raise ValueError(f"CHATBOT_ADMIN_TOKEN has {len(settings.admin_token.strip())} "
                              f"characters; use at least {MIN_TOKEN_CHARS}, e.g. python -c "
                              '"import secrets; print(secrets.token_urlsafe(24))"')
-        if not is_loopback(host):
+        if not guards.is_loopback(host):
             raise ValueError(f"refusing to serve uploads on {host} without CHATBOT_ADMIN_TOKEN; "
                              "set it or drop --allow-uploads")
         log.warning("Uploads stay off: --allow-uploads needs an admin token; "
@@ -671,10 +659,7 @@ def launch(app: gr.Blocks, settings: Settings, host: str = "127.0.0.1", port: in
     accepts nothing; with them its limit is given in the binary megabytes its error message
     counts in, so that message names the same number as the label, and `check_upload`
     (decimal MB, like the loader) is the limit that holds."""
-    # uvicorn believes X-Forwarded-For from 127.0.0.1 unless told otherwise: anyone on this
-    # machine could pose as any address, dodge the upload lockout and forge the audit log
-    # (outside security trial). An operator behind a proxy names it in FORWARDED_ALLOW_IPS.
-    os.environ.setdefault("FORWARDED_ALLOW_IPS", "")
+    guards.trust_no_forwarded_address()
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                               font_mono=["ui-monospace", "monospace"])  # local fonts: works offline
     max_bytes = int(settings.max_file_mb * 2**20) if uploads else 0
@@ -682,54 +667,7 @@ def launch(app: gr.Blocks, settings: Settings, host: str = "127.0.0.1", port: in
         server_name=host, server_port=port, prevent_thread_lock=not block, css=CSS, theme=theme,
         max_file_size=max_bytes, state_session_capacity=settings.sessions_kept, ssr_mode=False,
         show_error=False, quiet=True, footer_links=["api"],
-        app_kwargs={"middleware": _guards(host, uploads, settings)})
-
-
-class _NoUploadRoute:
-    """Without uploads Gradio's upload route still stores empty files (each an empty file in its
-    temporary folder, as many as a client sends: outside security trial): it answers 404."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["path"].rstrip("/").endswith("/gradio_api/upload"):
-            await send({"type": "http.response.start", "status": 404, "headers": []})
-            await send({"type": "http.response.body", "body": b""})
-            return
-        await self.app(scope, receive, send)
-
-
-class _BodyLimit:
-    """Requests other than uploads are small (a question has at most max_question_chars): a
-    larger declared body is refused before it is read (outside trial: 10 MB questions)."""
-
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and not scope["path"].rstrip("/").endswith("/upload"):
-            size = dict(scope["headers"]).get(b"content-length", b"0")
-            if not size.isdigit() or int(size) > self.limit:
-                await send({"type": "http.response.start", "status": 413, "headers": []})
-                await send({"type": "http.response.body", "body": b""})
-                return
-        await self.app(scope, receive, send)
-
-
-def _guards(host: str, uploads: bool, settings: Settings) -> list:
-    """Middleware for the server. On a loopback address it answers only requests addressed to
-    it: a web page the user opens could otherwise reach it through a name of its own that
-    resolves to 127.0.0.1 (DNS rebinding; the trial's `Host: attacker.example` got answers)."""
-    from starlette.middleware import Middleware
-    from starlette.middleware.trustedhost import TrustedHostMiddleware
-
-    out = [Middleware(_BodyLimit, limit=int(settings.max_request_mb * 1e6))]
-    out += [] if uploads else [Middleware(_NoUploadRoute)]
-    if is_loopback(host):
-        names = ["127.0.0.1", "localhost", "[::1]", "::1", host]
-        out.append(Middleware(TrustedHostMiddleware, allowed_hosts=names))
-    return out
+        app_kwargs={"middleware": guards.middleware(host, uploads, settings)})
 
 
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 7860) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from serving import free_port
 
-from chatbot import documents, ui
+from chatbot import documents, guards, ui
 from chatbot.answer import Claim, Code, Outcome
 from chatbot.answerability import Coverage
 from chatbot.chunking import Chunk
@@ -105,7 +105,7 @@ def test_sessions_keep_their_own_history(url):
     ("127.0.0.1", True), ("::1", True), ("localhost", True), ("0.0.0.0", False), ("::", False),
     ("192.168.1.5", False), ("chat.example.org", False)])
 def test_loopback_hosts(host, loopback):
-    assert ui.is_loopback(host) is loopback
+    assert guards.is_loopback(host) is loopback
 
 
 def test_uploads_are_off_unless_asked_for_and_need_a_token(tmp_path, caplog):
