@@ -436,9 +436,11 @@ def test_an_overlong_question_is_not_kept_and_a_huge_body_not_read(url, bot):
     huge = json.dumps({"data": ["x" * 1_500_000]}).encode()
     post = urllib.request.Request(url + "gradio_api/call/ask", data=huge,
                                   headers={"Content-Type": "application/json"})
-    with pytest.raises(urllib.error.HTTPError) as refused:
+    with pytest.raises(urllib.error.URLError) as refused:  # 413, or cut off while sending
         urllib.request.urlopen(post, timeout=30)
-    assert refused.value.code == 413
+    err = refused.value
+    assert (err.code == 413 if isinstance(err, urllib.error.HTTPError)
+            else isinstance(err.reason, (BrokenPipeError, ConnectionResetError))), err
 
 
 @pytest.mark.slow
