@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from bs4 import BeautifulSoup, Comment, NavigableString, Tag
+from bs4 import (BeautifulSoup, CData, Comment, Declaration, Doctype, NavigableString,
+                 ProcessingInstruction, Tag)
 
 from chatbot import hidden
 
@@ -88,8 +89,8 @@ def _html_blocks(node: Tag, out: list[str], inline: list[str]) -> None:
         inline.clear()
 
     for child in node.children:
-        if isinstance(child, Comment):
-            continue
+        if isinstance(child, (Comment, CData, ProcessingInstruction, Declaration, Doctype)):
+            continue  # never shown (an outside re-test hid text in <![CDATA[...]]>)
         if isinstance(child, NavigableString):
             inline.append(str(child))
         elif not isinstance(child, Tag):

@@ -1,11 +1,13 @@
 """Which HTML elements no reader sees. Their text is not what the documents say, and it is where
 instructions to the assistant hide: an outside security trial's `display:none` div made the
-model answer "revision surgery is never needed", and a re-test got past a first, literal version
-with `display:/**/none`, `font-size:0.0px`, `<template>` and text moved off-screen.
+model answer "revision surgery is never needed", and two re-tests got past earlier, more literal
+versions (`display:/**/none`, `font-size:0.0px`, `opacity:0%`, `<template>`, text moved
+off-screen) and found visible text they dropped (print-only and mobile-menu rules).
 
-An approximation of a browser, without one: inline styles and simple rules of the page's own
-`<style>` blocks (`.name`, `#id`, `tag.name`). Text hidden by an external stylesheet, by script,
-behind other elements, or coloured like a background set elsewhere, is still read.
+An approximation of a browser, without one: inline styles, read declaration by declaration (the
+last of a property wins), and the page's own `<style>` rules of a single class or id, outside
+any `@media` block. Text hidden by an external stylesheet, a compound selector, script, CSS
+variables or stacked partial transparency is still read.
 """
 from __future__ import annotations
 
@@ -14,67 +16,115 @@ import re
 from bs4 import BeautifulSoup, Tag
 
 # Elements whose content a reader does not see: templates, fallback text of embedded media,
-# a dialog until it is opened.
-_UNSEEN_TAGS = frozenset("template object video audio canvas iframe".split())
+# options of a data list, annotations, a dialog until it is opened.
+_UNSEEN_TAGS = frozenset("template object video audio canvas iframe datalist noembed noframes "
+                         "annotation rp".split())
 _COMMENT = re.compile(r"/\*.*?\*/", re.S)
 _ESCAPE = re.compile(r"\\([0-9a-fA-F]{1,6})\s?")
-_NUMBER = r"(-?(?:\d+\.?\d*|\.\d+))"
-_END = r"(?![\w%.])"  # the number and its unit end here
-_RULES = [  # (property pattern, test on the value)
-    (re.compile(r"display:none\b"), None),
-    (re.compile(r"visibility:(hidden|collapse)\b"), None),
-    (re.compile(r"font-size:" + _NUMBER + r"(px|pt)?" + _END), lambda v, unit: v < 2),
-    (re.compile(r"font-size:" + _NUMBER + r"(em|rem|%)" + _END),
-     lambda v, unit: v < (10 if unit == "%" else 0.1)),
-    (re.compile(r"opacity:" + _NUMBER + _END), lambda v, unit: v < 0.1),
-    (re.compile(r"(?:left|top|right|bottom|text-indent|margin-left|margin-top):" + _NUMBER
-                + r"(px|em|rem|%)?" + _END),
-     lambda v, unit: v <= (-500 if unit in ("px", None) else -50)),
-    (re.compile(r"transform:scale\(" + _NUMBER + r"\)"), lambda v, unit: v < 0.1),
-    (re.compile(r"clip-path:(inset\((50|[5-9]\d|100)%|circle\(0)"), None),
-    (re.compile(r"clip:rect\((?:0(?:px)?,?){4}\)"), None),
-    (re.compile(r"color:transparent\b"), None),
-]
-_SIZE = re.compile(r"(?:^|;)(?:max-)?(height|width):[01](?:px)?(?:;|$)")  # sr-only: 1px
-_COLOUR = re.compile(r"(?:^|;)color:([^;]+)")
-_BACKGROUND = re.compile(r"(?:^|;)background(?:-color)?:([^;]+)")
+_NUMBER = re.compile(r"^(?:calc\()?(-?(?:\d+\.?\d*|\.\d+))([a-z%]*)")
+_ALL_ZERO = re.compile(r"^[\s(),0a-z%.]*$")  # "0 0, 0 0", "0px 0px": nothing but zeros
+_TRANSPARENT = re.compile(r"^(transparent|rgba\(.*,\s*0?\.?0*\)|hsla\(.*,\s*0?\.?0*\)|"
+                          r"#[0-9a-f]{3}0|#[0-9a-f]{6}00)$")
+_NEUTRAL_COLOURS = frozenset({"inherit", "initial", "unset", "currentcolor", "revert"})
+_SIMPLE_SELECTOR = re.compile(r"^(?:[a-z][a-z0-9]*)?([.#])([\w-]+)$", re.I)
 
 
-def normal(style: str) -> str:
-    """A style as these rules read it: no comments, escapes decoded, lower case, no spaces."""
-    style = _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), _COMMENT.sub("", style))
-    return re.sub(r"\s+", "", style.lower()).replace("!important", "")
+def declarations(style: str) -> dict[str, str]:
+    """An inline style as property -> value, the last of each property: no comments, escapes
+    decoded, lower case, `!important` dropped."""
+    style = _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), _COMMENT.sub("", style)).lower()
+    out = {}
+    for part in style.split(";"):
+        name, sep, value = part.partition(":")
+        if sep:
+            out[name.strip()] = value.replace("!important", "").strip()
+    return out
+
+
+def _number(value: str) -> tuple[float, str] | None:
+    m = _NUMBER.match(value.strip())
+    return (float(m.group(1)), m.group(2)) if m else None
+
+
+def _tiny_font(value: str) -> bool:
+    n = _number(value.split("/")[0].split()[-1] if value.split() else value)
+    if n is None:
+        return False
+    size, unit = n
+    return size < (10 if unit == "%" else 0.1 if unit in ("em", "rem", "vw", "vh", "vmin")
+                   else 2)
+
+
+def _far(value: str) -> bool:
+    """An offset that moves content out of any window: -500px / -50em / -100% or beyond, or
+    5000px and more to the right or below."""
+    n = _number(value)
+    if n is None:
+        return False
+    v, unit = n
+    if unit in ("px", ""):
+        return v <= -500 or v >= 5000
+    return v <= (-100 if unit in ("%", "vw", "vh") else -50)
 
 
 def hidden_style(style: str) -> bool:
     """Does this inline style (or rule body) hide its element's text from a reader?"""
-    style = normal(style)
-    for pattern, test in _RULES:
-        for m in pattern.finditer(style):
-            if test is None:
-                return True
-            value, unit = float(m.group(1)), (m.group(2) if m.lastindex >= 2 else None)
-            if test(value, unit):
-                return True
-    if _SIZE.search(style) and "overflow:hidden" in style:
+    d = declarations(style)
+    get = d.get
+    opacity = _number(get("opacity", "1"))
+    if (get("display", "").startswith("none") or get("visibility", "") in ("hidden", "collapse")
+            or get("content-visibility", "") == "hidden"
+            or (opacity is not None
+                and opacity[0] / (100 if opacity[1] == "%" else 1) < 0.1)
+            or "opacity(0" in get("filter", "")
+            or _tiny_font(get("font-size", "")) or _tiny_font(get("font", ""))
+            or any(_far(get(p, "")) for p in ("left", "top", "right", "bottom", "text-indent",
+                                              "margin-left", "margin-top"))
+            or any(_far(v) for v in re.findall(r"translate[xy]?\(([^,)]+)", get("transform", "")))
+            or re.search(r"scale[xy]?\(\s*0?\.0*[,)\s]|scale[xy]?\(\s*0\s*[,)]",
+                         get("transform", ""))
+            or _number(get("scale", "1")) == (0.0, "")
+            or (_number(get("zoom", "1")) or (1, ""))[0] < 0.1
+            or _clipped(get("clip-path", ""), get("clip", ""))
+            or _TRANSPARENT.match(get("color", "")) is not None):
         return True
-    colour, background = _COLOUR.search(style), _BACKGROUND.search(style)
-    return bool(colour and background and colour.group(1) == background.group(1))
+    small = any((_number(get(p, "")) or (1e9, ""))[0] <= 1
+                for p in ("height", "width", "max-height", "max-width"))
+    if small and any(get(p, "") in ("hidden", "clip")
+                     for p in ("overflow", "overflow-x", "overflow-y")):
+        return True
+    colour, background = get("color"), get("background-color", get("background"))
+    return bool(colour and colour == background and colour not in _NEUTRAL_COLOURS)
+
+
+def _clipped(clip_path: str, clip: str) -> bool:
+    inset = re.match(r"inset\(([^)]*)\)", clip_path)
+    if inset and any(v >= 50 for v, unit in filter(None, map(_number, inset.group(1).split()))
+                     if unit == "%"):
+        return True
+    shape = re.match(r"(polygon|circle|rect)\((.*)\)", clip_path or clip)
+    return bool(shape and _ALL_ZERO.match(shape.group(2)) or
+                re.fullmatch(r"rect\(\s*(\d+)px[, ]+\1px[, ]+\1px[, ]+\1px\s*\)", clip))
 
 
 def hidden_selectors(soup: BeautifulSoup) -> tuple[set[str], set[str]]:
-    """(class names, ids) that the page's own `<style>` rules hide."""
+    """(class names, ids) that the page's own `<style>` rules of a single class or id hide, for
+    every medium: a rule inside `@media` (print, a phone's menu) or a compound selector
+    (`.tab:not(.active)`, `.menu .sub`) says nothing about the element elsewhere."""
     classes: set[str] = set()
     ids: set[str] = set()
     for sheet in soup.find_all("style"):
+        if sheet.get("media", "all").strip().lower() not in ("all", "screen", ""):
+            continue
         css = _COMMENT.sub("", sheet.get_text())
+        css = re.sub(r"@[^{;]*\{(?:[^{}]*\{[^{}]*\})*[^{}]*\}", "", css)  # @media {...} blocks
         for selectors, body in re.findall(r"([^{}]+)\{([^{}]*)\}", css):
             if not hidden_style(body):
                 continue
             for selector in selectors.split(","):
-                last = selector.strip().split()[-1] if selector.strip() else ""
-                classes.update(re.findall(r"\.([\w-]+)", last))
-                ids.update(re.findall(r"#([\w-]+)", last))
+                m = _SIMPLE_SELECTOR.match(selector.strip())
+                if m:
+                    (classes if m.group(1) == "." else ids).add(m.group(2))
     return classes, ids
 
 
@@ -83,6 +133,7 @@ def is_hidden(tag: Tag, classes: set[str], ids: set[str]) -> bool:
     element that never renders its content, or a style that hides it?"""
     return (tag.name in _UNSEEN_TAGS or tag.has_attr("hidden") or tag.has_attr("popover")
             or (tag.name == "dialog" and not tag.has_attr("open"))
+            or (tag.name == "title" and tag.find_parent("body") is not None)
             or hidden_style(tag.get("style") or "")
             or not classes.isdisjoint(tag.get("class") or ())
             or tag.get("id") in ids)

@@ -115,7 +115,12 @@ def test_html_text_no_reader_sees_is_not_read(tmp_path):
               '<p style="DISPLAY : NONE !important">{}</p>', '<p style="display:n\\6f ne">{}</p>',
               '<div style="height:0;overflow:hidden"><p>{}</p></div>',
               '<p style="color:white;background:white">{}</p>',
-              '<div style="clip-path:inset(100%);width:1px;height:1px;overflow:hidden">{}</div>']
+              '<div style="clip-path:inset(100%);width:1px;height:1px;overflow:hidden">{}</div>',
+              # a second re-test's
+              '<span style="opacity:0%">{}</span>', '<p style="color:rgba(0,0,0,0)">{}</p>',
+              '<p style="transform:translateX(-9999px)">{}</p>', '<p style="font:0/0 a">{}</p>',
+              '<p style="left:99999px;position:absolute">{}</p>', "<p><![CDATA[{}]]></p>",
+              '<p style="clip-path:polygon(0 0,0 0,0 0)">{}</p>', "<datalist>{}</datalist>"]
     page = ("<style>/* screen readers only */ .sr { display: none }</style><h1>Gaskets</h1>"
             + "".join(t.format(planted) for t in tricks)
             + "<details><summary>More</summary><p>Gaskets last a year.</p></details>"
@@ -124,6 +129,17 @@ def test_html_text_no_reader_sees_is_not_read(tmp_path):
     text = load(tmp_path / "gaskets.html", tmp_path).text
     assert "bleach" not in text and "Gaskets last a year." in text
     assert "Check them monthly." in text, text
+    # ...and visible text the first version dropped: print-only and phone rules, compound
+    # selectors, a centring offset, inherited colours, a size set twice
+    visible = ("<style>@media print{.c{display:none}} .tab:not(.on){display:none}"
+               ".nav .item{display:none}</style>"
+               '<p class="c">One.</p><p class="tab on">Two.</p><p class="item">Three.</p>'
+               '<p style="left:50%;margin-left:-50%">Four.</p>'
+               '<p style="color:inherit;background:inherit">Five.</p>'
+               '<p style="font-size:0;font-size:16px">Six.</p>')
+    (tmp_path / "visible.html").write_text(visible, encoding="utf-8")
+    assert load(tmp_path / "visible.html", tmp_path).text.split() == [
+        "One.", "Two.", "Three.", "Four.", "Five.", "Six."]
 
 
 def test_html_title_falls_back_to_title_tag(tmp_path):
