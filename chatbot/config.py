@@ -67,11 +67,11 @@ class Settings:
     # The web server refuses a larger request body (uploads aside) before reading it.
     max_request_mb: float = 1.0
 
-    # A passage sentence with five words in a row (or four in all) this much more frequent (mean
-    # Zipf) in another language than in English is no evidence (grounding.foreign): at 1.0, 0 of
-    # the FAQ's sentences and 38 of the 65,782 Python-docs ones (code and tables) are, and 56 of
-    # a helper's 58 texts in 8 other languages, a trial's German and French instructions and a
-    # re-test's Romanian, Turkish and mixed German ones.
+    # A passage sentence with five lower-case words in a row (or four in all) this much more
+    # frequent (mean Zipf) in another language than in English is no evidence (grounding.
+    # foreign): at 1.0, 0 of the FAQ's sentences and 31 of the 65,782 Python-docs ones (code and
+    # tables) are, and 57 of a helper's 58 texts in 8 other languages, a trial's German and
+    # French instructions and a re-test's Romanian, Turkish and mixed German ones.
     foreign_margin: float = 1.0
 
     # Retrieval.

@@ -100,7 +100,10 @@ def foreign(sentence: str, margin: float) -> bool:
     letters = [c for c in sentence if c.isalpha()]
     if sum(not is_latin(c) for c in letters) > len(letters) / 2:
         return True
-    found = [w for w in _LETTERS.findall(sentence.lower()) if len(w) > 1]
+    # A capitalised word is taken for a name, of no language, and left out ("Juan Carlos de la
+    # Fuente founded the shop", "Rue de la Paix" are English: a re-test found them called
+    # foreign); German nouns go too, its other words tell it.
+    found = [w for w in _LETTERS.findall(sentence) if len(w) > 1 and not w[0].isupper()]
     if len(found) < 4:
         return False
     english = [_english(w) for w in found]
