@@ -67,37 +67,36 @@ def _far(value: str) -> bool:
     return v <= (-100 if unit in ("%", "vw", "vh") else -50)
 
 
-def hidden_style(style: str) -> bool:
-    """Does this inline style (or rule body) hide its element's text from a reader?"""
-    d = declarations(style)
-    get = d.get
+def _not_rendered(get) -> bool:
+    return (get("display", "").startswith("none") or get("visibility", "") in ("hidden", "collapse")
+            or get("content-visibility", "") == "hidden")
+
+
+def _transparent(get) -> bool:
     opacity = _number(get("opacity", "1"))
-    if (get("display", "").startswith("none") or get("visibility", "") in ("hidden", "collapse")
-            or get("content-visibility", "") == "hidden"
-            or (opacity is not None
-                and opacity[0] / (100 if opacity[1] == "%" else 1) < 0.1)
-            or "opacity(0" in get("filter", "")
-            or _tiny_font(get("font-size", "")) or _tiny_font(get("font", ""))
-            or any(_far(get(p, "")) for p in ("left", "top", "right", "bottom", "text-indent",
-                                              "margin-left", "margin-top"))
-            or any(_far(v) for v in re.findall(r"translate[xy]?\(([^,)]+)", get("transform", "")))
-            or re.search(r"scale[xy]?\(\s*0?\.0*[,)\s]|scale[xy]?\(\s*0\s*[,)]",
-                         get("transform", ""))
-            or _number(get("scale", "1")) == (0.0, "")
-            or (_number(get("zoom", "1")) or (1, ""))[0] < 0.1
-            or _clipped(get("clip-path", ""), get("clip", ""))
-            or _TRANSPARENT.match(get("color", "")) is not None):
-        return True
-    small = any((_number(get(p, "")) or (1e9, ""))[0] <= 1
-                for p in ("height", "width", "max-height", "max-width"))
-    if small and any(get(p, "") in ("hidden", "clip")
-                     for p in ("overflow", "overflow-x", "overflow-y")):
-        return True
-    colour, background = get("color"), get("background-color", get("background"))
-    return bool(colour and colour == background and colour not in _NEUTRAL_COLOURS)
+    return ((opacity is not None and opacity[0] / (100 if opacity[1] == "%" else 1) < 0.1)
+            or "opacity(0" in get("filter", "") or _TRANSPARENT.match(get("color", "")) is not None)
 
 
-def _clipped(clip_path: str, clip: str) -> bool:
+def _tiny(get) -> bool:
+    return (_tiny_font(get("font-size", "")) or _tiny_font(get("font", ""))
+            or (_number(get("zoom", "1")) or (1, ""))[0] < 0.1)
+
+
+def _moved_away(get) -> bool:
+    offsets = [get(p, "") for p in ("left", "top", "right", "bottom", "text-indent",
+                                    "margin-left", "margin-top")]
+    offsets += re.findall(r"translate[xy]?\(([^,)]+)", get("transform", ""))
+    return any(map(_far, offsets))
+
+
+def _scaled_to_nothing(get) -> bool:
+    return bool(re.search(r"scale[xy]?\(\s*0?\.0*[,)\s]|scale[xy]?\(\s*0\s*[,)]",
+                          get("transform", ""))) or _number(get("scale", "1")) == (0.0, "")
+
+
+def _clipped(get) -> bool:
+    clip_path, clip = get("clip-path", ""), get("clip", "")
     inset = re.match(r"inset\(([^)]*)\)", clip_path)
     if inset and any(v >= 50 for v, unit in filter(None, map(_number, inset.group(1).split()))
                      if unit == "%"):
@@ -105,6 +104,29 @@ def _clipped(clip_path: str, clip: str) -> bool:
     shape = re.match(r"(polygon|circle|rect)\((.*)\)", clip_path or clip)
     return bool(shape and _ALL_ZERO.match(shape.group(2)) or
                 re.fullmatch(r"rect\(\s*(\d+)px[, ]+\1px[, ]+\1px[, ]+\1px\s*\)", clip))
+
+
+def _boxed_in(get) -> bool:
+    """A box of a pixel or less that cuts off what overflows it (the "screen reader only" trick)."""
+    small = any((_number(get(p, "")) or (1e9, ""))[0] <= 1
+                for p in ("height", "width", "max-height", "max-width"))
+    return small and any(get(p, "") in ("hidden", "clip")
+                         for p in ("overflow", "overflow-x", "overflow-y"))
+
+
+def _colour_of_background(get) -> bool:
+    colour, background = get("color"), get("background-color", get("background"))
+    return bool(colour and colour == background and colour not in _NEUTRAL_COLOURS)
+
+
+_CHECKS = (_not_rendered, _transparent, _tiny, _moved_away, _scaled_to_nothing, _clipped,
+           _boxed_in, _colour_of_background)
+
+
+def hidden_style(style: str) -> bool:
+    """Does this inline style (or rule body) hide its element's text from a reader?"""
+    get = declarations(style).get
+    return any(check(get) for check in _CHECKS)
 
 
 def hidden_selectors(soup: BeautifulSoup) -> tuple[set[str], set[str]]:
