@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Callable, Container, Iterable, Sequence
 
 import numpy as np
-from wordfreq import zipf_frequency
 
 from chatbot import grounding
 from chatbot.text import content_words, stem, words
@@ -112,7 +111,7 @@ def signals(question: str, dense: float, sentence: float, title: float, evidence
     sentences that match it best (`top_sentences`); the cosines come from the caller, which
     has the vectors already."""
     cover = term_coverage(question, evidence, embed, common)
-    rare = {w: c for w, c in cover.items() if zipf_frequency(w, "en") < rare_zipf}
+    rare = {w: c for w, c in cover.items() if grounding.english_zipf(w) < rare_zipf}
     carried = weight(question, list(cover), embed)
     gaps = {w: carried[w] * (1.0 - cover[w]) for w in cover}
     literals = grounding.missing_literals(question, evidence)

@@ -67,10 +67,18 @@ def vocabulary(text: str) -> set[str]:
     return {stem(w) for w in words(text)}
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def english_zipf(word: str) -> float:
+    """How common `word` is in English (Zipf, wordfreq's whole English list), remembered: the
+    support check, the answerability signals, the language check and the instruction screen
+    all ask for the same words."""
+    return zipf_frequency(word, "en")
+
+
 def is_rare(word: str, zipf: float) -> bool:
     """Less common than `zipf` in everyday English: a word that names something specific (a drug,
     a device, a number), unlike "take" or "normal"."""
-    return word[0].isdigit() or word in NUMBER_WORDS or zipf_frequency(word, "en") < zipf
+    return word[0].isdigit() or word in NUMBER_WORDS or english_zipf(word) < zipf
 
 
 COMMON_WORDS_FILE = Path(__file__).resolve().parent / "data" / "common_words.json"
@@ -106,7 +114,7 @@ def foreign(sentence: str, margin: float) -> bool:
     found = [w for w in _LETTERS.findall(sentence) if len(w) > 1 and not w[0].isupper()]
     if len(found) < 4:
         return False
-    english = [_english(w) for w in found]
+    english = [english_zipf(w) for w in found]  # every English word counts as English
     others = [[table.get(w, 0.0) for w in found] for table in _common_words().values()]
     width = min(_WINDOW, len(found))
     for i in range(len(found) - width + 1):
@@ -114,11 +122,6 @@ def foreign(sentence: str, margin: float) -> bool:
         if best - sum(english[i:i + width]) > margin * width:
             return True
     return False
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _english(word: str) -> float:
-    return zipf_frequency(word, "en")  # the whole list: any English word counts as English
 
 
 def names(text: str) -> set[str]:
@@ -174,7 +177,7 @@ def claim_text(sentence: str) -> str:
 def lead_in(sentence: str) -> int:
     """How many leading characters of a quoted sentence are lead-in, not claim (0 if none)."""
     m = _LEAD_IN.match(sentence)
-    if not m or (m.group("name") and zipf_frequency(m.group("name"), "en") >= 3.0
+    if not m or (m.group("name") and english_zipf(m.group("name")) >= 3.0
                  and " that" not in m.group(0)):
         return 0
     return m.end() if len(words(sentence[m.end():])) >= 4 else 0
