@@ -164,7 +164,8 @@ def gguf_path(model: str, cache_dir: Path) -> Path:
 
 
 def llama_server(gguf: Path, threads: int, context: int, batch: int, cache_mb: int,
-                 draft_tokens: int, draft_ngram: int, host: str = "127.0.0.1", port: int = 0):
+                 draft_tokens: int, draft_ngram: int, host: str = "127.0.0.1", port: int = 0,
+                 saved_prompts: Path | None = None):
     """llama.cpp in this process (xllamacpp), greedy; the caller owns it. Sizes come from
     Settings (llm_threads, llm_context, llm_batch, llm_cache_mb, llm_draft_tokens,
     llm_draft_ngram). It also answers OpenAI-style HTTP on host:port (port 0: a free one, on
@@ -172,7 +173,10 @@ def llama_server(gguf: Path, threads: int, context: int, batch: int, cache_mb: i
 
     With draft_tokens > 0 it guesses the next tokens by finding the last draft_ngram tokens
     earlier in the prompt (prompt lookup) and checks the guess in one batched step: answers
-    copy the facts often, and a batched step costs little more than one token here."""
+    copy the facts often, and a batched step costs little more than one token here.
+
+    With `saved_prompts` (a folder) it saves and restores its prompt cache there on request
+    (`POST /slots/0?action=save|restore`, file names only)."""
     try:
         import xllamacpp as xlc
     except ImportError:
@@ -186,6 +190,10 @@ def llama_server(gguf: Path, threads: int, context: int, batch: int, cache_mb: i
     params.hostnames, params.port = [host], port
     params.cpuparams.n_threads = params.cpuparams_batch.n_threads = threads
     params.sampling.temp = 0.0
+    params.endpoint_slots = False  # nobody else on this machine lists what is being asked
+    if saved_prompts is not None:
+        saved_prompts.mkdir(parents=True, exist_ok=True)
+        params.slot_save_path = f"{saved_prompts}/"
     if draft_tokens > 0:
         params.speculative.types = [
             xlc.common_speculative_type.COMMON_SPECULATIVE_TYPE_NGRAM_SIMPLE]

@@ -245,6 +245,27 @@ def test_closing_the_stream_stops_the_model(settings, faq_index):
     assert sum(1 for _ in generator.stream("Why?", [(1, "Screws hold it.")])) >= 290  # can fail
 
 
+def test_a_fresh_process_reads_the_instructions_from_a_file_not_the_model(settings, tmp_path):
+    """#12: every new `ask` computed the prompt's fixed instructions (~70 tokens, ~0.35 s of
+    its first answer on 2 cores). The first process saves what llama.cpp computed; the next
+    restores it, computes only the rest of the prompt, and writes the same draft."""
+    from chatbot.generation import LlamaCppGenerator
+
+    (tmp_path / "models").symlink_to(settings.cache_dir / "models")  # no second 491 MB join
+    fresh = settings.replace(cache_dir=tmp_path)
+    facts = [(1, "Pedicle screws may be used as an internal splint while the bones fuse.")]
+    drafts, restored, reused = [], [], []
+    for _ in range(2):
+        generator = LlamaCppGenerator(fresh)
+        restored.append(generator.instructions_restored)
+        drafts.append("".join(generator.stream("What do pedicle screws do?", facts)))
+        reused.append(generator.last_timings["cache_n"])  # prompt tokens not computed
+        del generator
+    assert restored == [False, True] and reused[1] >= 50, reused
+    assert [p.suffix for p in (tmp_path / "prompts").iterdir()] == [".bin"]  # saved whole
+    assert drafts[0] == drafts[1] and "splint" in drafts[0]
+
+
 def test_a_stopped_answer_keeps_the_sentences_already_shown(settings, faq_index, embedder):
     """An outside trial pressed Stop and lost the checked sentences it was reading: they stay,
     with their sources, and nothing is added after the Stop."""
