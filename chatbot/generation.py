@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import queue
+import secrets
 import threading
 import urllib.request
 from typing import Iterator, Protocol
@@ -93,10 +94,12 @@ class LlamaCppGenerator:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.gguf = models.gguf_path(settings.llm_model, settings.cache_dir)
+        self._key = secrets.token_urlsafe(24)  # only this process talks to the model over HTTP
         self.server = models.llama_server(self.gguf, settings.llm_threads, settings.llm_context,
                                           settings.llm_batch, settings.llm_cache_mb,
                                           settings.llm_draft_tokens, settings.llm_draft_ngram,
-                                          saved_prompts=settings.cache_dir / "prompts")
+                                          saved_prompts=settings.cache_dir / "prompts",
+                                          api_key=self._key)
         self.last_timings: dict = {}  # llama.cpp's own counts for the last answer (bench reads it)
         self.chunks = 0
         self.instructions_restored = self._restore_instructions()
@@ -133,11 +136,11 @@ class LlamaCppGenerator:
 
     def _slot(self, action: str, filename: str) -> dict:
         """llama.cpp's prompt-cache file action on its one slot, through its own HTTP listener
-        (on 127.0.0.1, a free port), with no proxy in between."""
+        (on 127.0.0.1, a free port, this process's key), with no proxy in between."""
         request = urllib.request.Request(
             f"{self.server.listening_address}/slots/0?action={action}",
             data=json.dumps({"filename": filename}).encode(),
-            headers={"Content-Type": "application/json"})
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {self._key}"})
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         with opener.open(request, timeout=10) as reply:
             return json.loads(reply.read())

@@ -165,7 +165,7 @@ def gguf_path(model: str, cache_dir: Path) -> Path:
 
 def llama_server(gguf: Path, threads: int, context: int, batch: int, cache_mb: int,
                  draft_tokens: int, draft_ngram: int, host: str = "127.0.0.1", port: int = 0,
-                 saved_prompts: Path | None = None):
+                 saved_prompts: Path | None = None, api_key: str | None = None):
     """llama.cpp in this process (xllamacpp), greedy; the caller owns it. Sizes come from
     Settings (llm_threads, llm_context, llm_batch, llm_cache_mb, llm_draft_tokens,
     llm_draft_ngram). It also answers OpenAI-style HTTP on host:port (port 0: a free one, on
@@ -176,7 +176,9 @@ def llama_server(gguf: Path, threads: int, context: int, batch: int, cache_mb: i
     copy the facts often, and a batched step costs little more than one token here.
 
     With `saved_prompts` (a folder) it saves and restores its prompt cache there on request
-    (`POST /slots/0?action=save|restore`, file names only)."""
+    (`POST /slots/0?action=save|restore`, file names only). With `api_key`, HTTP requests
+    without it are refused (401): other users of this machine cannot use the model or its
+    cache files through the port."""
     try:
         import xllamacpp as xlc
     except ImportError:
@@ -191,9 +193,13 @@ def llama_server(gguf: Path, threads: int, context: int, batch: int, cache_mb: i
     params.cpuparams.n_threads = params.cpuparams_batch.n_threads = threads
     params.sampling.temp = 0.0
     params.endpoint_slots = False  # nobody else on this machine lists what is being asked
-    if saved_prompts is not None:
-        saved_prompts.mkdir(parents=True, exist_ok=True)
-        params.slot_save_path = f"{saved_prompts}/"
+    params.api_keys = [api_key] if api_key else []
+    try:
+        if saved_prompts is not None:
+            saved_prompts.mkdir(parents=True, exist_ok=True)
+            params.slot_save_path = f"{saved_prompts}/"
+    except OSError as exc:  # a read-only cache: every process computes its prompt instead
+        log.debug("No saved prompts in %s: %s", saved_prompts, exc)
     if draft_tokens > 0:
         params.speculative.types = [
             xlc.common_speculative_type.COMMON_SPECULATIVE_TYPE_NGRAM_SIMPLE]

@@ -266,6 +266,26 @@ def test_a_fresh_process_reads_the_instructions_from_a_file_not_the_model(settin
     assert drafts[0] == drafts[1] and "splint" in drafts[0]
 
 
+def test_other_processes_cannot_use_the_in_process_model_over_http(bot):
+    """llama.cpp in the process also listens on a free port of 127.0.0.1, where any user of the
+    machine could run the model or write its prompt-cache files: only this process's key is
+    accepted there."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    address = bot.generator.server.listening_address
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    for path, body in (("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}],
+                                                 "max_tokens": 2}),
+                       ("/slots/0?action=save", {"filename": "theirs.bin"})):
+        request = urllib.request.Request(address + path, data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            opener.open(request, timeout=10)
+        assert refused.value.code == 401, path
+
+
 def test_a_stopped_answer_keeps_the_sentences_already_shown(settings, faq_index, embedder):
     """An outside trial pressed Stop and lost the checked sentences it was reading: they stay,
     with their sources, and nothing is added after the Stop."""
