@@ -174,6 +174,21 @@ def claim_text(sentence: str) -> str:
     return rest[:1].upper() + rest[1:]
 
 
+# A sentence whose subject points back to the one before it ("This is called failed back
+# syndrome", "It can worsen as ...", "In most cases this will require ..."): quoted alone, its
+# "this" silently becomes whatever precedes it in the answer (an outside trial's patients read
+# "An instrumented fusion can fail ... This is called failed back syndrome" as a definition).
+_LEANS_BACK = re.compile(
+    r"^(?:(?:This|These|Those|It|They|Such)\s"
+    r"|(?:\S+\s+){1,3}(?:this|these|it|they)\s+(?:is|are|was|were|will|would|can|could|may"
+    r"|might|must|should|does|do|has|have|had)\b)")
+
+
+def leans_back(sentence: str) -> bool:
+    """Whether a sentence needs the one before it to say what it says (see _LEANS_BACK)."""
+    return _LEANS_BACK.match(sentence) is not None
+
+
 def lead_in(sentence: str) -> int:
     """How many leading characters of a quoted sentence are lead-in, not claim (0 if none)."""
     m = _LEAD_IN.match(sentence)

@@ -40,6 +40,15 @@ class _Sentence:
     span: tuple[int, int]  # offsets into the source document
     text: str
     vec: np.ndarray
+    lead: str = ""  # the sentence before, when this one leans back on it ("This is called ...")
+    lead_start: int = 0  # where `lead` starts in the source document
+
+    @property
+    def quoted(self) -> tuple[tuple[int, int], str]:
+        """(span, text) as the sentence is quoted or given to the model: with its lead."""
+        if not self.lead:
+            return self.span, self.text
+        return (self.lead_start, self.span[1]), f"{self.lead} {self.text}"
 
 
 @dataclass(frozen=True)
@@ -338,15 +347,23 @@ class Chatbot:
         belongs to the higher-ranked passage, so a lower one offers what only it says."""
         found, seen = [], set()
         for i, h in enumerate(hits):
+            before = None  # the statement just before (with its own lead), if only space between
             for span, text in grounding.evidence(h.chunk.text, h.chunk.start,
                                                  flagged.get(h.chunk.source, ()),
                                                  self.settings.foreign_margin):
+                lead = (0, "")
+                if before and grounding.leans_back(text) and not h.chunk.text[
+                        before[1] - h.chunk.start:span[0] - h.chunk.start].strip():
+                    lead = before[0], before[2]  # quoted with what its "this" is
+                before = (lead[0] if lead[1] else span[0], span[1],
+                          f"{lead[1]} {text}" if lead[1] else text)
                 key = tuple(words(text))
                 if key not in seen:
                     seen.add(key)
-                    found.append((i, span, text))
-        vecs = memo.embed([t for *_, t in found]) if found else np.zeros((0, 1), "float32")
-        return [_Sentence(i, sp, t, v) for (i, sp, t), v in zip(found, vecs)]
+                    found.append((i, span, text, lead))
+        vecs = memo.embed([t for _, _, t, _ in found]) if found else np.zeros((0, 1), "float32")
+        return [_Sentence(i, sp, t, v, lead=ld[1], lead_start=ld[0])
+                for (i, sp, t, ld), v in zip(found, vecs)]
 
     def _select(self, qvec: np.ndarray, sentences: list[_Sentence]) -> list[_Sentence]:
         """The sentences that best answer the question, best first. The top passage is trusted
@@ -374,7 +391,7 @@ class Chatbot:
         are in), against the passages it may cite; the last one when the draft ends. When
         `cancelled()` turns true (Stop in the web page) the model stops at the next token."""
         passages = {h: [x for x in sentences if x.hit == h] for h in used}
-        draft, judged = "", 0
+        draft, judged, anchored = "", 0, False  # anchored: a sentence passed before this one
         try:
             for piece in itertools.chain(pieces, [None]):
                 if piece is not None and cancelled():
@@ -394,6 +411,11 @@ class Chatbot:
                     if piece is None and i == len(done) - 1 and not _ENDED.search(text):
                         # the model ran out of tokens mid-sentence ("... as scar tissue builds")
                         claim = replace(claim, supported=False, reason="unfinished sentence")
+                    if claim.supported and not anchored and grounding.leans_back(
+                            grounding.claim_text(text)):  # "This is called ..." first: this what?
+                        claim = replace(claim, supported=False,
+                                        reason="points back to a sentence the answer does not have")
+                    anchored = anchored or claim.supported
                     # Judged as written (without its preamble one wrong sentence passed on the
                     # tuning runs), shown without "Based on the facts provided,".
                     yield (replace(claim, text=grounding.claim_text(claim.text))
@@ -524,5 +546,10 @@ def _led_by(evidence: list[_Sentence], drafted: np.ndarray | None) -> list[_Sent
 
 
 def _quotes(evidence: list[_Sentence]) -> list[_ClaimDraft]:
-    """The passages' own sentences as claims."""
-    return [_ClaimDraft(e.text, True, e.hit, e.span, "", quoted=True) for e in evidence]
+    """The passages' own sentences as claims, each with the sentence it leans back on ("After
+    any spine surgery, ... pain. This is called failed back syndrome ..."); a sentence that is
+    quoted as another's lead is not quoted again."""
+    return [_ClaimDraft(e.quoted[1], True, e.hit, e.quoted[0], "", quoted=True)
+            for e in evidence
+            if not any(y.lead and y.hit == e.hit and y.lead_start <= e.span[0] < y.span[0]
+                       for y in evidence)]

@@ -42,6 +42,19 @@ def test_lead_ins_are_not_part_of_the_quoted_claim(sentence, rest):
     assert sentence[grounding.lead_in(sentence):].startswith(rest)
 
 
+@pytest.mark.parametrize("sentence, leans", [
+    ("This is called failed back or failed fusion syndrome.", True),
+    ("In most cases this will require a new fusion.", True),
+    ("It can worsen as scar tissue builds in the spinal nerve roots.", True),
+    ("These may loosen or break over time.", True),
+    ("The pain may continue after surgery.", False),
+    ("Thistle is not a word about surgery.", False),
+    ("Surgery may be able to fix this condition.", False),  # "this" names its noun
+])
+def test_a_sentence_that_leans_on_the_one_before_is_told_apart(sentence, leans):
+    assert grounding.leans_back(sentence) is leans
+
+
 def test_missing_literals_wants_numbers_and_code_names_as_they_are():
     passage = ("Wait six weeks before driving. Changed in version 3.12. "
                "See typing.final: it cannot be overridden.")

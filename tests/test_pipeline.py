@@ -286,6 +286,28 @@ def test_other_processes_cannot_use_the_in_process_model_over_http(bot):
         assert refused.value.code == 401, path
 
 
+def test_a_sentence_that_says_this_is_shown_with_what_this_is(settings, faq_index, embedder):
+    """An outside trial's patients read "An instrumented fusion can fail ... This is called failed
+    back syndrome" as a definition: a quoted "This ..." sentence comes with the sentence it
+    points back to, and a draft may not open with one (this what?)."""
+    from chatbot.pipeline import Chatbot
+
+    class Opening:
+        name = "local"
+
+        def stream(self, question, facts):
+            yield ("This is called failed back or failed fusion syndrome, which is characterized"
+                   " by intractable pain and an inability to return to normal activities. [1]")
+
+    bot = Chatbot(settings, index=faq_index, generator=Opening(), embedder=embedder)
+    answer = bot.answer("What do doctors mean by failed fusion syndrome?")
+    assert answer.wording == "quotes", answer.to_dict()
+    assert [c.reason for c in answer.claims if not c.supported] == [
+        "points back to a sentence the answer does not have"]
+    lead = "a percentage of patients may still experience pain. This is called failed back"
+    assert lead in answer.text and answer.text.count("a percentage of patients") == 1
+
+
 def test_a_stopped_answer_keeps_the_sentences_already_shown(settings, faq_index, embedder):
     """An outside trial pressed Stop and lost the checked sentences it was reading: they stay,
     with their sources, and nothing is added after the Stop."""
