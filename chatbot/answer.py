@@ -56,13 +56,14 @@ class Claim:
 class Answer:
     question: str
     query: str  # the standalone query used for retrieval (differs for follow-ups)
-    text: str  # what the user reads: `preamble` then the cited sentences
+    text: str  # what the user reads: `preamble`, the cited sentences, `advice`
     coverage: Coverage
     outcome: Outcome
     citations: list[Citation] = field(default_factory=list)
     hits: list[Hit] = field(default_factory=list)
     claims: list[Claim] = field(default_factory=list)  # dropped ones too, for the UI to flag
     preamble: str = ""  # uncited framing of a partial answer ("The documents do not mention ...")
+    advice: str = ""  # uncited closing advice of a partial answer (the corpus's refusal_advice)
     wording: str = ""  # "model" (its checked draft), "quotes" (the passages' own words), "" refused
     sources: list[str] = field(default_factory=list)  # every document searched
     signals: dict = field(default_factory=dict)  # what the answerability scorer read, and its P
@@ -85,7 +86,7 @@ class Answer:
             "question": self.question, "query": self.query, "answer": self.text,
             "coverage": self.coverage.value, "refused": self.refused,
             "code": self.outcome.code.value, "note": self.outcome.detail,
-            "preamble": self.preamble, "wording": self.wording,
+            "preamble": self.preamble, "advice": self.advice, "wording": self.wording,
             "citations": [{"n": c.n, "source": c.chunk.source, "title": c.chunk.title,
                            "start": c.chunk.start, "end": c.chunk.end, "text": c.chunk.text,
                            "spans": [list(sp) for sp in c.spans],

@@ -455,8 +455,12 @@ class Chatbot:
         quotes = _quotes(evidence[: self.settings.partial_quotes])
         timings["total_ms"] = ms()
         outcome = Outcome(Code.PARTIAL, gap)
-        return self._compose(base, hits, quotes, outcome, timings, coverage=Coverage.PARTIAL,
-                             preamble=preamble)
+        answer = self._compose(base, hits, quotes, outcome, timings, coverage=Coverage.PARTIAL,
+                               preamble=preamble)
+        # What a refusal advises holds here too: the question itself is not answered (an outside
+        # trial's patients got partial answers on drugs and hospital stays and no such advice).
+        advice = self.settings.refusal_advice
+        return replace(answer, text=f"{answer.text} {advice}", advice=advice) if advice else answer
 
     def _compose(self, base: dict, hits: list[Hit], drafts: list[_ClaimDraft], outcome: Outcome,
                  timings: dict, coverage: Coverage = Coverage.FULL,

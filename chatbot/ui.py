@@ -224,10 +224,12 @@ def answer_message(answer: Answer, turn: int = 1) -> str:
     if answer.refused:
         lead = md_escape(REFUSAL)
         return "> " + md_escape(answer.text).replace(lead, f"**{lead}**", 1)
-    body = answer.text[len(answer.preamble):].strip()
+    body = answer.text[len(answer.preamble):len(answer.text) - len(answer.advice)].strip()
     text = link_citations(md_escape(body), {c.n for c in answer.citations}, turn)
     if answer.coverage is Coverage.PARTIAL:  # set apart, so it cannot be read as a full answer
         text = f"**Partial answer.** {md_escape(answer.preamble)}\n\n> {text}"
+        if answer.advice:
+            text += f"\n\n{md_escape(answer.advice)}"
     if answer.outcome.code is Code.STOPPED:
         text += "\n\n*Stopped before the end: this answer may be incomplete.*"
     return text  # how it was checked is in the Sources panel

@@ -64,6 +64,9 @@ def test_near_misses_are_never_answered_in_full_and_name_what_is_missing(bot, qu
     if answer.coverage is Coverage.PARTIAL:  # says what is missing, then quotes the nearest topic
         assert answer.text.startswith(answer.preamble) and answer.citations
         _check_citations(answer)
+        # and where to turn, as a refusal does: the question itself is not answered
+        assert answer.advice == bot.settings.refusal_advice
+        assert answer.text.endswith(answer.advice) and answer.to_dict()["advice"]
 
 
 def test_no_sentence_the_passages_do_not_support_reaches_the_answer(bot):

@@ -395,11 +395,13 @@ def test_a_partial_answer_is_set_apart_as_partial():
     chunk = Chunk("c", "faq.txt", "Can failed back surgery be fixed?", 0, 10, "Some text.")
     preamble = ("The documents do not mention acupuncture. On “Can failed back surgery be fixed?” "
                 "they say:")
-    answer = Answer("q", "q", f"{preamble} Some text. [1]", Coverage.PARTIAL,
+    advice = "Ask your care team."
+    answer = Answer("q", "q", f"{preamble} Some text. [1] {advice}", Coverage.PARTIAL,
                     Outcome(Code.PARTIAL, "The documents do not mention acupuncture"),
-                    citations=[Citation(1, chunk, ((0, 10),))], preamble=preamble)
+                    citations=[Citation(1, chunk, ((0, 10),))], preamble=preamble, advice=advice)
     bubble = ui.answer_message(answer, turn=2)
     assert bubble.startswith("**Partial answer.**") and "\n\n> Some text." in bubble
+    assert bubble.endswith("\n\nAsk your care team.")  # after the quote, not inside it
     assert "#cite-2-1" in bubble
     panel = ui.sources_html(answer, turn=2)
     assert 'class="partial"' in panel and "do not mention acupuncture" in panel

@@ -129,8 +129,9 @@ def answer_metrics(result: dict, case: Case, judge: Judge) -> dict:
     if result["refused"]:
         return m
     passages = {c["n"]: passage_statements(c["text"]) for c in result["citations"]}
-    # a partial answer's framing ("The documents do not mention ...") cites nothing
-    body = result["answer"][len(result.get("preamble", "")):]
+    # a partial answer's framing ("The documents do not mention ...") and advice cite nothing
+    body = result["answer"][len(result.get("preamble", "")):
+                            len(result["answer"]) - len(result.get("advice", ""))]
     sentences = [judge_sentence(judge, text, ns, passages) for text, ns in cited_sentences(body)]
     valid, marks = citation_validity(result)
     pipeline_ok = {c["text"] for c in result.get("claims", []) if c["supported"]}
