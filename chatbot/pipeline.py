@@ -40,15 +40,8 @@ class _Sentence:
     span: tuple[int, int]  # offsets into the source document
     text: str
     vec: np.ndarray
-    lead: str = ""  # the sentence before, when this one leans back on it ("This is called ...")
-    lead_start: int = 0  # where `lead` starts in the source document
-
-    @property
-    def quoted(self) -> tuple[tuple[int, int], str]:
-        """(span, text) as the sentence is quoted or given to the model: with its lead."""
-        if not self.lead:
-            return self.span, self.text
-        return (self.lead_start, self.span[1]), f"{self.lead} {self.text}"
+    # the sentences before, when this one leans back on them ("This is called ..."): (span, text)
+    lead: tuple[tuple[tuple[int, int], str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -351,19 +344,17 @@ class Chatbot:
             for span, text in grounding.evidence(h.chunk.text, h.chunk.start,
                                                  flagged.get(h.chunk.source, ()),
                                                  self.settings.foreign_margin):
-                lead = (0, "")
+                lead: tuple = ()
                 if before and grounding.leans_back(text) and not h.chunk.text[
-                        before[1] - h.chunk.start:span[0] - h.chunk.start].strip():
-                    lead = before[0], before[2]  # quoted with what its "this" is
-                before = (lead[0] if lead[1] else span[0], span[1],
-                          f"{lead[1]} {text}" if lead[1] else text)
+                        before[-1][0][1] - h.chunk.start:span[0] - h.chunk.start].strip():
+                    lead = before  # quoted with what its "this" is
+                before = (*lead, (span, text))
                 key = tuple(words(text))
                 if key not in seen:
                     seen.add(key)
                     found.append((i, span, text, lead))
         vecs = memo.embed([t for _, _, t, _ in found]) if found else np.zeros((0, 1), "float32")
-        return [_Sentence(i, sp, t, v, lead=ld[1], lead_start=ld[0])
-                for (i, sp, t, ld), v in zip(found, vecs)]
+        return [_Sentence(i, sp, t, v, lead) for (i, sp, t, lead), v in zip(found, vecs)]
 
     def _select(self, qvec: np.ndarray, sentences: list[_Sentence]) -> list[_Sentence]:
         """The sentences that best answer the question, best first. The top passage is trusted
@@ -553,7 +544,7 @@ def _quotes(evidence: list[_Sentence]) -> list[_ClaimDraft]:
     """The passages' own sentences as claims, each with the sentence it leans back on ("After
     any spine surgery, ... pain. This is called failed back syndrome ..."); a sentence that is
     quoted as another's lead is not quoted again."""
-    return [_ClaimDraft(e.quoted[1], True, e.hit, e.quoted[0], "", quoted=True)
-            for e in evidence
-            if not any(y.lead and y.hit == e.hit and y.lead_start <= e.span[0] < y.span[0]
-                       for y in evidence)]
+    led = {(y.hit, span) for y in evidence for span, _ in y.lead}
+    return [_ClaimDraft(text, True, e.hit, span, "", quoted=True)
+            for e in evidence if (e.hit, e.span) not in led
+            for span, text in (*e.lead, (e.span, e.text))]

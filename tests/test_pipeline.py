@@ -307,8 +307,9 @@ def test_a_sentence_that_says_this_is_shown_with_what_this_is(settings, faq_inde
     assert answer.wording == "quotes", answer.to_dict()
     assert [c.reason for c in answer.claims if not c.supported] == [
         "points back to a sentence the answer does not have"]
-    lead = "a percentage of patients may still experience pain. This is called failed back"
+    lead = "a percentage of patients may still experience pain. [1] This is called failed back"
     assert lead in answer.text and answer.text.count("a percentage of patients") == 1
+    _check_citations(answer)  # each quoted sentence with its own marker
 
 
 def test_a_stopped_answer_keeps_the_sentences_already_shown(settings, faq_index, embedder):
