@@ -29,3 +29,19 @@ class FakeEmbedder:
             if not out[row].any():
                 out[row, 0] = 1.0
         return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+class ScriptedGenerator:
+    """A `Generator` that drafts the same text whatever it is asked: the checks' verdict on a
+    known draft, without a model."""
+
+    name = "local"  # judged as a model's draft, not as quotes
+
+    def __init__(self, draft: str):
+        self.draft = draft
+
+    def stream(self, question, facts):
+        yield self.draft
+
+    def rewrite(self, question):
+        return None

@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 import pytest
+from fakes import ScriptedGenerator
 
 from chatbot.answer import Code
 from chatbot.answerability import Coverage
@@ -186,14 +187,9 @@ def test_a_rejected_draft_still_decides_which_quote_comes_first(settings, faq_in
     says more than the passage (so it is not served) but is about the splint: that leads."""
     from chatbot.pipeline import Chatbot
 
-    class Overstating:
-        name = "local"
-
-        def stream(self, question, facts):
-            yield ("They work as an internal splint that holds the spine still until it fuses, "
-                   "always.")
-
-    bot = Chatbot(settings, index=faq_index, generator=Overstating(), embedder=embedder)
+    overstating = ScriptedGenerator("They work as an internal splint that holds the spine "
+                                    "still until it fuses, always.")
+    bot = Chatbot(settings, index=faq_index, generator=overstating, embedder=embedder)
     answer = bot.answer("What do pedicle screws do?")
     served = [c.text for c in answer.claims if c.supported]
     assert answer.wording == "quotes" and len(served) >= 2, answer.to_dict()
@@ -295,14 +291,10 @@ def test_a_sentence_that_says_this_is_shown_with_what_this_is(settings, faq_inde
     points back to, and a draft may not open with one (this what?)."""
     from chatbot.pipeline import Chatbot
 
-    class Opening:
-        name = "local"
-
-        def stream(self, question, facts):
-            yield ("This is called failed back or failed fusion syndrome, which is characterized"
-                   " by intractable pain and an inability to return to normal activities. [1]")
-
-    bot = Chatbot(settings, index=faq_index, generator=Opening(), embedder=embedder)
+    opening = ScriptedGenerator("This is called failed back or failed fusion syndrome, which is "
+                                "characterized by intractable pain and an inability to return "
+                                "to normal activities. [1]")
+    bot = Chatbot(settings, index=faq_index, generator=opening, embedder=embedder)
     answer = bot.answer("What do doctors mean by failed fusion syndrome?")
     assert answer.wording == "quotes", answer.to_dict()
     assert [c.reason for c in answer.claims if not c.supported] == [
@@ -479,12 +471,6 @@ def test_a_sentence_two_passages_share_is_quoted_once(tmp_path, embedder):
     from chatbot.config import load_settings
     from chatbot.pipeline import Chatbot
 
-    class Inventing:
-        name = "local"
-
-        def stream(self, question, facts):
-            yield "Backups are encrypted with a key that changes every hour. [1]"
-
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     shared = "The nightly backup copies the database to the archive server at two o'clock."
@@ -493,7 +479,8 @@ def test_a_sentence_two_passages_share_is_quoted_once(tmp_path, embedder):
     (corpus / "archive.md").write_text(
         f"# The archive server\n\n{shared} The archive server sits in a locked room.\n")
     settings = load_settings(corpus_dir=corpus, index_dir=tmp_path / "index")
-    bot = Chatbot(settings, generator=Inventing(), embedder=embedder)
+    inventing = ScriptedGenerator("Backups are encrypted with a key that changes every hour. [1]")
+    bot = Chatbot(settings, generator=inventing, embedder=embedder)
     answer = bot.answer("When does the nightly backup copy the database?")
     served = [c.text for c in answer.claims if c.supported]
     assert not answer.refused and served.count(shared) == 1, answer.to_dict()
