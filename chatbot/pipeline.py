@@ -382,7 +382,8 @@ class Chatbot:
         are in), against the passages it may cite; the last one when the draft ends. When
         `cancelled()` turns true (Stop in the web page) the model stops at the next token."""
         passages = {h: [x for x in sentences if x.hit == h] for h in used}
-        draft, judged, anchored = "", 0, False  # anchored: a sentence passed before this one
+        draft, judged = "", 0
+        before: _ClaimDraft | None = None  # the last sentence that passed
         try:
             for piece in itertools.chain(pieces, [None]):
                 if piece is not None and cancelled():
@@ -402,11 +403,11 @@ class Chatbot:
                     if piece is None and i == len(done) - 1 and not _ENDED.search(text):
                         # the model ran out of tokens mid-sentence ("... as scar tissue builds")
                         claim = replace(claim, supported=False, reason="unfinished sentence")
-                    if claim.supported and not anchored and grounding.leans_back(
-                            grounding.claim_text(text)):  # "This is called ..." first: this what?
+                    if claim.supported and grounding.leans_back(grounding.claim_text(text)) \
+                            and not _follows_its_lead(claim, before, passages):
                         claim = replace(claim, supported=False,
                                         reason="points back to a sentence the answer does not have")
-                    anchored = anchored or claim.supported
+                    before = claim if claim.supported else before
                     # Judged as written (without its preamble one wrong sentence passed on the
                     # tuning runs), shown without "Based on the facts provided,".
                     yield (replace(claim, text=grounding.claim_text(claim.text))
@@ -538,6 +539,20 @@ def _led_by(evidence: list[_Sentence], drafted: np.ndarray | None) -> list[_Sent
         return evidence
     centre = drafted.mean(axis=0)
     return sorted(evidence, key=lambda e: -float(e.vec @ centre))
+
+
+def _follows_its_lead(claim: _ClaimDraft, before: _ClaimDraft | None,
+                      passages: dict[int, list[_Sentence]]) -> bool:
+    """Whether a drafted "This ..." sentence comes after what its "this" is: after the sentence
+    its passage sentence leans on ("After any spine surgery, ... pain." before "This is called
+    failed back syndrome"), or after any sentence when its passage sentence leans on none (the
+    model's own "this"). Qwen wrote "An instrumented fusion can fail ... [1] This is called
+    failed back or failed fusion syndrome ... [1]" (an outside re-test)."""
+    if before is None:
+        return False
+    source = next((x for x in passages.get(claim.hit, ()) if x.span == claim.span), None)
+    return (source is None or not source.lead
+            or (before.hit, before.span) == (claim.hit, source.lead[-1][0]))
 
 
 def _quotes(evidence: list[_Sentence]) -> list[_ClaimDraft]:

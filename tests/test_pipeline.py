@@ -285,22 +285,35 @@ def test_other_processes_cannot_use_the_in_process_model_over_http(bot):
         assert refused.value.code == 401, path
 
 
-def test_a_sentence_that_says_this_is_shown_with_what_this_is(settings, faq_index, embedder):
+_THIS = ("This is called failed back or failed fusion syndrome, which is characterized by "
+         "intractable pain and an inability to return to normal activities.")
+_CAUSE = ("An instrumented fusion can fail if there is not enough support to hold the spine "
+          "while it is fusing.")
+_LEAD = "After any spine surgery, a percentage of patients may still experience pain."
+
+
+@pytest.mark.parametrize("draft, served", [
+    (f"{_THIS} [1]", []),  # this what?
+    (f"{_CAUSE} [1] {_THIS} [2]", [_CAUSE]),  # a re-test: the wrong "this", a wrong definition
+    (f"{_LEAD} [1] {_THIS} [1]", [_LEAD, _THIS]),  # after what "this" is: the model's wording
+])
+def test_a_sentence_that_says_this_is_shown_with_what_this_is(settings, faq_index, embedder,
+                                                               draft, served):
     """An outside trial's patients read "An instrumented fusion can fail ... This is called failed
     back syndrome" as a definition: a quoted "This ..." sentence comes with the sentence it
-    points back to, and a draft may not open with one (this what?)."""
+    points back to, and a drafted one must follow that sentence."""
     from chatbot.pipeline import Chatbot
 
-    opening = ScriptedGenerator("This is called failed back or failed fusion syndrome, which is "
-                                "characterized by intractable pain and an inability to return "
-                                "to normal activities. [1]")
-    bot = Chatbot(settings, index=faq_index, generator=opening, embedder=embedder)
+    bot = Chatbot(settings, index=faq_index, generator=ScriptedGenerator(draft),
+                  embedder=embedder)
     answer = bot.answer("What do doctors mean by failed fusion syndrome?")
-    assert answer.wording == "quotes", answer.to_dict()
-    assert [c.reason for c in answer.claims if not c.supported] == [
-        "points back to a sentence the answer does not have"]
-    lead = "a percentage of patients may still experience pain. [1] This is called failed back"
-    assert lead in answer.text and answer.text.count("a percentage of patients") == 1
+    drafted = [c for c in answer.claims if not c.quoted]
+    assert [c.text for c in drafted if c.supported] == served, answer.to_dict()
+    assert all(c.reason == "points back to a sentence the answer does not have"
+               for c in drafted if not c.supported)
+    import re
+    pair = re.escape(_LEAD) + r" \[(\d)\] " + re.escape(_THIS) + r" \[\1\]"
+    assert re.search(pair, answer.text) and answer.text.count(_LEAD) == 1, answer.text
     _check_citations(answer)  # each quoted sentence with its own marker
 
 
