@@ -248,8 +248,10 @@ def test_a_fresh_process_reads_the_instructions_from_a_file_not_the_model(settin
     """#12: every new `ask` computed the prompt's fixed instructions (~70 tokens, ~0.35 s of
     its first answer on 2 cores). The first process saves what llama.cpp computed; the next
     restores it, computes only the rest of the prompt, and writes the same draft."""
+    from chatbot import models
     from chatbot.generation import LlamaCppGenerator
 
+    models.gguf_path(settings.llm_model, settings.cache_dir)  # joined once, wherever this runs
     (tmp_path / "models").symlink_to(settings.cache_dir / "models")  # no second 491 MB join
     fresh = settings.replace(cache_dir=tmp_path)
     facts = [(1, "Pedicle screws may be used as an internal splint while the bones fuse.")]
