@@ -13,7 +13,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Container, Iterator, Sequence
 
 import numpy as np
 
@@ -263,7 +263,7 @@ class Chatbot:
             # runs, key fact / expected passage cited in 94 full answers: 58 / 72 quoting none,
             # 62 / 76 the closest only, 70 / 82 all (README).
             said = {(c.hit, c.span) for c in claims if c.supported}
-            for quote in _quotes([e for e in evidence if (e.hit, e.span) not in said]):
+            for quote in _quotes([e for e in evidence if (e.hit, e.span) not in said], said):
                 claims.append(quote)
                 yield _numbered(claims, quote)
         note = failure
@@ -555,11 +555,13 @@ def _follows_its_lead(claim: _ClaimDraft, before: _ClaimDraft | None,
             or (before.hit, before.span) == (claim.hit, source.lead[-1][0]))
 
 
-def _quotes(evidence: list[_Sentence]) -> list[_ClaimDraft]:
+def _quotes(evidence: list[_Sentence],
+            said: Container[tuple[int, tuple[int, int]]] = ()) -> list[_ClaimDraft]:
     """The passages' own sentences as claims, each with the sentence it leans back on ("After
-    any spine surgery, ... pain. This is called failed back syndrome ..."); a sentence that is
-    quoted as another's lead is not quoted again."""
+    any spine surgery, ... pain. This is called failed back syndrome ..."), unless that is
+    `said` already (by the model: (hit, span)); a sentence that is quoted as another's lead is
+    not quoted again."""
     led = {(y.hit, span) for y in evidence for span, _ in y.lead}
     return [_ClaimDraft(text, True, e.hit, span, "", quoted=True)
             for e in evidence if (e.hit, e.span) not in led
-            for span, text in (*e.lead, (e.span, e.text))]
+            for span, text in (*e.lead, (e.span, e.text)) if (e.hit, span) not in said]
