@@ -337,7 +337,9 @@ class Chatbot:
         """The statements of the retrieved passages, each without its lead-in ("Therefore,"),
         none that reads as an instruction to the assistant (`flagged`), and each once: a
         sentence that overlapping chunks or two pages share (math.isclose and cmath.isclose)
-        belongs to the higher-ranked passage, so a lower one offers what only it says."""
+        belongs to the higher-ranked passage, so a lower one offers what only it says. One that
+        leans on the sentence right before it ("This is called ...") carries that one as its
+        `lead`, to be quoted with it; it is scored and judged on its own words."""
         found, seen = [], set()
         for i, h in enumerate(hits):
             before = None  # the statement just before (with its own lead), if only space between
