@@ -95,11 +95,11 @@ class LlamaCppGenerator:
         self.settings = settings
         self.gguf = models.gguf_path(settings.llm_model, settings.cache_dir)
         self._key = secrets.token_urlsafe(24)  # only this process talks to the model over HTTP
+        self._prompts = settings.cache_dir / "prompts"  # saved instructions (llama.cpp slots)
         self.server = models.llama_server(self.gguf, settings.llm_threads, settings.llm_context,
                                           settings.llm_batch, settings.llm_cache_mb,
                                           settings.llm_draft_tokens, settings.llm_draft_ngram,
-                                          saved_prompts=settings.cache_dir / "prompts",
-                                          api_key=self._key)
+                                          saved_prompts=self._prompts, api_key=self._key)
         self.last_timings: dict = {}  # llama.cpp's own counts for the last answer (bench reads it)
         self.chunks = 0
         self.instructions_restored = self._restore_instructions()
@@ -115,10 +115,10 @@ class LlamaCppGenerator:
         stat = self.gguf.stat()
         start = build_messages("", [])
         key = hashlib.sha256(json.dumps([self.gguf.name, stat.st_size, stat.st_mtime_ns,
-                                         xllamacpp.__version__, start]).encode()).hexdigest()
-        name = f"{key[:24]}.bin"
+                                         xllamacpp.__version__, start]).encode()).hexdigest()[:24]
+        name = f"{key}.bin"
         try:
-            if (self.settings.cache_dir / "prompts" / name).is_file():
+            if (self._prompts / name).is_file():
                 self._slot("restore", name)
                 return True
         except Exception as exc:  # e.g. written by another build of llama.cpp: computed anew
@@ -126,10 +126,9 @@ class LlamaCppGenerator:
         try:
             self.server.handle_chat_completions({"messages": start, "max_tokens": 1,
                                                  "temperature": 0})
-            partial = f"{key[:24]}.{os.getpid()}.part"
+            partial = f"{key}.{os.getpid()}.part"
             self._slot("save", partial)
-            folder = self.settings.cache_dir / "prompts"
-            os.replace(folder / partial, folder / name)  # atomic: no reader sees half a file
+            os.replace(self._prompts / partial, self._prompts / name)  # atomic: never half a file
         except Exception as exc:
             log.debug("Instructions not saved: %s", exc)
         return False
