@@ -21,7 +21,7 @@ import re
 from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Callable, Container, Iterable, Sequence
+from typing import AbstractSet, Callable, Container, Iterable, Sequence
 
 import numpy as np
 
@@ -106,10 +106,13 @@ def gives_quantity(text: str) -> bool:
 def signals(question: str, dense: float, sentence: float, title: float, evidence: str,
             top_sentences: Sequence[str], embed: Callable[[list[str]], np.ndarray],
             common: Container[str] = frozenset(), rare_zipf: float = 5.3,
-            synonym_similarity: float = 0.6, name_share: float = 0.33) -> Signals:
+            synonym_similarity: float = 0.6, name_share: float = 0.33,
+            corpus: AbstractSet[str] = frozenset()) -> Signals:
     """The signals for one question against its closest passages (`evidence`, their text) and the
     sentences that match it best (`top_sentences`); the cosines come from the caller, which
-    has the vectors already."""
+    has the vectors already. `corpus`: the stems of every document; a word it has is not named
+    as missing ("The documents do not mention chiropractor" would be untrue when a passage that
+    was not retrieved says "chiropractic care"), though it still counts as a gap here."""
     cover = term_coverage(question, evidence, embed, common)
     rare = {w: c for w, c in cover.items() if grounding.english_zipf(w) < rare_zipf}
     carried = weight(question, list(cover), embed)
@@ -122,7 +125,8 @@ def signals(question: str, dense: float, sentence: float, title: float, evidence
     # heaviest word, since every word of a long question carries less.
     heaviest = max(carried.values(), default=0.0)
     uncovered = sorted((w for w, c in rare.items()
-                        if c < synonym_similarity and carried[w] >= name_share * heaviest),
+                        if c < synonym_similarity and carried[w] >= name_share * heaviest
+                        and not grounding.matches(stem(w), corpus)),
                        key=lambda w: -gaps[w])
     missing = tuple(literals) + tuple(uncovered[:MISSING_NAMED])
     return Signals(dense=float(dense), sentence=float(sentence), title=float(title),

@@ -114,12 +114,14 @@ class Snapshot:
     index: index_mod.Index
     retriever: Retriever
     common: frozenset[str]  # common_stems of the index
+    vocabulary: frozenset[str]  # every word stem of the corpus: what it never mentions
     vectors: Remembering  # passage sentences and words met by earlier questions
 
     @classmethod
     def of(cls, index: index_mod.Index, settings: Settings, embedder: Embedder) -> "Snapshot":
         return cls(index, Retriever.from_settings(index, settings, embedder),
-                   common_stems(index, settings), Remembering(embedder, settings.vector_cache))
+                   common_stems(index, settings), frozenset(index.document_frequency),
+                   Remembering(embedder, settings.vector_cache))
 
 
 class Chatbot:
@@ -317,7 +319,8 @@ class Chatbot:
         sig = answerability.signals(
             question, _best(hits), closest, float(titles.max()),
             " ".join(h.chunk.text for h in top), [e.text for e in evidence], memo.embed,
-            now.common, s.question_zipf, s.synonym_similarity, s.missing_word_share)
+            now.common, s.question_zipf, s.synonym_similarity, s.missing_word_share,
+            now.vocabulary)
         p = self.scorer.probability(sig)
         coverage = self.scorer.decide(p)
         timings.setdefault("select_ms", ms())

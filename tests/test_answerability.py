@@ -65,6 +65,20 @@ def test_signals_name_what_is_missing_and_see_an_unmet_quantity(embedder):
 
 
 @pytest.mark.slow
+def test_a_word_the_corpus_has_elsewhere_is_not_named_missing(embedder):
+    """An outside trial's patients read "The documents do not mention chiropractor" where a
+    passage that was not retrieved says "chiropractic care": untrue, so not said. The gap still
+    counts toward the decision."""
+    args = ("Would a chiropractor help?", 0.5, 0.5, 0.5, TREATMENTS, [TREATMENTS], embedder.embed)
+    alone = answerability.signals(*args)
+    assert "chiropractor" in alone.missing
+    corpus = frozenset({"chiropract", "care", "physic", "therapi"})
+    known = answerability.signals(*args, corpus=corpus)
+    assert "chiropractor" not in known.missing
+    assert known.term_gap == alone.term_gap and known.term_min == alone.term_min
+
+
+@pytest.mark.slow
 def test_a_word_weighs_what_the_question_loses_without_it(embedder):
     """Occlusion weight: the topic of a question carries it, an aside does not, however rare."""
     drive = answerability.weight("when am I allowed to drive again after spinal fusion?",
