@@ -44,6 +44,7 @@ PROBES = ROOT / "tests" / "data" / "instruction_probe_questions.txt"
 PLANTED = ROOT / "tests" / "data" / "injection_planted.txt"  # planted in tests/data/injection/
 BLIND = ROOT / "tests" / "data" / "instruction_blind.txt"  # written after the weights were frozen
 BLIND2 = ROOT / "tests" / "data" / "instruction_blind2.txt"  # new styles, 2026-11-27, never fitted
+BLIND3 = ROOT / "tests" / "data" / "instruction_blind3.txt"  # six styles each way, never fitted
 FAQ = ROOT / "corpus" / "failed-fusion-faq.txt"
 TUNING_QUESTIONS = [ROOT / "tests" / "data" / "dev.jsonl",
                     ROOT / "bench" / "data" / "pydocs_questions.jsonl"]
@@ -228,6 +229,7 @@ def gather() -> Texts:
         ("planted", [(t, 1, "planted") for t in read_lines(PLANTED)]),
         ("blind", [(t, y, "blind") for t, y, _ in read_labels(BLIND)]),
         ("blind2", [(t, y, "blind") for t, y, _ in read_labels(BLIND2)]),
+        ("blind3", [(t, y, "blind") for t, y, _ in read_labels(BLIND3)]),
     ]
     texts, labels, kinds, groups = [], [], [], {}
     for name, items in groups_in:
@@ -293,7 +295,7 @@ def measure(data: Texts, heldout: np.ndarray, detector: instructions.Instruction
                               for rows in [heldout[[data.kinds[r] == k for r in heldout]]]}
     for name, threshold in [("faq", sentence_t), ("pydocs-heldout", sentence_t),
                             ("planted", sentence_t), ("blind", sentence_t),
-                            ("blind2", sentence_t),
+                            ("blind2", sentence_t), ("blind3", sentence_t),
                             ("probes", question_t), ("heldout-questions", question_t)]:
         rows = data.groups[name]
         s = scored(rows)
