@@ -26,11 +26,11 @@ def _settings(args):
 def cmd_ingest(args) -> int:
     settings = _settings(args)
     from chatbot import index, memory
-    from chatbot.embedding import MiniLMEmbedder
+    from chatbot.embedding import make_bulk_embedder
 
     memory.keep_freed()
-    # skipped files are logged, with the reason, as read; bulk embedding runs on torch (bf16)
-    index.rebuild(settings, MiniLMEmbedder(bf16=settings.embed_bf16), force=args.force)
+    # skipped files are logged, with the reason, as read; bulk embedding runs on OpenVINO
+    index.rebuild(settings, make_bulk_embedder(settings), force=args.force)
     return 0
 
 

@@ -37,11 +37,14 @@ class Settings:
     embed_batch_chunks: int = 512
     ingest_workers: int = 2  # processes reading and chunking files: 375 HTML pages 16 s -> 9 s
     # The embedder for questions and for the updates ask/serve make: "onnx" (int8, no torch:
-    # start 0.2 s vs 3.5 s, 2 vs 5 ms a question, ~270 MB less) or "torch". `ingest` always
-    # embeds in bulk with torch (bf16 where the CPU has it: 2.5x faster). Same vector space.
+    # start 0.2 s vs 3.5 s, 2 vs 5 ms a question, ~270 MB less) or "torch". Same vector space.
     embedder: str = "onnx"
     embed_threads: int = 1  # onnxruntime threads per question: 2 ms with 1; leaves a core free
-    embed_bf16: str = "auto"  # torch batches in bfloat16: "auto" (if the CPU has it), "on", "off"
+    # Bulk embedding (ingest) in bfloat16: "auto" (if the CPU has it: 2.5x faster), "on", "off"
+    embed_bf16: str = "auto"
+    # What `ingest` embeds with: "openvino" (198 chunks/s on 2 AMD cores in bf16) or "torch"
+    # (112-124), the same weights and vector space (cosine >= 0.99997; embedding.py).
+    bulk_embedder: str = "openvino"
     # Passage sentences and words embedded at question time, kept for the next questions:
     # 20,000 x 384 floats is at most 31 MB; the FAQ's ~1,000 save ~250 ms a question.
     vector_cache: int = 20_000
@@ -207,6 +210,7 @@ class SettingsError(ValueError):
 # Values a setting may take, beyond its type.
 CHOICES = {"generator": ("local", "transformers", "extractive", "openai"),
            "embedder": ("onnx", "torch"), "embed_bf16": ("auto", "on", "off"),
+           "bulk_embedder": ("openvino", "torch"),
            "vector_store": ("faiss", "pgvector"),
            "retrieval_mode": ("dense", "bm25", "blend", "rrf")}
 POSITIVE = frozenset({"chunk_chars", "max_file_mb", "embed_batch_chunks", "top_k", "hnsw_m",

@@ -20,11 +20,11 @@ def main() -> None:
     parser.add_argument("--config", type=Path)
     args = parser.parse_args()
     from chatbot import index as index_mod, memory
-    from chatbot.embedding import MiniLMEmbedder
+    from chatbot.embedding import make_bulk_embedder
 
     memory.keep_freed()  # as `chatbot ingest` does
     settings = load_settings(args.config, corpus_dir=args.corpus)
-    embedder = MiniLMEmbedder(bf16=settings.embed_bf16)
+    embedder = make_bulk_embedder(settings)
     result = measure.ingest(settings, embedder, args.work, args.repeats)
     built = index_mod.load(Path(result["index_dir"]))
     result.update(measure.embed_only(built, settings, embedder, args.repeats))
