@@ -27,13 +27,13 @@ def half(question: str) -> str:
 
 
 def judge(row: dict, embedder, threshold: float, family: float, zipf: float,
-          hedges: bool) -> bool:
+          hedges: bool, one_sentence: bool) -> bool:
     """Supported by any one fact, as the pipeline judges a sentence against each passage."""
     vec = embedder.embed([row["sentence"]])[0]
     for _, text in row["facts"]:
         sentences = [text[a:b] for a, b in sentence_spans(text)] or [text]
         verdict = grounding.support(row["sentence"], vec, sentences, embedder.embed(sentences),
-                                    threshold, zipf, embedder.embed, family, hedges)
+                                    threshold, zipf, embedder.embed, family, hedges, one_sentence)
         if verdict.supported:
             return True
     return False
@@ -58,17 +58,18 @@ def main() -> None:
         r.setdefault("question", r["sentence"])
         r.setdefault("facts", [[1, r.get("passage", "").split("\n\n", 1)[-1]]])
     embedder, s = Remembering(MiniLMEmbedder()), Settings()  # a grid re-judges the same texts
-    grid = (itertools.product([0.7, 0.75, 0.8], [1.0, 0.75], [s.claim_zipf], [False, True])
+    grid = (itertools.product([0.7, 0.75, 0.8], [1.0, 0.75], [s.claim_zipf], [False, True],
+                              [False, True])
             if args.grid else [(s.support_threshold, s.family_similarity, s.claim_zipf,
-                                s.certainty_check)])
-    for threshold, family, zipf, hedges in grid:
+                                s.certainty_check, s.one_sentence_support)])
+    for threshold, family, zipf, hedges, one in grid:
         out = {}
         for name in ("tuning", "blind"):
             part = [r for r in rows if half(r["question"]) == name]
-            out[name] = rates([(judge(r, embedder, threshold, family, zipf, hedges),
+            out[name] = rates([(judge(r, embedder, threshold, family, zipf, hedges, one),
                                 r["supported"]) for r in part])
         print(json.dumps({"threshold": threshold, "family_similarity": family,
-                          "certainty_check": hedges, **{
+                          "certainty_check": hedges, "one_sentence_support": one, **{
             k: {m: round(v, 3) for m, v in d.items()} for k, d in out.items()}}))
 
 

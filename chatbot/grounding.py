@@ -327,24 +327,33 @@ def same_family(novel: list[str], passage_words: set[str], embed: Callable | Non
 
 def support(claim: str, claim_vec: np.ndarray, passage: list[str], passage_vecs: np.ndarray,
             threshold: float, zipf: float, embed: Callable | None = None,
-            family_similarity: float = 1.0, hedges: bool = False) -> Support:
+            family_similarity: float = 1.0, hedges: bool = False,
+            one_sentence: bool = False) -> Support:
     """Is `claim` supported by a passage, given as its statement sentences and their vectors?
-    With `embed`, a word in another form than the passage's counts as the passage's."""
+    With `embed`, a word in another form than the passage's counts as the passage's. With
+    `one_sentence`, its words must come from its closest sentence (with the one before, when
+    that one leans on it: "This is called ..."), not from anywhere in the passage: a draft that
+    joins one sentence's subject to another's predicate ("create_task() ... waits for all of
+    them to finish", from a passage where gather() waits) is no longer supported."""
     sims = passage_vecs @ claim_vec
     best = int(np.argmax(sims))
     similarity = float(sims[best])
-    vocab = vocabulary(" ".join(passage))
+    scope = passage
+    if one_sentence:
+        scope = passage[best - 1:best + 1] if best and leans_back(passage[best]) else [
+            passage[best]]
+    vocab = vocabulary(" ".join(scope))
     cw = content_words(claim)
     novel = [w for w in dict.fromkeys(cw) if not matches(stem(w), vocab)]
     family = same_family([w for w in novel if len(w) >= 4],
-                         {w for w in words(" ".join(passage)) if len(w) >= 4}, embed,
+                         {w for w in words(" ".join(scope)) if len(w) >= 4}, embed,
                          family_similarity)
     novel = tuple(w for w in novel if w not in family)
     coverage = 1.0 - len(novel) / max(1, len(cw))
     score = 0.5 * similarity + 0.5 * coverage
     named = names(claim)
     rare = [w for w in novel if is_rare(w, zipf) or w in named]
-    passage_words = set(words(" ".join(passage)))
+    passage_words = set(words(" ".join(scope)))
     overclaims = [w for w in dict.fromkeys(words(claim))
                   if w in QUANTIFIERS and w not in passage_words]
     if not cw:

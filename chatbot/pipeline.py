@@ -431,7 +431,7 @@ class Chatbot:
         verdicts = {h: grounding.support(text, vec, [x.text for x in ps],
                                          np.stack([x.vec for x in ps]), s.support_threshold,
                                          s.claim_zipf, memo.embed, s.family_similarity,
-                                         s.certainty_check)
+                                         s.certainty_check, s.one_sentence_support)
                     for h, ps in passages.items()}
         cited_hits = [used[n - 1] for n in cited if 1 <= n <= len(used)]
         h = min(verdicts, key=lambda h: (not verdicts[h].supported, h not in cited_hits,

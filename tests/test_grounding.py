@@ -81,6 +81,36 @@ def judge(embedder):
 
 
 @pytest.mark.slow
+def test_a_claim_rests_on_one_sentence_not_a_collage_of_the_passage(embedder):
+    """A labelled Qwen draft (tests/data/support_labels_qwen_pydocs.jsonl) joined one sentence's
+    subject to another's predicate; its words are all in the passage, so only the scope of one
+    sentence (with the one "This ..." leans on) tells it apart."""
+    asyncio = ("Runner | A context manager that simplifies multiple async function calls. "
+               "Utilities to run asyncio programs, create Tasks, and await on multiple things "
+               "with timeouts.\n\nrun() | Create event loop, run a coroutine, close the loop. "
+               "Provides a convenient and reliable way to wait for all tasks in the group to "
+               "finish.\ncreate_task() | Start an asyncio Task, then returns it.\n"
+               "await gather() | Schedule and wait for things concurrently.")
+    fusion = ("After any spine surgery, a percentage of patients may still experience pain. This "
+              "is called failed back or failed fusion syndrome, which is characterized by "
+              "intractable pain and an inability to return to normal activities.")
+
+    def judged(claim: str, passage: str, one_sentence: bool):
+        sentences = [passage[s:e] for s, e in sentence_spans(passage)]
+        return grounding.support(claim, embedder.embed([claim])[0], sentences,
+                                 embedder.embed(sentences), 0.75, 4.0, embedder.embed, 0.75,
+                                 True, one_sentence)
+
+    collage = ("To run multiple async functions at once and wait for all of them to finish, you "
+               "can use `asyncio.create_task()`.")
+    assert judged(collage, asyncio, one_sentence=False).supported
+    assert not judged(collage, asyncio, one_sentence=True).supported
+    led = ("Pain that continues after spine surgery is called failed back or failed fusion "
+           "syndrome.")
+    assert judged(led, fusion, one_sentence=True).supported  # "This" leans on the one before
+
+
+@pytest.mark.slow
 def test_support_rejects_invented_details_and_accepts_quotes(judge):
     passage = ("Therefore, spinal hardware (e.g. pedicle screws) may be used as an internal splint "
                "to hold the spine while it fuses after spine surgery.")

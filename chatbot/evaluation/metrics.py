@@ -70,14 +70,17 @@ def passage_statements(text: str) -> list[str]:
 
 
 class Judge:
-    """grounding.support as the pipeline runs it (thresholds, and, when given, word families and
-    the certainty check), embedding each text once: a sentence it rejects that the pipeline
-    passed is a bug in assembling answers, not a difference between two judges."""
+    """grounding.support as the pipeline runs it (thresholds, and, when given, word families,
+    the certainty check and the one-sentence scope), embedding each text once: a sentence it
+    rejects that the pipeline passed is a bug in assembling answers, not a difference between
+    two judges."""
 
     def __init__(self, embedder: Embedder, threshold: float, zipf: float,
-                 family_similarity: float = 1.0, hedges: bool = False):
+                 family_similarity: float = 1.0, hedges: bool = False,
+                 one_sentence: bool = False):
         self.embedder, self.threshold, self.zipf = embedder, threshold, zipf
         self.family_similarity, self.hedges = family_similarity, hedges
+        self.one_sentence = one_sentence
         self._vecs: dict[str, np.ndarray] = {}
 
     def vectors(self, texts: Sequence[str]) -> np.ndarray:
@@ -90,7 +93,7 @@ class Judge:
         vecs = self.vectors([claim, *passage_sentences])
         return grounding.support(claim, vecs[0], list(passage_sentences), vecs[1:],
                                  self.threshold, self.zipf, self.vectors,
-                                 self.family_similarity, self.hedges)
+                                 self.family_similarity, self.hedges, self.one_sentence)
 
 
 def judge_sentence(judge: Judge, claim: str, cited: Sequence[int],

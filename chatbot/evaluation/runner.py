@@ -36,7 +36,7 @@ def evaluate(cases: Sequence[Case], bot, retrieval_only: bool = False,
     k = bot.settings.top_k
     s = bot.settings
     judge = Judge(bot.embedder, s.support_threshold, s.claim_zipf, s.family_similarity,
-                  s.certainty_check)
+                  s.certainty_check, s.one_sentence_support)
     rows = []
     for case in tqdm(cases, desc="questions", unit="q", disable=not progress):
         query = standalone_query(case.question.strip(), case.history)
