@@ -54,6 +54,7 @@ class Signals:
     literals: float  # numbers and code names of the question absent from the passages (count)
     quantity: float  # 1 if the question asks for an amount and no top sentence gives one
     missing: tuple[str, ...] = ()  # the uncovered words that carry the question, named if partial
+    elsewhere: tuple[str, ...] = ()  # those of them the corpus has outside these passages
 
     def vector(self) -> np.ndarray:
         return np.array([getattr(self, f) for f in FEATURES], dtype="float64")
@@ -110,9 +111,9 @@ def signals(question: str, dense: float, sentence: float, title: float, evidence
             corpus: AbstractSet[str] = frozenset()) -> Signals:
     """The signals for one question against its closest passages (`evidence`, their text) and the
     sentences that match it best (`top_sentences`); the cosines come from the caller, which
-    has the vectors already. `corpus`: the stems of every document; a word it has is not named
-    as missing ("The documents do not mention chiropractor" would be untrue when a passage that
-    was not retrieved says "chiropractic care"), though it still counts as a gap here."""
+    has the vectors already. `corpus`: the stems of every document; a missing word it has is
+    also `elsewhere` ("The documents do not mention chiropractor" would be untrue when a
+    passage that was not retrieved says "chiropractic care"); it counts as a gap all the same."""
     cover = term_coverage(question, evidence, embed, common)
     rare = {w: c for w, c in cover.items() if grounding.english_zipf(w) < rare_zipf}
     carried = weight(question, list(cover), embed)
@@ -125,14 +126,14 @@ def signals(question: str, dense: float, sentence: float, title: float, evidence
     # heaviest word, since every word of a long question carries less.
     heaviest = max(carried.values(), default=0.0)
     uncovered = sorted((w for w, c in rare.items()
-                        if c < synonym_similarity and carried[w] >= name_share * heaviest
-                        and not grounding.matches(stem(w), corpus)),
+                        if c < synonym_similarity and carried[w] >= name_share * heaviest),
                        key=lambda w: -gaps[w])
     missing = tuple(literals) + tuple(uncovered[:MISSING_NAMED])
+    elsewhere = tuple(w for w in uncovered[:MISSING_NAMED] if grounding.matches(stem(w), corpus))
     return Signals(dense=float(dense), sentence=float(sentence), title=float(title),
                    term_min=min(rare.values(), default=1.0),
                    term_gap=max(gaps.values(), default=0.0), literals=float(len(literals)),
-                   quantity=quantity, missing=missing)
+                   quantity=quantity, missing=missing, elsewhere=elsewhere)
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,7 @@ class _Reading:
     evidence: list[_Sentence] = field(default_factory=list)
     p: float | None = None  # P(answerable); None when refused before scoring
     coverage: Coverage = Coverage.NONE
-    lacking: str = ""  # what the passages lack: "do not mention acupuncture", "give no number"
+    lacking: str = ""  # "the documents do not mention acupuncture", "... give no number for this"
     signals: dict = field(default_factory=dict)
     refusal: Outcome | None = None
 
@@ -324,13 +324,17 @@ class Chatbot:
         p = self.scorer.probability(sig)
         coverage = self.scorer.decide(p)
         timings.setdefault("select_ms", ms())
-        # Named words first; else an amount the question asks for and no top sentence gives
-        lacking = (f"do not mention {', '.join(sig.missing)}" if sig.missing
-                   else "give no number for this" if sig.quantity else "")
+        # Named words first (those the corpus has elsewhere as missing from the passages
+        # found); else an amount the question asks for and no top sentence gives
+        absent = [w for w in sig.missing if w not in sig.elsewhere]
+        lacking = "; ".join(filter(None, [
+            f"the documents do not mention {', '.join(absent)}" if absent else "",
+            f"the passages found do not mention {', '.join(sig.elsewhere)}"
+            if sig.elsewhere else ""])) or (
+            "the documents give no number for this" if sig.quantity else "")
         refusal = None
         if coverage is Coverage.NONE:
-            refusal = Outcome(Code.NOT_COVERED, f"they {lacking}" if lacking
-                              else "no passage answers it closely enough")
+            refusal = Outcome(Code.NOT_COVERED, lacking or "no passage answers it closely enough")
         return _Reading(**read, sentences=sentences, evidence=evidence, p=p, coverage=coverage,
                         lacking=lacking, refusal=refusal,
                         signals={**sig.to_dict(), "p_answerable": round(p, 4)})
@@ -445,7 +449,7 @@ class Chatbot:
         """Say what the documents lack, then quote what they say on the nearest topic."""
         # With no missing word named this is the scorer's doubt, not a known gap: 13 of 16 such
         # partial answers on the FAQ patients' tuning half were to answerable questions.
-        gap = (f"The documents {lacking}" if lacking
+        gap = (lacking[0].upper() + lacking[1:] if lacking
                else "The documents may not answer exactly this")
         title = hits[evidence[0].hit].chunk.title
         preamble = f"{gap}. On “{title}” they say:"

@@ -65,16 +65,16 @@ def test_signals_name_what_is_missing_and_see_an_unmet_quantity(embedder):
 
 
 @pytest.mark.slow
-def test_a_word_the_corpus_has_elsewhere_is_not_named_missing(embedder):
+def test_a_word_the_corpus_has_elsewhere_is_told_apart(embedder):
     """An outside trial's patients read "The documents do not mention chiropractor" where a
-    passage that was not retrieved says "chiropractic care": untrue, so not said. The gap still
-    counts toward the decision."""
+    passage that was not retrieved says "chiropractic care": untrue. Such a word is missing from
+    the passages found, not from the documents. The gap counts toward the decision either way."""
     args = ("Would a chiropractor help?", 0.5, 0.5, 0.5, TREATMENTS, [TREATMENTS], embedder.embed)
     alone = answerability.signals(*args)
-    assert "chiropractor" in alone.missing
+    assert "chiropractor" in alone.missing and not alone.elsewhere
     corpus = frozenset({"chiropract", "care", "physic", "therapi"})
     known = answerability.signals(*args, corpus=corpus)
-    assert "chiropractor" not in known.missing
+    assert known.missing == alone.missing and known.elsewhere == ("chiropractor",)
     assert known.term_gap == alone.term_gap and known.term_min == alone.term_min
 
 
