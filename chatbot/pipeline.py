@@ -334,7 +334,9 @@ class Chatbot:
             "the documents give no number for this" if sig.quantity else "")
         refusal = None
         if coverage is Coverage.NONE:
-            refusal = Outcome(Code.NOT_COVERED, lacking or "no passage answers it closely enough")
+            refusal = Outcome(Code.NOT_COVERED,  # after "The documents I have do not cover this"
+                              re.sub("^the documents", "they", lacking)
+                              or "no passage answers it closely enough")
         return _Reading(**read, sentences=sentences, evidence=evidence, p=p, coverage=coverage,
                         lacking=lacking, refusal=refusal,
                         signals={**sig.to_dict(), "p_answerable": round(p, 4)})
