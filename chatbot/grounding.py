@@ -208,9 +208,10 @@ def negations(text: str) -> int:
 # passage sentence that has one ("fails if" for "can fail if") says more than the passage.
 HEDGES = frozenset("may might can could possibly sometimes perhaps often usually".split())
 # A sentence that stops on one of these was cut off ("... can lead to.", "The holiday opening
-# hours are."): it makes no claim.
+# hours are.", or Qwen's "you can use [1]." with the marker as the object): it makes no claim.
 _DANGLING = frozenset("to of the a an and or by with for from that which as at in on is are was "
-                      "were be every than its their your whose".split())
+                      "were be every than its their your whose use using via including "
+                      "following".split())
 
 
 def split_citations(sentence: str, facts: int = 0) -> tuple[str, list[int]]:

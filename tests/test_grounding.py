@@ -140,6 +140,10 @@ def test_a_sentence_is_unfinished_only_where_its_passage_goes_on(judge):
     gasket = "The upper gasket should be replaced every three months."
     assert judge("The upper gasket should be replaced every.", gasket).reason == \
         "unfinished sentence"
+    # Qwen used a citation marker as its object: "..., you can use [1]." (labelled unsupported)
+    sort = "Sort the output of dictionaries alphabetically by key."
+    assert judge("To sort the output of dictionaries alphabetically by key, you can use.",
+                 sort).reason == "unfinished sentence"
 
 
 @pytest.mark.slow
