@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import logging
 import os
 import shutil
 import sys
@@ -30,6 +31,8 @@ import numpy as np
 
 from chatbot import models
 from chatbot.config import Settings
+
+log = logging.getLogger(__name__)
 
 BF16_MIN_TEXTS = 16  # bf16 pays off in batches (2.5x at 32); one question is faster in fp32
 
@@ -209,27 +212,39 @@ class OpenVinoMiniLMEmbedder(_PaddedMiniLM):
 
                 config = {"INFERENCE_NUM_THREADS": self.threads, "PERFORMANCE_HINT": "LATENCY",
                           "INFERENCE_PRECISION_HINT": "bf16" if self.bf16 else "f32"}
-                self._compiled = openvino.Core().compile_model(
-                    str(openvino_model(self.cache_dir)), "CPU", config)
+                core = openvino.Core()
+                try:
+                    self._compiled = core.compile_model(openvino_model(self.cache_dir), "CPU",
+                                                        config)
+                except RuntimeError as err:  # a damaged cached file: converted again
+                    log.warning("The cached OpenVINO model could not be read (%s); converting "
+                                "it again", str(err).splitlines()[0] if str(err) else err)
+                    self._compiled = core.compile_model(
+                        openvino_model(self.cache_dir, again=True), "CPU", config)
 
     def _hidden(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return self._compiled({"input_ids": ids, "attention_mask": mask,
                                "token_type_ids": np.zeros_like(ids)})[0]
 
 
-def openvino_model(cache_dir: Path) -> Path:
-    """The OpenVINO form of the packaged embedder (model.xml), converted once and cached,
-    keyed by the weights and OpenVINO's version; written under a temporary name and renamed, so
-    a killed conversion leaves nothing half-written. The converter would load
-    `openvino-telemetry` (usage reports to Intel) where installed: it is not in requirements.txt,
-    and is kept from loading here either way, since nothing may leave the machine."""
+def openvino_model(cache_dir: Path, again: bool = False):
+    """The OpenVINO form of the packaged embedder: the path of its model.xml, converted once and
+    cached, keyed by the weights and OpenVINO's version, written under a temporary name and
+    renamed (a killed conversion leaves nothing half-written); `again` replaces a cached one.
+    Where the cache cannot be written, the converted model itself (converted at every run).
+    The converter would load `openvino-telemetry` (usage reports to Intel) where installed: it
+    is not in requirements.txt, and is kept from loading here either way, since nothing may
+    leave the machine."""
     sys.modules.setdefault("openvino_telemetry", None)  # import fails: the converter's stub
     import openvino
 
     key = hashlib.sha256(f"{models.embedder_id()} {openvino.__version__}".encode()).hexdigest()
     folder = cache_dir / "models" / f"minilm-openvino-{key[:16]}"
+    if again:
+        shutil.rmtree(folder, ignore_errors=True)
     if (folder / "model.xml").is_file():
-        return folder / "model.xml"
+        return str(folder / "model.xml")
+    log.info("Converting the embedding model for OpenVINO (once, about 5 s)")
     import torch
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
@@ -243,12 +258,18 @@ def openvino_model(cache_dir: Path) -> Path:
         warnings.simplefilter("ignore")
         converted = openvino.convert_model(bert, example_input=example)
     part = folder.with_name(f"{folder.name}.{os.getpid()}.part")
-    openvino.save_model(converted, str(part / "model.xml"), compress_to_fp16=False)
+    try:
+        openvino.save_model(converted, str(part / "model.xml"), compress_to_fp16=False)
+    except (OSError, RuntimeError) as err:
+        log.warning("Cannot keep the converted model in %s (%s); it is converted at every run",
+                    cache_dir, err)
+        shutil.rmtree(part, ignore_errors=True)
+        return converted
     try:
         os.replace(part, folder)
     except OSError:  # another process converted it first
         shutil.rmtree(part, ignore_errors=True)
-    return folder / "model.xml"
+    return str(folder / "model.xml")
 
 
 def make_bulk_embedder(settings: Settings) -> Embedder:

@@ -3,6 +3,7 @@ one that hashes words (tests/fakes.py) makes these tests fast and loads no model
 from __future__ import annotations
 
 import dataclasses
+import logging
 import shutil
 from pathlib import Path
 
@@ -136,14 +137,14 @@ def test_ingest_converts_the_model_for_openvino_once_then_runs_without_torch(tmp
     import openvino
 
     cache = tmp_path / "cache"
-    converted = openvino_model(cache)
+    converted = Path(openvino_model(cache))
     assert converted.is_file() and not list(converted.parent.parent.glob("*.part"))
 
     def convert_again(*args, **kwargs):
         raise AssertionError("converted twice")
 
     monkeypatch.setattr(openvino, "convert_model", convert_again)
-    assert openvino_model(cache) == converted
+    assert Path(openvino_model(cache)) == converted
     shutil.copytree(FAQ.parent, tmp_path / "c")
     code = ("import sys\n"
             "from chatbot import index\n"
@@ -156,6 +157,24 @@ def test_ingest_converts_the_model_for_openvino_once_then_runs_without_torch(tmp
             "print(sorted(m for m in ('torch', 'sentence_transformers', 'openvino') "
             "if m in sys.modules))\n")
     assert last_line(code) == "['openvino']"
+
+
+@pytest.mark.slow
+def test_a_damaged_or_unwritable_model_cache_costs_a_conversion_not_the_ingest(tmp_path, caplog):
+    texts = ["Pedicle screws may loosen.", "A fusion can fail."]
+    reference = OpenVinoMiniLMEmbedder(tmp_path).embed(texts)
+    xml = next(tmp_path.glob("models/minilm-openvino-*/model.xml"))
+    xml.write_text("<net>damaged", encoding="utf-8")
+    with caplog.at_level(logging.WARNING):
+        again = OpenVinoMiniLMEmbedder(tmp_path).embed(texts)
+    assert np.allclose(again, reference, atol=1e-4) and "converting it again" in caplog.text
+    assert xml.read_text(encoding="utf-8").startswith("<?xml")  # the cache is whole again
+    blocked = tmp_path / "blocked"  # a cache that cannot be written (a file where a folder goes)
+    blocked.mkdir()
+    (blocked / "models").write_text("", encoding="utf-8")
+    with caplog.at_level(logging.WARNING):
+        unkept = OpenVinoMiniLMEmbedder(blocked).embed(texts)
+    assert np.allclose(unkept, reference, atol=1e-4) and "converted at every run" in caplog.text
 
 
 def test_the_cross_question_cache_embeds_each_text_once_and_stays_bounded():
