@@ -181,7 +181,10 @@ def claim_text(sentence: str) -> str:
 _LEANS_BACK = re.compile(
     r"^(?:(?:This|These|Those|It|They|Such)\s"
     r"|(?:\S+\s+){1,3}(?:this|these|it|they)\s+(?:is|are|was|were|will|would|can|could|may"
-    r"|might|must|should|does|do|has|have|had)\b)")
+    r"|might|must|should|does|do|has|have|had)\b"
+    # a condition that takes up the one before: "If so", "Otherwise", "If you do have pain"
+    r"|(?:If so|If not|Otherwise|In (?:that|this|which) case)\b"
+    r"|If (?:you|it|they|he|she|we) (?:do|does|did)(?: not)?\s+\w+)")
 
 
 def leans_back(sentence: str) -> bool:

@@ -50,6 +50,13 @@ def test_lead_ins_are_not_part_of_the_quoted_claim(sentence, rest):
     ("The pain may continue after surgery.", False),
     ("Thistle is not a word about surgery.", False),
     ("Surgery may be able to fix this condition.", False),  # "this" names its noun
+    # a condition that takes up the sentence before (an outside trial got "If you do have pain,
+    # you will need to re-stabilize ..." quoted without "only needs to be corrected if ...")
+    ("If you do have pain, you will need to re-stabilize the segment.", True),
+    ("If so, a new fusion is needed.", True),
+    ("Otherwise, the screws can stay.", True),
+    ("If you have pain after six weeks, call the clinic.", False),
+    ("If the pain continues, see a doctor.", False),
 ])
 def test_a_sentence_that_leans_on_the_one_before_is_told_apart(sentence, leans):
     assert grounding.leans_back(sentence) is leans
