@@ -114,7 +114,7 @@ class Snapshot:
     index: index_mod.Index
     retriever: Retriever
     common: frozenset[str]  # common_stems of the index
-    vocabulary: frozenset[str]  # every word stem of the corpus: what it never mentions
+    vocabulary: frozenset[str]  # every word stem of the corpus (a missing word it has is elsewhere)
     vectors: Remembering  # passage sentences and words met by earlier questions
 
     @classmethod
