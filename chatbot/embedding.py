@@ -200,9 +200,21 @@ class OpenVinoMiniLMEmbedder(_PaddedMiniLM):
         self.bf16 = cpu_has_bf16() if bf16 == "auto" else bf16 == "on"
         self._compiled = None
 
-    def _load(self) -> None:
+    def embed(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+        """As `_PaddedMiniLM.embed`; vectors that are not numbers (a cached model file damaged
+        where no check of OpenVINO's sees it: an outside trial's ingest indexed NaN) mean the
+        model is converted again, once."""
+        vectors = super().embed(texts, progress)
+        if np.isfinite(vectors).all():
+            return vectors
+        log.warning("The cached OpenVINO model gave vectors that are not numbers; converting "
+                    "it again")
+        self._load(again=True)
+        return super().embed(texts, progress)
+
+    def _load(self, again: bool = False) -> None:
         with self._lock:
-            if self._compiled is None:
+            if self._compiled is None or again:
                 try:
                     import openvino
                 except ImportError:
@@ -214,11 +226,12 @@ class OpenVinoMiniLMEmbedder(_PaddedMiniLM):
                           "INFERENCE_PRECISION_HINT": "bf16" if self.bf16 else "f32"}
                 core = openvino.Core()
                 try:
-                    self._compiled = core.compile_model(openvino_model(self.cache_dir), "CPU",
-                                                        config)
+                    self._compiled = core.compile_model(
+                        openvino_model(self.cache_dir, again), "CPU", config)
                 except RuntimeError as err:  # a damaged cached file: converted again
-                    log.warning("The cached OpenVINO model could not be read (%s); converting "
-                                "it again", str(err).splitlines()[0] if str(err) else err)
+                    log.warning("The cached OpenVINO model in %s could not be read; converting "
+                                "it again", self.cache_dir / "models")
+                    log.debug("OpenVINO said: %s", err)
                     self._compiled = core.compile_model(
                         openvino_model(self.cache_dir, again=True), "CPU", config)
 
@@ -240,18 +253,25 @@ def openvino_model(cache_dir: Path, again: bool = False):
 
     key = hashlib.sha256(f"{models.embedder_id()} {openvino.__version__}".encode()).hexdigest()
     folder = cache_dir / "models" / f"minilm-openvino-{key[:16]}"
-    if again:
-        shutil.rmtree(folder, ignore_errors=True)
-    if (folder / "model.xml").is_file():
+    if not again and _intact(folder):
         return str(folder / "model.xml")
-    log.info("Converting the embedding model for OpenVINO (once, about 5 s)")
+    if folder.exists() and not again:
+        log.warning("The cached OpenVINO model in %s is damaged or incomplete; converting it "
+                    "again", folder)
+    shutil.rmtree(folder, ignore_errors=True)
+    log.info("Converting the embedding model for OpenVINO (about 5 s; kept for the next runs)")
     import torch
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
 
     models.offline()
     hf_logging.disable_progress_bar()
-    bert = AutoModel.from_pretrained(str(models.embedder_path())).eval()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its note on a training loss this model never uses
+    try:
+        bert = AutoModel.from_pretrained(str(models.embedder_path())).eval()
+    finally:
+        hf_logging.set_verbosity(verbosity)
     example = {k: torch.ones((2, 8), dtype=torch.int64)
                for k in ("input_ids", "attention_mask", "token_type_ids")}
     with warnings.catch_warnings():  # the tracer's notes on branches fixed for an encoder
@@ -260,9 +280,10 @@ def openvino_model(cache_dir: Path, again: bool = False):
     part = folder.with_name(f"{folder.name}.{os.getpid()}.part")
     try:
         openvino.save_model(converted, str(part / "model.xml"), compress_to_fp16=False)
+        (part / "model.sha256").write_text(_digest(part / "model.bin"), encoding="utf-8")
     except (OSError, RuntimeError) as err:
-        log.warning("Cannot keep the converted model in %s (%s); it is converted at every run",
-                    cache_dir, err)
+        log.warning("Cannot keep the converted model in %s, so it is converted at every run "
+                    "(%s)", cache_dir / "models", str(err).strip().rstrip(")"))
         shutil.rmtree(part, ignore_errors=True)
         return converted
     try:
@@ -270,6 +291,21 @@ def openvino_model(cache_dir: Path, again: bool = False):
     except OSError:  # another process converted it first
         shutil.rmtree(part, ignore_errors=True)
     return str(folder / "model.xml")
+
+
+def _digest(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _intact(folder: Path) -> bool:
+    """The converted model is all there and its weights are the bytes written (~0.1 s for 90
+    MB): a damaged weights file gives wrong vectors that nothing else would notice."""
+    try:
+        return ((folder / "model.xml").is_file() and _digest(folder / "model.bin")
+                == (folder / "model.sha256").read_text(encoding="utf-8").strip())
+    except OSError:
+        return False
 
 
 def make_bulk_embedder(settings: Settings) -> Embedder:

@@ -198,6 +198,8 @@ class EmbeddingCache:
                 vectors, title = data["vectors"], data["title"]
             if len(vectors) != len(chunks):
                 raise ValueError(f"{len(vectors)} vectors for {len(chunks)} chunks")
+            if not (np.isfinite(vectors).all() and np.isfinite(title).all()):
+                raise ValueError("vectors that are not numbers")  # kept by an older version
             return chunks, vectors, title
         except (OSError, ValueError, KeyError, TypeError) as err:
             log.warning("Embedding cache entry %s is unreadable (%s); embedding the file again",
@@ -232,7 +234,8 @@ class EmbeddingCache:
                 log.warning("Partial cache entry %s is unreadable (%s); embedding from there",
                             path, err)
                 break
-            if vectors.ndim != 2 or not 0 < len(vectors) <= count - n:
+            if vectors.ndim != 2 or not 0 < len(vectors) <= count - n \
+                    or not np.isfinite(vectors).all():
                 break
             done.append(vectors)
             n += len(vectors)
@@ -358,6 +361,12 @@ def _embed(work: Plan) -> tuple[int, float]:
         for start in range(0, len(queue), batch_size):
             batch = queue[start:start + batch_size]
             vectors = work.embedder.embed([work.pending[n].text(i) for n, i in batch])
+            if not np.isfinite(vectors).all():  # never cached, never indexed: unfindable text
+                n = batch[int(np.argmax(~np.isfinite(vectors).all(axis=1)))][0]
+                raise IndexError_(f"the embedder returned vectors that are not numbers for "
+                                  f"{work.pending[n].source}; its model files may be damaged: "
+                                  f"delete {work.settings.cache_dir / 'models'}/minilm-* and run "
+                                  "ingest again (the last good index is unchanged)")
             offset = 0
             for n, group in itertools.groupby(batch, key=lambda item: item[0]):
                 p, first = work.pending[n], next(group)[1]

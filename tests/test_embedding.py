@@ -169,6 +169,14 @@ def test_a_damaged_or_unwritable_model_cache_costs_a_conversion_not_the_ingest(t
         again = OpenVinoMiniLMEmbedder(tmp_path).embed(texts)
     assert np.allclose(again, reference, atol=1e-4) and "converting it again" in caplog.text
     assert xml.read_text(encoding="utf-8").startswith("<?xml")  # the cache is whole again
+    weights = xml.with_name("model.bin")  # random bytes inside: NaN vectors in an outside trial
+    with open(weights, "r+b") as f:
+        f.seek(weights.stat().st_size // 2)
+        f.write(np.random.default_rng(0).bytes(4 << 20))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        healed = OpenVinoMiniLMEmbedder(tmp_path).embed(texts)
+    assert np.allclose(healed, reference, atol=1e-4) and "damaged" in caplog.text
     blocked = tmp_path / "blocked"  # a cache that cannot be written (a file where a folder goes)
     blocked.mkdir()
     (blocked / "models").write_text("", encoding="utf-8")

@@ -537,3 +537,28 @@ def test_many_files_are_read_in_worker_processes_with_the_same_chunks_and_proble
         "print(parallel == serial, len(parallel),\n"
         "      sum(isinstance(r, str) and 'no text' in r for r in parallel))\n")
     assert last_line(code).split() == ["True", "25", "1"]
+
+
+class Broken(Counting):
+    """The real embedder, except that texts with "Driving" come back as NaN vectors: what a
+    damaged model file gave an outside trial, whose ingest then indexed a file nobody could find."""
+
+    def embed(self, texts, progress=False):
+        vectors = super().embed(texts, progress)
+        vectors[["Driving" in t for t in texts]] = np.nan
+        return vectors
+
+
+def test_vectors_that_are_not_numbers_stop_the_ingest_and_are_never_kept(emb, settings, corpus):
+    before = index_mod.ensure(settings, emb)
+    kept = _snapshot(settings.index_dir)
+    (corpus / "care.md").write_text("# Driving\n\nNo driving for two weeks after surgery.",
+                                    encoding="utf-8")
+    with pytest.raises(index_mod.IndexError_, match="not numbers for care.md.*minilm"):
+        index_mod.rebuild(settings, Broken(emb.real))
+    assert {k: v for k, v in _snapshot(settings.index_dir).items() if "cache" not in k} == {
+        k: v for k, v in kept.items() if "cache" not in k}  # the last good index in service
+    assert len(index_mod.load(settings.index_dir).chunks) == len(before.chunks)
+    rebuilt = index_mod.rebuild(settings, emb)  # nothing broken was cached: care.md embedded
+    assert np.isfinite(rebuilt.vectors(list(range(len(rebuilt.chunks))))).all()
+    assert any("two weeks" in c.text for c in rebuilt.chunks)
