@@ -3,6 +3,7 @@ the pipeline."""
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import sys
@@ -263,10 +264,15 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", err)
         return 2
     except OSError as err:  # a file or folder named on the command line that cannot be used
-        log.error("%s: %s; check the path and its permissions", err.filename or "a file",
-                  err.strerror or err)
+        hint = ("a file is where a folder must be; move it away" if err.errno == errno.EEXIST
+                and err.filename and Path(err.filename).is_file()
+                else "check the path and its permissions")
+        log.error("%s: %s; %s", err.filename or "a file", err.strerror or err, hint)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # after a progress bar's unfinished line
+        print(file=sys.stderr)
+        log.warning("Interrupted; an index being built is not in service yet (the last good one "
+                    "is), and `ingest` resumes where it stopped")
         return 130
 
 

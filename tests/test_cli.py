@@ -168,3 +168,28 @@ def test_chat_answers_a_follow_up_in_context(tmp_path):
     second = out.stdout.split("> ")[2]
     assert second.startswith("Can they come loose?\n")  # piped: the question is echoed
     assert "loosen" in second and "[1]" in second
+
+
+def test_an_interrupted_command_says_what_is_kept(tmp_path, monkeypatch, caplog):
+    """Ctrl-C in an outside trial's ingest ended on a half-drawn progress bar and nothing else."""
+    import chatbot.__main__ as cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_ingest", interrupted)
+    (tmp_path / "docs").mkdir()
+    assert cli.main(["ingest", "--corpus", str(tmp_path / "docs"),
+                     "--index", str(tmp_path / "index")]) == 130
+    assert "Interrupted" in caplog.text and "resumes" in caplog.text
+
+
+def test_a_file_where_the_model_cache_folder_goes_is_named_as_such(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("Rest for a week after the operation.")
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "models").write_text("")
+    out = run("ask", "--corpus", "docs", "--index", "idx", "How long should I rest?",
+              cwd=tmp_path, CHATBOT_CACHE_DIR=str(tmp_path / "cache"))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "models: File exists; a file is where a folder must be" in out.stderr.splitlines()[-1]
