@@ -352,11 +352,13 @@ def _embed(work: Plan) -> tuple[int, float]:
         return 0, 0.0
     resumed = [f"{p.source} at chunk {p.resume_at + 1} of {len(p.chunks)}"
                for p in work.pending if p.done]
-    log.info("Embedding %s from %s%s", _count(total, "chunk"),
-             _count(len(work.pending), "new or changed file"),
+    named = (f": {', '.join(p.source for p in work.pending)}" if len(work.pending) <= 5
+             else "")  # which ones, where a person could check
+    log.info("Embedding %s from %s%s%s", _count(total, "chunk"),
+             _count(len(work.pending), "new or changed file"), named,
              f" (resuming {', '.join(resumed)})" if resumed else "")
     t0 = time.perf_counter()
-    with tqdm(total=len(queue), unit="chunk", desc="embedding",
+    with tqdm(total=total, unit="chunk", desc="embedding",
               disable=total < PROGRESS_MIN_CHUNKS) as bar:
         for start in range(0, len(queue), batch_size):
             batch = queue[start:start + batch_size]
@@ -380,7 +382,7 @@ def _embed(work: Plan) -> tuple[int, float]:
                 work.cache.put(p.key, p.chunks, chunk_vectors, own[-1])
                 work.ready[p.source] = (p.chunks, chunk_vectors, own[-1])
                 p.done = []
-            bar.update(len(batch))
+            bar.update(sum(i < len(work.pending[n].chunks) for n, i in batch))  # not titles
     return total, time.perf_counter() - t0
 
 

@@ -70,6 +70,12 @@ class _ClaimDraft:
     quoted: bool = False  # the passage's own sentence
 
 
+def _as_asked(word: str, question: str) -> str:
+    """A question word as the user wrote it ("France", not "france")."""
+    m = re.search(rf"(?<!\w){re.escape(word)}(?!\w)", question, re.IGNORECASE)
+    return m.group(0) if m else word
+
+
 def _best(hits: list[Hit]) -> float:
     return max((h.dense for h in hits), default=-1.0)
 
@@ -326,11 +332,12 @@ class Chatbot:
         timings.setdefault("select_ms", ms())
         # Named words first (those the corpus has elsewhere as missing from the passages
         # found); else an amount the question asks for and no top sentence gives
-        absent = [w for w in sig.missing if w not in sig.elsewhere]
+        absent = [_as_asked(w, question) for w in sig.missing if w not in sig.elsewhere]
+        elsewhere = [_as_asked(w, question) for w in sig.elsewhere]
         lacking = "; ".join(filter(None, [
             f"the documents do not mention {', '.join(absent)}" if absent else "",
-            f"the passages found do not mention {', '.join(sig.elsewhere)}"
-            if sig.elsewhere else ""])) or (
+            f"the passages found do not mention {', '.join(elsewhere)}"
+            if elsewhere else ""])) or (
             "the documents give no number for this" if sig.quantity else "")
         refusal = None
         if coverage is Coverage.NONE:

@@ -73,6 +73,13 @@ def test_near_misses_are_never_answered_in_full_and_name_what_is_missing(bot, qu
 
 
 @pytest.mark.slow
+def test_a_missing_word_is_named_as_the_user_wrote_it(extractive_bot):
+    """An outside trial read "(they do not mention france, capital.)"."""
+    assert extractive_bot.answer("Is Ibuprofen OK after my op?").note == \
+        "they do not mention Ibuprofen"
+
+
+@pytest.mark.slow
 def test_a_missing_word_the_corpus_has_elsewhere_is_missing_from_the_passages(extractive_bot):
     """"heals" is in the FAQ ("heal"), not in the passages found; "rods" is nowhere in it. An
     outside trial read "The documents do not mention chiropractor" where the FAQ has it."""
