@@ -42,8 +42,8 @@ class LoadError(Exception):
 
 def _decode(raw: bytes, name: str) -> str:
     if b"\x00" in raw[:8192]:
-        raise LoadError(f"{name}: looks binary (NUL bytes), not text; "
-                        "remove it or convert it to .txt")
+        raise LoadError(f"{name}: looks binary (NUL bytes), not text; remove it, or save "
+                        "its text as plain text (UTF-8)")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -242,6 +242,13 @@ def corpus_files(root: Path) -> list[Path]:
     except OSError as err:
         raise LoadError(f"cannot read the corpus folder {root} ({err.strerror}: {err.filename}); "
                         "check its permissions") from err
+
+
+def unread_files(root: Path) -> list[str]:
+    """Files under root of a kind no loader reads (a .docx, say), hidden ones aside."""
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
+                  if p.is_file() and p.suffix.lower() not in LOADERS
+                  and not any(part.startswith(".") for part in p.relative_to(root).parts))
 
 
 def load_corpus(root: Path, max_mb: float = 50.0) -> tuple[list[Document], list[str]]:

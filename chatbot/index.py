@@ -42,7 +42,7 @@ from tqdm import tqdm
 
 from chatbot.chunking import RULES, Chunk, reader
 from chatbot.config import Settings
-from chatbot.documents import LOADERS, LoadError, corpus_files
+from chatbot.documents import LOADERS, LoadError, corpus_files, unread_files
 from chatbot.embedding import Embedder
 from chatbot.stores import FaissStore, OwnerMismatch, PgVectorStore, VectorStore
 from chatbot.stores import sync as database_sync
@@ -323,6 +323,10 @@ def plan(settings: Settings, embedder: Embedder) -> Plan:
             work.ready[source] = entry
         else:
             todo.append((source, path))
+    if todo and (unread := unread_files(root)):  # said when something is read anyway
+        log.warning("Not read, of a kind it cannot read (%s only): %s%s",
+                    ", ".join(sorted(LOADERS)), ", ".join(unread[:5]),
+                    f" and {len(unread) - 5} more" if len(unread) > 5 else "")
     with reader(len(todo), settings) as read_all:
         results = read_all([path for _, path in todo], root)
         for (source, _), chunks in tqdm(zip(todo, results), total=len(todo), unit="file",

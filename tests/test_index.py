@@ -240,10 +240,16 @@ def test_hnsw_above_the_threshold_matches_exact_search(emb, settings):
 
 
 def test_cli_ingest(settings, caplog):
+    """It says which files it embeds and which it cannot read (an outside trial's .docx went
+    unmentioned)."""
+    (settings.corpus_dir / "notes.docx").write_bytes(b"PK\x03\x04")
     with caplog.at_level(logging.INFO):
         assert cli(["ingest", "--corpus", str(settings.corpus_dir), "--index", str(settings.index_dir)]) == 0
     index = index_mod.load(settings.index_dir)
     assert index.manifest["chunk_count"] == len(index.chunks) > 0
+    assert "new or changed files: care.md, diet.html, failed-fusion-faq.txt" in caplog.text
+    assert "Not read, of a kind it cannot read (.htm, .html, .markdown, .md, .pdf, .txt only): " \
+        "notes.docx" in caplog.text
 
 
 def test_bm25_is_saved_and_loaded_instead_of_rebuilt(emb, settings, monkeypatch, caplog):
