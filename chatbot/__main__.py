@@ -170,13 +170,17 @@ def build_parser() -> argparse.ArgumentParser:
     _global_options(parser, top_level=True)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
+    def command(name: str, help: str):
+        """A command's parser; its --help opens with the line `--help` lists it with."""
+        return sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".")
+
     def common(p):
         _global_options(p, top_level=False)
         p.add_argument("--corpus", type=Path, help="folder of documents (default: corpus)")
         p.add_argument("--index", type=Path, help="index folder (default: index)")
         return p
 
-    p = common(sub.add_parser("ingest", help="build the index from the corpus"))
+    p = common(command("ingest", "build the index from the corpus"))
     p.add_argument("--force", action="store_true", help=(
         "rebuild even an index folder that belongs to another corpus or whose owner cannot be "
         "read (see docs/index-safety.md)"))
@@ -184,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, helptext in (("ask", cmd_ask, "answer one question"),
                                  ("chat", cmd_chat,
                                   "interactive chat in the terminal, with follow-ups")):
-        p = common(sub.add_parser(name, help=helptext))
+        p = common(command(name, helptext))
         p.add_argument("--generator", choices=CHOICES["generator"], help=GENERATOR_HELP)
         p.add_argument("-k", type=int, help="passages to retrieve (default: 4)")
         if name == "ask":
@@ -193,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--json", action="store_true",
                            help="print the answer as one JSON object")
         p.set_defaults(func=func)
-    p = common(sub.add_parser("serve", help="web chat (Gradio) on http://127.0.0.1:7860"))
+    p = common(command("serve", "web chat (Gradio) on http://127.0.0.1:7860"))
     p.add_argument("--host", default="127.0.0.1", help=(
         "address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 opens it to the "
         "network)"))
@@ -202,13 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-uploads", action="store_true",
                    help="offer an \"Add documents\" panel; each upload needs CHATBOT_ADMIN_TOKEN")
     p.set_defaults(func=cmd_serve)
-    p = sub.add_parser("llm-server", help="the packaged LLM as an OpenAI-compatible server")
+    p = command("llm-server", "the packaged LLM as an OpenAI-compatible server")
     _global_options(p, top_level=False)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
     p.set_defaults(func=cmd_llm_server)
-    p = common(sub.add_parser("eval", help="grounding evaluation of a questions file"))
+    p = common(command("eval", "grounding evaluation of a questions file"))
     p.add_argument("questions", type=Path, help="JSONL file of questions")
     p.add_argument("--out", type=Path, default=Path("eval-out"),
                    help="report folder (default: eval-out)")
@@ -217,8 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, help="passages to retrieve (default: 4)")
     p.add_argument("--generator", choices=CHOICES["generator"], help=GENERATOR_HELP)
     p.set_defaults(func=cmd_eval)
-    p = sub.add_parser("bench", help=(
-        "measure ingest, retrieval, start-up, the LLM and memory on this machine"))
+    p = command("bench",
+                "measure ingest, retrieval, start-up, the LLM and memory on this machine")
     _global_options(p, top_level=False)
     p.add_argument("--corpus", type=Path, help="folder of documents (default: corpus)")
     p.add_argument("--out", type=Path, help="write the figures to this JSON file")

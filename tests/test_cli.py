@@ -34,6 +34,8 @@ def test_help_lists_the_commands(tmp_path):
     assert out.returncode == 0
     for command in ("ingest", "ask", "chat", "serve", "eval"):
         assert command in out.stdout
+    # and each command's own --help says what it does (an outside trial missed that on ingest)
+    assert "Build the index from the corpus." in run("ingest", "--help", cwd=tmp_path).stdout
 
 
 def test_missing_corpus_is_a_clear_error(tmp_path):
