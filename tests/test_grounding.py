@@ -189,7 +189,8 @@ def test_support_judge_on_what_qwen_writes(embedder):
     rows = [json.loads(line) for line in QWEN_LABELS.read_text().splitlines()]
     cached = Remembering(embedder)
     r = bench.rates([(bench.judge(row, cached, s.support_threshold, s.family_similarity,
-                                  s.claim_zipf, s.certainty_check), row["supported"])
+                                  s.claim_zipf, s.certainty_check, s.one_sentence_support),
+                       row["supported"])
                      for row in rows])
     assert r["agreement"] >= 0.85 and r["served_unsupported"] <= 0.06, r
 
