@@ -391,7 +391,14 @@ class Chatbot:
             sc, x = next(p for p in scored if p[1].hit == h)
             if sc >= s.second_passage_score:
                 keep.append((sc, x))
-        return [x for _, x in sorted(keep, key=lambda p: -p[0])]
+        chosen = [x for _, x in sorted(keep, key=lambda p: -p[0])]
+        # The sentence that goes on about the best one ("It includes ...") comes with it: an
+        # outside trial's "How much does a basic service cost and what does it include?" got
+        # only the price, the closest sentence to the whole question.
+        follower = next((x for _, x in top if x.lead and x.lead[-1][0] == chosen[0].span), None)
+        if follower is not None and follower not in chosen:
+            chosen.insert(1, follower)
+        return chosen
 
     def _checked(self, pieces: Iterator[str], used: list[int], sentences: list[_Sentence],
                  memo: Remembering, timings: dict, ms,
