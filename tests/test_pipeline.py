@@ -7,7 +7,7 @@ from fakes import ScriptedGenerator
 
 from chatbot.answer import Code
 from chatbot.answerability import Coverage
-from chatbot.pipeline import Answer, standalone_query
+from chatbot.pipeline import Answer, Chatbot, standalone_query
 
 pytestmark = pytest.mark.slow
 DEV = Path(__file__).parent / "data" / "dev.jsonl"
@@ -530,3 +530,20 @@ def test_quoted_sentences_lose_their_lead_ins(extractive_bot):
         assert "Therefore" not in answer.text and "Chappuis" not in answer.text, answer.text
         assert answer.text[0].isupper()
         _check_citations(answer)
+
+
+@pytest.mark.slow
+def test_the_sentence_that_goes_on_about_the_best_one_comes_with_it(tmp_path):
+    """An outside trial asked what a service costs and what it includes, and got the price only:
+    "It includes ..." is not close to the whole question, but it goes on about the sentence
+    that is."""
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "repairs.md").write_text(
+        "# Repairs\n\n## Flat tyre repair\n\nA flat tyre repair costs 18 euros per wheel.\n\n"
+        "## Basic service\n\nThe basic service costs 65 euros. It includes adjusting the brakes "
+        "and gears, checking the chain for wear and truing the wheels. A basic service usually "
+        "takes two working days.\n", encoding="utf-8")
+    bot = Chatbot.from_settings(corpus_dir=tmp_path / "docs", index_dir=tmp_path / "index",
+                                generator="extractive")
+    answer = bot.answer("How much does a basic service cost and what does it include?")
+    assert "65 euros" in answer.text and "adjusting the brakes" in answer.text, answer.text
