@@ -163,6 +163,9 @@ class Settings:
     llm_model: str = "qwen2.5-coder-0.5b"  # a packaged name (models.GGUF_MODELS) or a .gguf path
     transformers_model: str = ""  # for "transformers": a folder or hub id; "" = packaged SmolLM2
     llm_threads: int = 2  # llama.cpp threads; on a shared 2-core box 1 can be faster
+    # Decoding slower than this says once that the CPU is busy (2 idle AMD cores: 50-55 tok/s;
+    # shared with another job: 1-5 tok/s in issue #10 and an outside trial)
+    slow_decode_tok_s: float = 10.0
     llm_context: int = 2048  # tokens; prompts here are ~300-700
     # prompt tokens per llama.cpp step: 128 vs the default 512 saves 29 MB (a smaller logits
     # buffer), prefill 157 vs 152 tok/s, decode unchanged (641-token prompt, Qwen-0.5B)

@@ -55,6 +55,18 @@ def build_messages(question: str, facts: list[tuple[int, str]]) -> list[dict]:
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
+def slow_decode_note(timings: dict, slowest: float, threads: int) -> str | None:
+    """What to tell a user whose answers crawl because the CPU is shared (an outside trial's
+    `ask` took 37-74 s while another job ran, 2-3 s alone), from llama.cpp's counts."""
+    rate, tokens = timings.get("predicted_per_second", 0.0), timings.get("predicted_n", 0)
+    if tokens < 8 or rate >= slowest:
+        return None
+    advice = ("; on a machine that is shared, llm_threads = 1 (CHATBOT_LLM_THREADS=1) can be "
+              "faster" if threads > 1 else "")
+    return (f"The language model wrote {rate:.1f} tokens a second (about 50 on two idle cores): "
+            f"another program is probably using the CPU, so answers take longer{advice}")
+
+
 class GeneratorError(RuntimeError):
     """The model could not write a draft (a server down, slow or failing); the message says
     which and what to check. The pipeline then quotes the passages instead."""
@@ -101,6 +113,7 @@ class LlamaCppGenerator:
                                           settings.llm_draft_tokens, settings.llm_draft_ngram,
                                           saved_prompts=self._prompts, api_key=self._key)
         self.last_timings: dict = {}  # llama.cpp's own counts for the last answer (bench reads it)
+        self._warned_slow = False
         self.chunks = 0
         self.instructions_restored = self._restore_instructions()
 
@@ -192,6 +205,10 @@ class LlamaCppGenerator:
         finally:
             stop.set()
             thread.join()
+        if not self._warned_slow and (note := slow_decode_note(
+                self.last_timings, self.settings.slow_decode_tok_s, self.settings.llm_threads)):
+            self._warned_slow = True  # once a process: the cause is the machine, not the answer
+            log.warning("%s", note)
 
 
 class TransformersGenerator:

@@ -1,5 +1,6 @@
 """End to end with the real packaged models on the seed FAQ."""
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -263,6 +264,21 @@ def test_closing_the_stream_stops_the_model(settings, faq_index):
     stream.close()
     assert generator.chunks <= 6
     assert sum(1 for _ in generator.stream("Why?", [(1, "Screws hold it.")])) >= 290  # can fail
+
+
+def test_a_crawling_model_says_once_that_the_cpu_is_busy(settings, caplog):
+    """An outside trial's `ask` took 37-74 s while another job used the cores, and nothing said
+    why. Here every speed is "slow" (the threshold is set above any real one)."""
+    from chatbot.generation import LlamaCppGenerator
+
+    generator = LlamaCppGenerator(settings.replace(slow_decode_tok_s=1e9))
+    facts = [(1, "Pedicle screws may be used as an internal splint while the bones fuse.")]
+    with caplog.at_level(logging.WARNING):
+        for _ in range(2):
+            assert "".join(generator.stream("What do pedicle screws do?", facts))
+    notes = [r.message for r in caplog.records if "tokens a second" in r.message]
+    assert len(notes) == 1 and "another program is probably using the CPU" in notes[0]
+    assert "llm_threads = 1" in notes[0]
 
 
 def test_a_fresh_process_reads_the_instructions_from_a_file_not_the_model(settings, tmp_path):
