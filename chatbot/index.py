@@ -392,10 +392,6 @@ def _embed(work: Plan) -> tuple[int, float]:
 
 def _assemble(work: Plan, embedded: int, embed_seconds: float, t0: float) -> Index:
     """The index of everything ready, in corpus order, so builds are reproducible."""
-    if not work.ready:
-        raise LoadError(f"no readable documents in {work.settings.corpus_dir}"
-                        + (": " + "; ".join(work.problems) if work.problems else "")
-                        + f"; add {', '.join(sorted(LOADERS))} files")
     sources = [s for s in work.hashes if s in work.ready]
     chunks = [c for s in sources for c in work.ready[s][0]]
     vectors = np.concatenate([work.ready[s][1] for s in sources])
@@ -421,6 +417,10 @@ def _assemble(work: Plan, embedded: int, embed_seconds: float, t0: float) -> Ind
 
 
 def _build(work: Plan, t0: float) -> Index:
+    if not work.ready and not work.pending:  # before anything is written: no folder left behind
+        raise LoadError(f"no readable documents in {work.settings.corpus_dir}"
+                        + (": " + "; ".join(work.problems) if work.problems else "")
+                        + f"; add {', '.join(sorted(LOADERS))} files")
     with _writing(work.settings.index_dir):
         _claim(work.settings.index_dir, work.settings.corpus_dir)
         embedded, seconds = _embed(work)

@@ -227,6 +227,7 @@ def test_no_readable_documents_is_an_error(emb, tmp_path):
     (tmp_path / "c" / "empty.txt").write_text("")
     with pytest.raises(LoadError, match="no readable documents.*empty.txt"):
         index_mod.build(load_settings(corpus_dir=tmp_path / "c", index_dir=tmp_path / "i"), emb)
+    assert not (tmp_path / "i").exists()  # an outside trial found owner.json and cache/ there
 
 
 def test_hnsw_above_the_threshold_matches_exact_search(emb, settings):
