@@ -236,19 +236,22 @@ def corpus_files(root: Path) -> list[Path]:
         raise LoadError(f"corpus folder {root} does not exist; create it and put "
                         ".txt/.md/.html/.pdf files in it, or pass --corpus")
     try:
-        return sorted(p for p in root.rglob("*")
-                      if p.is_file() and p.suffix.lower() in LOADERS
-                      and not any(part.startswith(".") for part in p.relative_to(root).parts))
+        return sorted(p for p in _visible_files(root) if p.suffix.lower() in LOADERS)
     except OSError as err:
         raise LoadError(f"cannot read the corpus folder {root} ({err.strerror}: {err.filename}); "
                         "check its permissions") from err
 
 
+def _visible_files(root: Path) -> Iterator[Path]:
+    """Every file under root but hidden ones (a name or folder starting with ".")."""
+    return (p for p in root.rglob("*") if p.is_file()
+            and not any(part.startswith(".") for part in p.relative_to(root).parts))
+
+
 def unread_files(root: Path) -> list[str]:
-    """Files under root of a kind no loader reads (a .docx, say), hidden ones aside."""
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
-                  if p.is_file() and p.suffix.lower() not in LOADERS
-                  and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    """Files under root of a kind no loader reads (a .docx, say)."""
+    return sorted(p.relative_to(root).as_posix() for p in _visible_files(root)
+                  if p.suffix.lower() not in LOADERS)
 
 
 def load_corpus(root: Path, max_mb: float = 50.0) -> tuple[list[Document], list[str]]:
