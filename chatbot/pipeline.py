@@ -13,7 +13,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable, Container, Iterator, Sequence
+from typing import Callable, Container, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -104,13 +104,14 @@ def query_vectors(question: str, query: str, embed: Callable[[list[str]], np.nda
     return (mixed / np.linalg.norm(mixed)).astype("float32")[None, :], own
 
 
-def common_stems(index: index_mod.Index, settings: Settings) -> frozenset[str]:
-    """Word stems the corpus uses in many of its documents; none in a corpus of few files."""
-    n = len(index.sources)
-    if n < settings.common_word_min_docs:
+def common_stems(frequency: Mapping[str, int], documents: int,
+                 settings: Settings) -> frozenset[str]:
+    """Word stems the corpus uses in many of its `documents` (`frequency`: how many use each);
+    none in a corpus of few files."""
+    if documents < settings.common_word_min_docs:
         return frozenset()
-    many = max(settings.common_word_min_docs, settings.common_word_share * n)
-    return frozenset(w for w, df in index.document_frequency.items() if df >= many)
+    many = max(settings.common_word_min_docs, settings.common_word_share * documents)
+    return frozenset(w for w, df in frequency.items() if df >= many)
 
 
 @dataclass(frozen=True)
@@ -125,8 +126,9 @@ class Snapshot:
 
     @classmethod
     def of(cls, index: index_mod.Index, settings: Settings, embedder: Embedder) -> "Snapshot":
+        frequency = index.document_frequency  # read (or, for an old index, counted) once
         return cls(index, Retriever.from_settings(index, settings, embedder),
-                   common_stems(index, settings), frozenset(index.document_frequency),
+                   common_stems(frequency, len(index.sources), settings), frozenset(frequency),
                    Remembering(embedder, settings.vector_cache))
 
 
