@@ -14,7 +14,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 from wordfreq import zipf_frequency
@@ -285,18 +285,58 @@ def statements(text: str, offset: int = 0, flagged: Sequence[tuple[int, int]] = 
             and not foreign(text[s - offset:e - offset], foreign_margin)]
 
 
+# A heading that is one name in code, as API references head each entry ("random.choice(seq)",
+# "class collections.Counter([iterable-or-mapping])"): a dotted or snake_case name, or a call.
+_SIGNATURE = re.compile(r"(?:(?:class|exception|async|classmethod|staticmethod|abstractmethod"
+                        r"|coroutine|property|method|function)\s+)*(?P<name>[A-Za-z_][\w.]*)"
+                        r"\s*(?P<args>\(.*\))?(?:\s*->.*)?")
+_SIGNATURE_ARGS = 30  # longer argument lists are shortened to "(...)" in a sentence's subject
+
+
+def code_heading(heading: str) -> str:
+    """The name a heading line stands for when it is one name in code ("random.choice(seq)"),
+    else "". Under such a heading the first sentence says what the name does without naming
+    it ("Return a random element from the non-empty sequence seq.")."""
+    m = _SIGNATURE.fullmatch(heading.lstrip("#").strip().strip("`"))
+    if not m or not (m.group("args") or "." in m.group("name") or "_" in m.group("name")):
+        return ""
+    args = m.group("args") or ""
+    return m.group("name") + (args if len(args) <= _SIGNATURE_ARGS else "(...)")
+
+
+class Statement(NamedTuple):
+    """A passage sentence a claim can rest on. `subject`: the name in code its heading stands
+    for when it is the first sentence under one, else ""."""
+    span: tuple[int, int]
+    text: str
+    subject: str = ""
+
+    @property
+    def said(self) -> str:
+        """The sentence as quoted and judged: "`random.choice(seq)`: Return a random element
+        ..." (alone it would not say what returns it, and a draft that names it would add a
+        word its sentence lacks). In backticks, as code is marked in Markdown, and so that after
+        the marker of the sentence before, a new claim starts (answer_sentences)."""
+        return f"`{self.subject}`: {self.text}" if self.subject else self.text
+
+
 def evidence(text: str, offset: int = 0, flagged: Sequence[tuple[int, int]] = (),
-             foreign_margin: float = Settings.foreign_margin
-             ) -> list[tuple[tuple[int, int], str]]:
+             foreign_margin: float = Settings.foreign_margin) -> list[Statement]:
     """The `statements` of a passage as a claim is judged against them: each without its
-    lead-in ("Therefore,") and starting with a capital, with its span in `offset` coordinates.
-    The pipeline offers these as evidence and the evaluation re-judges answers against the
-    same ones, so the two judges see the same sentences."""
-    out = []
-    for a, b in statements(text, offset, flagged, foreign_margin):
-        cut = lead_in(text[a - offset:b - offset])
-        sentence = text[a + cut - offset:b - offset]
-        out.append(((a + cut, b), sentence[:1].upper() + sentence[1:]))
+    lead-in ("Therefore,") and starting with a capital, with its span in `offset` coordinates
+    and the subject a heading that names code gives it. The pipeline offers these as evidence
+    and the evaluation re-judges answers against the same ones, so the two judges see the same
+    sentences."""
+    keep = set(statements(text, offset, flagged, foreign_margin))
+    out, name = [], ""
+    for a, b, heading in split_headings(text, offset):
+        if heading:
+            name = code_heading(text[a - offset:b - offset])
+        elif (a, b) in keep:
+            cut = lead_in(text[a - offset:b - offset])
+            sentence = text[a + cut - offset:b - offset]
+            out.append(Statement((a + cut, b), sentence[:1].upper() + sentence[1:], name))
+            name = ""
     return out
 
 

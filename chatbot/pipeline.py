@@ -361,20 +361,23 @@ class Chatbot:
         found, seen = [], set()
         for i, h in enumerate(hits):
             before = None  # the statement just before (with its own lead), if only space between
-            for span, text in grounding.evidence(h.chunk.text, h.chunk.start,
-                                                 flagged.get(h.chunk.source, ()),
-                                                 self.settings.foreign_margin):
+            for st in grounding.evidence(h.chunk.text, h.chunk.start,
+                                         flagged.get(h.chunk.source, ()),
+                                         self.settings.foreign_margin):
                 lead: tuple = ()
-                if before and grounding.leans_back(text) and not h.chunk.text[
-                        before[-1][0][1] - h.chunk.start:span[0] - h.chunk.start].strip():
+                if before and grounding.leans_back(st.text) and not h.chunk.text[
+                        before[-1][0][1] - h.chunk.start:st.span[0] - h.chunk.start].strip():
                     lead = before  # quoted with what its "this" is
-                before = (*lead, (span, text))
-                key = tuple(words(text))
+                before = (*lead, (st.span, st.said))
+                key = tuple(words(st.text))
                 if key not in seen:
                     seen.add(key)
-                    found.append((i, span, text, lead))
-        vecs = memo.embed([t for _, _, t, _ in found]) if found else np.zeros((0, 1), "float32")
-        return [_Sentence(i, sp, t, v, lead) for (i, sp, t, lead), v in zip(found, vecs)]
+                    found.append((i, st, lead))
+        # Scored on its own words, as the answerability scorer was fitted; quoted and judged
+        # with its subject (grounding.Statement.said).
+        vecs = (memo.embed([st.text for _, st, _ in found]) if found
+                else np.zeros((0, 1), "float32"))
+        return [_Sentence(i, st.span, st.said, v, lead) for (i, st, lead), v in zip(found, vecs)]
 
     def _select(self, qvec: np.ndarray, sentences: list[_Sentence]) -> list[_Sentence]:
         """The sentences that best answer the question, best first. The top passage is trusted
@@ -451,7 +454,7 @@ class Chatbot:
         s = self.settings
         vec = memo.embed([text])[0]
         verdicts = {h: grounding.support(text, vec, [x.text for x in ps],
-                                         np.stack([x.vec for x in ps]), s.support_threshold,
+                                         memo.embed([x.text for x in ps]), s.support_threshold,
                                          s.claim_zipf, memo.embed, s.family_similarity,
                                          s.certainty_check, s.one_sentence_support)
                     for h, ps in passages.items()}

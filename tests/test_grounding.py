@@ -254,6 +254,34 @@ def test_sentences_in_another_language_are_no_evidence():
         assert grounding.foreign(other, 1.0), other
 
 
+@pytest.mark.parametrize("heading, name", [
+    ("#### random.choice(seq)", "random.choice(seq)"),
+    ("#### class collections.Counter([iterable-or-mapping])",
+     "collections.Counter([iterable-or-mapping])"),
+    ("### `os.walk(top)`", "os.walk(top)"),
+    ("#### zipfile.ZipFile(file, mode='r', compression=ZIP_STORED, allowZip64=True)",
+     "zipfile.ZipFile(...)"),
+    ("#### sys.argv", "sys.argv"),
+    ("## Overview", ""), ("### What is a failed fusion?", ""), ("## 5.4. Sets", ""),
+    ("#### -a, --include-attributes", ""),
+])
+def test_a_heading_names_code_only_when_it_is_one_name_in_code(heading, name):
+    assert grounding.code_heading(heading) == name
+
+
+def test_the_first_sentence_under_a_code_heading_is_said_with_its_name():
+    text = ("#### random.choice(seq)\n\nReturn a random element from the non-empty sequence "
+            "seq. If seq is empty, raises IndexError.\n\n## Notes on randomness\n\nThe "
+            "generator is not suitable for security purposes.")
+    said = [s.said for s in grounding.evidence(text)]
+    assert said == ["`random.choice(seq)`: Return a random element from the non-empty sequence "
+                    "seq.", "If seq is empty, raises IndexError.",
+                    "The generator is not suitable for security purposes."]
+    # the quoted name starts a new claim after the marker of the sentence before
+    assert grounding.answer_sentences(f"It holds code() [1] {said[0]} [2]") == [
+        "It holds code() [1]", f"{said[0]} [2]"]
+
+
 def test_statements_skip_headings_questions_and_labels():
     text = "Can you undo a fusion?\n\nOverview. A device called ProDisc may help. Is it safe?"
     assert [text[s:e] for s, e in grounding.statements(text)] == [

@@ -66,7 +66,7 @@ def citation_validity(result: dict) -> tuple[int, int]:
 
 def passage_statements(text: str) -> list[str]:
     """The sentences of a passage a claim can rest on, as the pipeline offers them."""
-    return [sentence for _, sentence in grounding.evidence(text)]
+    return [statement.said for statement in grounding.evidence(text)]
 
 
 class Judge:
