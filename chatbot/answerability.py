@@ -97,11 +97,18 @@ def weight(question: str, asked: Sequence[str],
     return {w: float(max(0.0, 1.0 - vectors[0] @ v)) for w, v in zip(asked, vectors[1:])}
 
 
+# "Once" that starts a clause ("Once the bone has fused, ...") says when, not how often: it
+# answered "how long does it take for the bones to fuse?" in full on a fresh blind set.
+_WHEN_ONCE = re.compile(r"\bonce\s+(?:the|you|your|it|its|they|their|we|he|she|this|that|"
+                        r"these|those|my|our|all|every|each)\b", re.I)
+
+
 def gives_quantity(text: str) -> bool:
     """A number, in digits or in words ("8 years", "two levels", "twice"). A unit without one
     gives no amount: "several days or weeks afterward" does not say how many days in hospital,
     nor "a percentage of patients" what percentage."""
-    return any(w[0].isdigit() or w in grounding.NUMBER_WORDS for w in words(text))
+    return any(w[0].isdigit() or w in grounding.NUMBER_WORDS
+               for w in words(_WHEN_ONCE.sub(" ", text)))
 
 
 def signals(question: str, dense: float, sentence: float, title: float, evidence: str,

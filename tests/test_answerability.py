@@ -51,6 +51,10 @@ def test_an_amount_needs_a_number_not_only_a_unit():
     assert not answerability.gives_quantity("A percentage of patients may still experience pain.")
     assert answerability.gives_quantity("Most patients do well even 8 years after surgery.")
     assert answerability.gives_quantity("A fusion at two levels of the spine.")
+    # "once" starting a clause says when: a fresh blind set's "how long does it take for the
+    # bones to fuse?" was answered in full with "Once the bone has fused, ..."
+    assert not answerability.gives_quantity("Once the bone has fused, it will not curve.")
+    assert answerability.gives_quantity("Take one tablet once a day.")
 
 
 @pytest.mark.slow
