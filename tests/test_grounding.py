@@ -65,10 +65,14 @@ def test_a_sentence_that_leans_on_the_one_before_is_told_apart(sentence, leans):
 def test_missing_literals_wants_numbers_and_code_names_as_they_are():
     passage = ("Wait six weeks before driving. Changed in version 3.12. "
                "See typing.final: it cannot be overridden.")
-    assert grounding.missing_literals("Can I drive after 6 weeks?", passage) == []  # spelled out
     assert grounding.missing_literals("What changed in 3.12?", passage) == []
     assert grounding.missing_literals(
-        "What changed in Python 3.13 after 8 weeks?", passage) == ["3.13", "8"]
+        "What changed in Python 3.13, is it 25% faster?", passage) == ["3.13", "25%"]
+    # a whole number is the asker's own amount ("wait 2 seconds" was refused: "they do not
+    # mention 2"), and a UUID's digits are no numbers at all
+    assert grounding.missing_literals("Can I drive after 8 weeks?", passage) == []
+    assert grounding.missing_literals(
+        "How do I make an id like 'f47ac10b-58cc-4372-a567-0e02b2c3d479'?", passage) == []
     assert grounding.missing_literals(
         "How do I use @typing.override?", passage) == ["typing.override"]
     assert grounding.missing_literals(
