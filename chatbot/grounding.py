@@ -51,7 +51,10 @@ QUESTION_FRAME = frozenset("""
 option options mine named name mentioned mention exist exists okay ok instead gets getting seeing
 possible example examples given something anything always usually likely happen happens besides
 else kind type types called mean means
-""".split())
+husband wife partner spouse boyfriend girlfriend mum mom mother dad father parent parents son
+daughter child children kid kids brother sister grandmother grandfather grandma grandad nan
+relative relatives friend family
+""".split())  # the last three lines: who a question is about ("my husband's op"), never its topic
 
 
 def matches(stem_: str, vocabulary: set[str]) -> bool:

@@ -43,6 +43,10 @@ def test_term_coverage_is_literal_first_then_by_meaning(embedder):
     # Question framing ("happened", "kind") is not a topic the passage must cover.
     assert "happened" not in answerability.term_coverage("What kind of thing happened?",
                                                          TREATMENTS, embedder.embed)
+    # nor who it is about: "The documents do not mention husband" (a fresh blind set)
+    asked = answerability.term_coverage("Can physical therapy help my husband's mum?",
+                                        TREATMENTS, embedder.embed)
+    assert "husband's" not in asked and "mum" not in asked, asked
 
 
 def test_an_amount_needs_a_number_not_only_a_unit():
