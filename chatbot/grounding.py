@@ -209,8 +209,9 @@ def lead_in(sentence: str) -> int:
 
 def negations(text: str) -> int:
     """How many negations: "cannot fail if there is not enough" has two, "can fail if there is
-    not enough" one, so a flipped claim is told apart from a passage that already negates."""
-    return sum(is_negation(w) for w in words(text))
+    not enough" one, so a flipped claim is told apart from a passage that already negates. Code
+    in backticks is not prose: "`str.split(sep=None)`" negates nothing."""
+    return sum(is_negation(w) for w in words(re.sub(r"`[^`\n]*`", " ", text)))
 
 
 # Words that make a statement possible rather than certain; a claim that drops them all from a
@@ -301,8 +302,8 @@ _SIGNATURE_ARGS = 30  # longer argument lists are shortened to "(...)" in a sent
 
 def code_heading(heading: str) -> str:
     """The name a heading line stands for when it is one name in code ("random.choice(seq)"),
-    else "". Under such a heading the first sentence says what the name does without naming
-    it ("Return a random element from the non-empty sequence seq.")."""
+    else "". The sentences under such a heading say what the name does without naming it
+    ("Return a random element from the non-empty sequence seq.")."""
     m = _SIGNATURE.fullmatch(heading.lstrip("#").strip().strip("`"))
     if not m or not (m.group("args") or "." in m.group("name") or "_" in m.group("name")):
         return ""
@@ -312,7 +313,7 @@ def code_heading(heading: str) -> str:
 
 class Statement(NamedTuple):
     """A passage sentence a claim can rest on. `subject`: the name in code its heading stands
-    for when it is the first sentence under one, else ""."""
+    for when it is under one, else ""."""
     span: tuple[int, int]
     text: str
     subject: str = ""
@@ -330,9 +331,9 @@ def evidence(text: str, offset: int = 0, flagged: Sequence[tuple[int, int]] = ()
              foreign_margin: float = Settings.foreign_margin) -> list[Statement]:
     """The `statements` of a passage as a claim is judged against them: each without its
     lead-in ("Therefore,") and starting with a capital, with its span in `offset` coordinates
-    and the subject a heading that names code gives it. The pipeline offers these as evidence
-    and the evaluation re-judges answers against the same ones, so the two judges see the same
-    sentences."""
+    and the subject a heading that names code gives the sentences under it. The pipeline
+    offers these as evidence and the evaluation re-judges answers against the same ones, so the
+    two judges see the same sentences."""
     keep = set(statements(text, offset, flagged, foreign_margin))
     out, name = [], ""
     for a, b, heading in split_headings(text, offset):
@@ -342,7 +343,21 @@ def evidence(text: str, offset: int = 0, flagged: Sequence[tuple[int, int]] = ()
             cut = lead_in(text[a - offset:b - offset])
             sentence = text[a + cut - offset:b - offset]
             out.append(Statement((a + cut, b), sentence[:1].upper() + sentence[1:], name))
-            name = ""
+    return out
+
+
+_SUBJECT = re.compile(r"`[^`\n]+`: ")
+
+
+def unrepeated(texts: Sequence[str]) -> list[str]:
+    """Sentences as said one after another: one under the same code heading as the sentence
+    before it does not name it again ("`sys.setrecursionlimit(limit)`: Set the maximum depth
+    ... If the new limit is too low ...")."""
+    out, last = [], None
+    for text in texts:
+        m = _SUBJECT.match(text)
+        out.append(text[m.end():] if m and m.group(0) == last else text)
+        last = m.group(0) if m else None
     return out
 
 

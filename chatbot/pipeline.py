@@ -245,7 +245,7 @@ class Chatbot:
         query, hits, sentences, evidence = r.query, r.hits, r.sentences, r.evidence
         used = sorted({e.hit for e in evidence}, key=lambda h: min(
             i for i, e in enumerate(evidence) if e.hit == h))
-        facts = [(n, " ".join(e.text for e in evidence if e.hit == h))
+        facts = [(n, " ".join(grounding.unrepeated([e.text for e in evidence if e.hit == h])))
                  for n, h in enumerate(used, 1)]
         claims: list[_ClaimDraft] = []
         failure = ""
@@ -590,8 +590,10 @@ def _quotes(evidence: list[_Sentence],
     """The passages' own sentences as claims, each with the sentence it leans back on ("After
     any spine surgery, ... pain. This is called failed back syndrome ..."), unless that is
     `said` already (by the model: (hit, span)); a sentence that is quoted as another's lead is
-    not quoted again."""
+    not quoted again. One after another under the same code heading, only the first names it."""
     led = {(y.hit, span) for y in evidence for span, _ in y.lead}
-    return [_ClaimDraft(text, True, e.hit, span, "", quoted=True)
-            for e in evidence if (e.hit, e.span) not in led
-            for span, text in (*e.lead, (e.span, e.text)) if (e.hit, span) not in said]
+    quoted = [(e.hit, span, text) for e in evidence if (e.hit, e.span) not in led
+              for span, text in (*e.lead, (e.span, e.text)) if (e.hit, span) not in said]
+    texts = grounding.unrepeated([text for _, _, text in quoted])
+    return [_ClaimDraft(text, True, hit, span, "", quoted=True)
+            for (hit, span, _), text in zip(quoted, texts)]

@@ -273,14 +273,20 @@ def test_a_heading_names_code_only_when_it_is_one_name_in_code(heading, name):
     assert grounding.code_heading(heading) == name
 
 
-def test_the_first_sentence_under_a_code_heading_is_said_with_its_name():
-    text = ("#### random.choice(seq)\n\nReturn a random element from the non-empty sequence "
-            "seq. If seq is empty, raises IndexError.\n\n## Notes on randomness\n\nThe "
-            "generator is not suitable for security purposes.")
+def test_sentences_under_a_code_heading_are_said_with_its_name_once():
+    text = ("#### sys.setrecursionlimit(limit)\n\nSet the maximum depth of the interpreter "
+            "stack to limit. If the new limit is too low, a RecursionError is raised.\n\n"
+            "## Notes on recursion\n\nDeep recursion is not suitable for most programs.")
     said = [s.said for s in grounding.evidence(text)]
-    assert said == ["`random.choice(seq)`: Return a random element from the non-empty sequence "
-                    "seq.", "If seq is empty, raises IndexError.",
-                    "The generator is not suitable for security purposes."]
+    name = "`sys.setrecursionlimit(limit)`: "
+    assert said == [f"{name}Set the maximum depth of the interpreter stack to limit.",
+                    f"{name}If the new limit is too low, a RecursionError is raised.",
+                    "Deep recursion is not suitable for most programs."]
+    # one after another, the name is said once; alone, each sentence says what it is about
+    assert grounding.unrepeated(said) == [said[0], said[1][len(name):], said[2]]
+    assert grounding.unrepeated(said[1:]) == said[1:]
+    # code is not prose: a quote without its subject "`str.split(sep=None)`: " negates as it did
+    assert grounding.negations("`str.split(sep=None)`: Return a list of the words.") == 0
     # the quoted name starts a new claim after the marker of the sentence before
     assert grounding.answer_sentences(f"It holds code() [1] {said[0]} [2]") == [
         "It holds code() [1]", f"{said[0]} [2]"]
