@@ -328,14 +328,17 @@ class Statement(NamedTuple):
 
 
 def evidence(text: str, offset: int = 0, flagged: Sequence[tuple[int, int]] = (),
-             foreign_margin: float = Settings.foreign_margin) -> list[Statement]:
+             foreign_margin: float = Settings.foreign_margin, heading: str = ""
+             ) -> list[Statement]:
     """The `statements` of a passage as a claim is judged against them: each without its
     lead-in ("Therefore,") and starting with a capital, with its span in `offset` coordinates
-    and the subject a heading that names code gives the sentences under it. The pipeline
-    offers these as evidence and the evaluation re-judges answers against the same ones, so the
-    two judges see the same sentences."""
+    and the subject a heading that names code gives the sentences under it; `heading` is the
+    one the text starts under (a chunk split off the middle of a long entry has it only as its
+    title: 786 of the Python docs' 8,663 chunks under a name in code). The pipeline offers these
+    as evidence and the evaluation re-judges answers against the same ones, so the two judges
+    see the same sentences."""
     keep = set(statements(text, offset, flagged, foreign_margin))
-    out, name = [], ""
+    out, name = [], code_heading(heading)
     for a, b, heading in split_headings(text, offset):
         if heading:
             name = code_heading(text[a - offset:b - offset])
@@ -399,9 +402,13 @@ def support(claim: str, claim_vec: np.ndarray, passage: list[str], passage_vecs:
     `one_sentence`, its words must come from its closest sentence (with the one before, when
     that one leans on it: "This is called ..."), not from anywhere in the passage: a draft that
     joins one sentence's subject to another's predicate ("create_task() ... waits for all of
-    them to finish", from a passage where gather() waits) is no longer supported."""
+    them to finish", from a passage where gather() waits) is no longer supported. A claim whose
+    words are a run of one sentence's (a quote, maybe without the name in code it starts with)
+    is judged against that sentence, whichever is closest in meaning."""
     sims = passage_vecs @ claim_vec
-    best = int(np.argmax(sims))
+    said = f" {' '.join(words(claim))} "
+    best = next((i for i, p in enumerate(passage) if said in f" {' '.join(words(p))} "),
+                int(np.argmax(sims)))
     similarity = float(sims[best])
     scope = passage
     if one_sentence:

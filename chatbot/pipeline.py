@@ -363,7 +363,7 @@ class Chatbot:
             before = None  # the statement just before (with its own lead), if only space between
             for st in grounding.evidence(h.chunk.text, h.chunk.start,
                                          flagged.get(h.chunk.source, ()),
-                                         self.settings.foreign_margin):
+                                         self.settings.foreign_margin, h.chunk.title):
                 lead: tuple = ()
                 if before and grounding.leans_back(st.text) and not h.chunk.text[
                         before[-1][0][1] - h.chunk.start:st.span[0] - h.chunk.start].strip():

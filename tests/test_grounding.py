@@ -292,6 +292,30 @@ def test_sentences_under_a_code_heading_are_said_with_its_name_once():
         "It holds code() [1]", f"{said[0]} [2]"]
 
 
+def test_a_piece_split_off_a_code_entry_is_said_with_its_title():
+    """786 of the Python docs' chunks under a name in code start in the middle of the entry."""
+    said = [s.said for s in grounding.evidence(
+        "By default, time.localtime() is used for the conversion.",
+        heading="logging.Formatter(fmt=None)")]
+    assert said == ["`logging.Formatter(fmt=None)`: By default, time.localtime() is used for the "
+                    "conversion."]
+
+
+def test_a_quote_without_its_name_is_judged_against_its_own_sentence(embedder):
+    """Quoted one after another, the second sentence under a code heading loses its name; the
+    evaluation judged one ("Changed in version 3.4: ...") against a closer-looking sentence of
+    the same passage ("adds 3.4")."""
+    passage = ["`urllib.request.Request(...)`: Changed in version 3.3: Request.method argument is "
+               "added to the Request class.",
+               "`urllib.request.Request(...)`: Changed in version 3.4: Default Request.method may "
+               "be indicated at the class level."]
+    claim = "Changed in version 3.4: Default Request.method may be indicated at the class level."
+    verdict = grounding.support(claim, embedder.embed([claim])[0], passage,
+                                embedder.embed(passage), threshold=0.75, zipf=4.0,
+                                one_sentence=True)
+    assert verdict.supported and verdict.sentence == 1, verdict
+
+
 def test_statements_skip_headings_questions_and_labels():
     text = "Can you undo a fusion?\n\nOverview. A device called ProDisc may help. Is it safe?"
     assert [text[s:e] for s, e in grounding.statements(text)] == [

@@ -64,9 +64,10 @@ def citation_validity(result: dict) -> tuple[int, int]:
     return valid, len(marks)
 
 
-def passage_statements(text: str) -> list[str]:
-    """The sentences of a passage a claim can rest on, as the pipeline offers them."""
-    return [statement.said for statement in grounding.evidence(text)]
+def passage_statements(text: str, title: str = "") -> list[str]:
+    """The sentences of a passage a claim can rest on, as the pipeline offers them (`title`:
+    the heading the passage sits under)."""
+    return [statement.said for statement in grounding.evidence(text, heading=title)]
 
 
 class Judge:
@@ -131,7 +132,8 @@ def answer_metrics(result: dict, case: Case, judge: Judge) -> dict:
             t.lower() in result["answer"].lower() for t in case.must_mention_any)
     if result["refused"]:
         return m
-    passages = {c["n"]: passage_statements(c["text"]) for c in result["citations"]}
+    passages = {c["n"]: passage_statements(c["text"], c.get("title", ""))
+                for c in result["citations"]}
     # a partial answer's framing ("The documents do not mention ...") and advice cite nothing
     body = result["answer"][len(result.get("preamble", "")):
                             len(result["answer"]) - len(result.get("advice", ""))]
