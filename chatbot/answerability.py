@@ -34,6 +34,13 @@ FEATURES = ("dense", "sentence", "title", "term_min", "term_gap", "literals", "q
 _ASKS_QUANTITY = re.compile(
     r"\bhow (many|much|long|often|soon|old|far)\b|\bwhat (percentage|percent|proportion|dose|"
     r"dosage|age)\b|\b(how likely|success rate|odds|chances?)\b", re.I)
+# ... and those that ask for a share, answered only by a sentence that gives one: "What
+# percentage of spinal fusions are successful?" was answered in full from "two levels".
+_ASKS_SHARE = re.compile(r"\b(percentage|percent|per cent|proportion|success rate|fraction)\b",
+                         re.I)
+_GIVES_SHARE = re.compile(r"\d\s*%|\bper ?cent\b|\b\w+ (in|out of) (every )?\w+ (patients|"
+                          r"people|cases)\b|\b(half|third|quarter|majority|minority)\b|"
+                          r"\b\d+(\.\d+)?\s*(x|times)\b", re.I)
 MISSING_NAMED = 3  # a partial answer names at most this many missing words
 
 
@@ -111,6 +118,12 @@ def gives_quantity(text: str) -> bool:
                for w in words(_WHEN_ONCE.sub(" ", text)))
 
 
+def gives_share(text: str) -> bool:
+    """A share or rate: "30%", "one in five patients", "half", "1.25x". A bare number is not
+    one ("at two levels of the spine" says nothing of how many fusions succeed)."""
+    return _GIVES_SHARE.search(text) is not None
+
+
 def signals(question: str, dense: float, sentence: float, title: float, evidence: str,
             top_sentences: Sequence[str], embed: Callable[[list[str]], np.ndarray],
             common: Container[str] = frozenset(), rare_zipf: float = 5.3,
@@ -126,8 +139,9 @@ def signals(question: str, dense: float, sentence: float, title: float, evidence
     carried = weight(question, list(cover), embed)
     gaps = {w: carried[w] * (1.0 - cover[w]) for w in cover}
     literals = grounding.missing_literals(question, evidence)
-    asks = bool(_ASKS_QUANTITY.search(question))
-    quantity = float(asks and not any(gives_quantity(s) for s in top_sentences))
+    gives = gives_share if _ASKS_SHARE.search(question) else gives_quantity
+    asks = bool(_ASKS_QUANTITY.search(question) or _ASKS_SHARE.search(question))
+    quantity = float(asks and not any(gives(s) for s in top_sentences))
     # Named in a partial answer or refusal: uncovered rare words that carry the question (not an
     # aside such as "explain" or "works"), the widest gap first. Relative to the question's
     # heaviest word, since every word of a long question carries less.

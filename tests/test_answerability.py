@@ -1,4 +1,5 @@
 """The answerability signals and the calibrated three-way decision, with the real embedder."""
+import numpy as np
 import pytest
 
 from chatbot import answerability
@@ -59,6 +60,21 @@ def test_an_amount_needs_a_number_not_only_a_unit():
     # bones to fuse?" was answered in full with "Once the bone has fused, ..."
     assert not answerability.gives_quantity("Once the bone has fused, it will not curve.")
     assert answerability.gives_quantity("Take one tablet once a day.")
+
+
+def test_a_share_needs_a_share_not_any_number():
+    """The dev set's "What percentage of spinal fusions are successful?" was answered in full
+    from "two levels of the spine (e.g. L4-L5 and L5-S1)": a number, not a share."""
+    assert not answerability.gives_share("A fusion at two levels of the spine.")
+    assert not answerability.gives_share("A percentage of patients may still experience pain.")
+    for given in ("About 30% of patients need a revision.", "It is 1.25x faster.",
+                  "One in five patients has pain.", "Half of the patients do well."):
+        assert answerability.gives_share(given), given
+    two_levels = ["A two-level fusion may be considered for severe pain at two levels."]
+    same = lambda ws: np.full((len(ws), 4), 0.5)  # noqa: E731 (no word is a synonym here)
+    sig = answerability.signals("What percentage of spinal fusions are successful?", 0.5, 0.5,
+                                0.5, two_levels[0], two_levels, same)
+    assert sig.quantity == 1.0
 
 
 @pytest.mark.slow
