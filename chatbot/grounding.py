@@ -14,7 +14,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 from wordfreq import zipf_frequency
@@ -222,6 +222,30 @@ HEDGES = frozenset("may might can could possibly sometimes perhaps often usually
 _DANGLING = frozenset("to of the a an and or by with for from that which as at in on is are was "
                       "were be every than its their your whose use using via including "
                       "following".split())
+
+
+# Qwen makes a fact's marker the object of its sentence ("To pick a random item out of a list,
+# use [1]."): the marker stands for what that fact is about.
+_MARKER_OBJECT = re.compile(r"\b(?:use|using|call|calling|with|via) (\[(\d+)\])\s*([.!]?)\s*$",
+                            re.I)
+
+
+def subject(fact: str) -> str:
+    """The name in code a fact is about, as said at its start ("`random.choice(seq)`: ..."), or
+    ""."""
+    m = _SUBJECT.match(fact)
+    return m.group(0)[:-2] if m else ""
+
+
+def named_marker(sentence: str, names: Mapping[int, str]) -> str:
+    """A sentence whose object is a marker, with the name of the cited fact's subject said
+    before the marker ("use `random.choice(seq)` [1]."); unchanged when that fact names none
+    (`names`: fact number -> its `subject`)."""
+    m = _MARKER_OBJECT.search(sentence)
+    name = names.get(int(m.group(2))) if m else ""
+    if not name:
+        return sentence
+    return f"{sentence[:m.start(1)]}{name} {m.group(1)}{m.group(3)}"
 
 
 def split_citations(sentence: str, facts: int = 0) -> tuple[str, list[int]]:

@@ -251,7 +251,9 @@ class Chatbot:
         failure = ""
         try:
             draft = iter(()) if steered else self.generator.stream(query, facts)
-            for claim in self._checked(draft, used, sentences, memo, timings, ms, cancelled):
+            names = {n: grounding.subject(text) for n, text in facts}
+            for claim in self._checked(draft, used, names, sentences, memo, timings, ms,
+                                       cancelled):
                 if claim.supported and any(c.supported and _same(c.text, claim.text)
                                            for c in claims):
                     continue  # the model said it again: say it once
@@ -405,12 +407,14 @@ class Chatbot:
             chosen.insert(1, follower)
         return chosen
 
-    def _checked(self, pieces: Iterator[str], used: list[int], sentences: list[_Sentence],
-                 memo: Remembering, timings: dict, ms,
+    def _checked(self, pieces: Iterator[str], used: list[int], names: dict[int, str],
+                 sentences: list[_Sentence], memo: Remembering, timings: dict, ms,
                  cancelled: Callable[[], bool]) -> Iterator[_ClaimDraft]:
         """Judge each draft sentence as soon as the next one has begun (so its trailing markers
-        are in), against the passages it may cite; the last one when the draft ends. When
-        `cancelled()` turns true (Stop in the web page) the model stops at the next token."""
+        are in), against the passages it may cite; the last one when the draft ends. A marker
+        that is the sentence's object ("use [1].") is read as the name its fact is about
+        (`names`, by fact number). When `cancelled()` turns true (Stop in the web page) the
+        model stops at the next token."""
         passages = {h: [x for x in sentences if x.hit == h] for h in used}
         draft, judged = "", 0
         before: _ClaimDraft | None = None  # the last sentence that passed
@@ -426,7 +430,8 @@ class Chatbot:
                     done = done[:-1] if len(done) < 2 or grounding.has_words(done[-1]) \
                         else done[:-2]
                 for i, sentence in enumerate(done[judged:], judged):
-                    text, cited = grounding.split_citations(sentence, len(used))
+                    text, cited = grounding.split_citations(
+                        grounding.named_marker(sentence, names), len(used))
                     if not text:
                         continue
                     claim = self._judge(text, cited, used, passages, memo)

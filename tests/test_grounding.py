@@ -320,3 +320,13 @@ def test_statements_skip_headings_questions_and_labels():
     text = "Can you undo a fusion?\n\nOverview. A device called ProDisc may help. Is it safe?"
     assert [text[s:e] for s, e in grounding.statements(text)] == [
         "A device called ProDisc may help."]
+
+
+def test_a_marker_as_the_object_is_the_name_its_fact_is_about():
+    names = {1: "`random.choice(seq)`", 2: ""}
+    said = grounding.named_marker("To pick a random item out of a list, use [1].", names)
+    assert grounding.split_citations(said, 2) == (
+        "To pick a random item out of a list, use `random.choice(seq)`.", [1])
+    for unchanged in ("Sort the keys by using [2].", "Pedicle screws hold the spine. [1]"):
+        assert grounding.named_marker(unchanged, names) == unchanged
+    assert grounding.subject("`random.choice(seq)`: Return a random element.") == names[1]

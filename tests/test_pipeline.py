@@ -582,6 +582,14 @@ def test_a_sentence_under_a_code_heading_is_quoted_and_judged_with_its_name(tmp_
         "the given path as a named tuple.\n", encoding="utf-8")
     settings = dict(corpus_dir=tmp_path / "docs", index_dir=tmp_path / "index")
     question = "How do I delete a directory tree with everything in it?"
+    # Qwen's marker as the object (users' tuning set, 3 of 47 drafts: "use [1]." was judged an
+    # unfinished sentence) stands for the name its fact is about
+    draft = "To delete an entire directory tree, use [1]."
+    answer = Chatbot(load_settings(**settings), generator=ScriptedGenerator(draft)).answer(
+        question)
+    assert answer.wording == "model", answer.to_dict()
+    assert answer.text.startswith("To delete an entire directory tree, use "
+                                  "`shutil.rmtree(path)`. [1]"), answer.text
     quoted = Chatbot.from_settings(**settings, generator="extractive").answer(question)
     assert "`shutil.rmtree(path)`: Delete an entire directory tree" in quoted.text, quoted.text
     _check_citations(quoted)
