@@ -53,6 +53,7 @@ class _Reading:
     flagged: instructions.Spans
     sentences: list[_Sentence] = field(default_factory=list)
     evidence: list[_Sentence] = field(default_factory=list)
+    nearby: list[_Sentence] = field(default_factory=list)  # best of each other passage, best first
     p: float | None = None  # P(answerable); None when refused before scoring
     coverage: Coverage = Coverage.NONE
     lacking: str = ""  # "the documents do not mention acupuncture", "... give no number for this"
@@ -240,7 +241,7 @@ class Chatbot:
             yield self._refuse(base, r.hits, outcome, ms, timings)
             return
         if r.coverage is Coverage.PARTIAL:
-            yield self._partial(base, r.hits, r.evidence, r.lacking, timings, ms)
+            yield self._partial(base, r.hits, r.evidence, r.nearby, r.lacking, timings, ms)
             return
         query, hits, sentences, evidence = r.query, r.hits, r.sentences, r.evidence
         used = sorted({e.hit for e in evidence}, key=lambda h: min(
@@ -348,8 +349,12 @@ class Chatbot:
             refusal = Outcome(Code.NOT_COVERED,  # after "The documents I have do not cover this"
                               re.sub("^the documents", "they", lacking)
                               or "no passage answers it closely enough")
-        return _Reading(**read, sentences=sentences, evidence=evidence, p=p, coverage=coverage,
-                        lacking=lacking, refusal=refusal,
+        scores = {}  # each passage's closest sentence to the question, for a partial answer
+        for x in sorted(sentences, key=lambda x: -float(x.vec @ focus[0])):
+            scores.setdefault(x.hit, x)
+        nearby = [x for h, x in scores.items() if h != evidence[0].hit]
+        return _Reading(**read, sentences=sentences, evidence=evidence, nearby=nearby, p=p,
+                        coverage=coverage, lacking=lacking, refusal=refusal,
                         signals={**sig.to_dict(), "p_answerable": round(p, 4)})
 
     def _sentences(self, hits: list[Hit], flagged: instructions.Spans,
@@ -471,15 +476,20 @@ class Chatbot:
                            quoted=self.generator.name == "extractive")
 
     def _partial(self, base: dict, hits: list[Hit], evidence: list[_Sentence],
-                 lacking: str, timings: dict, ms) -> Answer:
-        """Say what the documents lack, then quote what they say on the nearest topic."""
+                 nearby: list[_Sentence], lacking: str, timings: dict, ms) -> Answer:
+        """Say what the documents lack, then quote what they say on the nearest topic, and the
+        closest sentence of the next passage (`nearby`): the top passage is not always the
+        answering one, least of all when the scorer doubts."""
         # With no missing word named this is the scorer's doubt, not a known gap: 13 of 16 such
         # partial answers on the FAQ patients' tuning half were to answerable questions.
         gap = (lacking[0].upper() + lacking[1:] if lacking
                else "The documents may not answer exactly this")
-        title = hits[evidence[0].hit].chunk.title
-        preamble = f"{gap}. On “{title}” they say:"
-        quotes = _quotes(evidence[: self.settings.partial_quotes])
+        chosen = evidence[: self.settings.partial_quotes]
+        chosen += [x for x in nearby if x.hit not in {e.hit for e in chosen}][
+            : self.settings.partial_nearby_quotes]
+        titles = dict.fromkeys(f"“{hits[x.hit].chunk.title}”" for x in chosen)
+        preamble = f"{gap}. On {' and '.join(titles)} they say:"
+        quotes = _quotes(chosen)
         timings["total_ms"] = ms()
         outcome = Outcome(Code.PARTIAL, gap)
         answer = self._compose(base, hits, quotes, outcome, timings, coverage=Coverage.PARTIAL,
