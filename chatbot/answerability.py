@@ -21,7 +21,8 @@ import re
 from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
-from typing import AbstractSet, Callable, Container, Iterable, Sequence
+from types import MappingProxyType
+from typing import AbstractSet, Callable, Container, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -73,16 +74,20 @@ class Signals:
 
 def term_coverage(question: str, evidence: str, embed: Callable[[list[str]], np.ndarray],
                   common: Container[str] = frozenset(),
-                  ignore: Iterable[str] = grounding.QUESTION_FRAME) -> dict[str, float]:
+                  ignore: Iterable[str] = grounding.QUESTION_FRAME,
+                  aliases: Mapping[str, AbstractSet[str]] = MappingProxyType({})
+                  ) -> dict[str, float]:
     """Each content word of the question -> how well the evidence covers it: 1 when its stem (or
-    a long shared prefix) is there or the corpus uses it everywhere, else the cosine of the
+    a long shared prefix) is there, or a term the corpus's glossary says it stands for
+    (`aliases`: "metal" for hardware), or the corpus uses it everywhere; else the cosine of the
     word's embedding to the closest evidence word (vertebrae ~ spine is high, ibuprofen ~ anything
     in a spine FAQ is low)."""
     vocab = grounding.vocabulary(evidence)
     frame = {stem(w) for w in ignore}
     asked = [w for w in dict.fromkeys(content_words(question))
              if stem(w) not in frame and not w[0].isdigit() and len(w) > 2]
-    cover = {w: 1.0 for w in asked if grounding.matches(stem(w), vocab) or stem(w) in common}
+    cover = {w: 1.0 for w in asked if grounding.matches(stem(w), vocab) or stem(w) in common
+             or any(t in vocab for t in aliases.get(stem(w), ()))}
     rest = [w for w in asked if w not in cover]
     if rest:
         pool = sorted({w for w in content_words(evidence) if len(w) > 2})
@@ -128,13 +133,15 @@ def signals(question: str, dense: float, sentence: float, title: float, evidence
             top_sentences: Sequence[str], embed: Callable[[list[str]], np.ndarray],
             common: Container[str] = frozenset(), rare_zipf: float = 5.3,
             synonym_similarity: float = 0.6, name_share: float = 0.33,
-            corpus: AbstractSet[str] = frozenset()) -> Signals:
+            corpus: AbstractSet[str] = frozenset(),
+            aliases: Mapping[str, AbstractSet[str]] = MappingProxyType({})) -> Signals:
     """The signals for one question against its closest passages (`evidence`, their text) and the
     sentences that match it best (`top_sentences`); the cosines come from the caller, which
     has the vectors already. `corpus`: the stems of every document; a missing word it has is
     also `elsewhere` ("The documents do not mention chiropractor" would be untrue when a
-    passage that was not retrieved says "chiropractic care"); it counts as a gap all the same."""
-    cover = term_coverage(question, evidence, embed, common)
+    passage that was not retrieved says "chiropractic care"); it counts as a gap all the same.
+    `aliases`: the corpus's glossary (`term_coverage`)."""
+    cover = term_coverage(question, evidence, embed, common, aliases=aliases)
     rare = {w: c for w, c in cover.items() if grounding.english_zipf(w) < rare_zipf}
     carried = weight(question, list(cover), embed)
     gaps = {w: carried[w] * (1.0 - cover[w]) for w in cover}

@@ -19,6 +19,8 @@ from bs4 import (BeautifulSoup, CData, Comment, Declaration, Doctype, NavigableS
                  ProcessingInstruction, Tag)
 
 from chatbot import hidden
+from chatbot.config import CORPUS_CONFIG
+from chatbot.glossary import GLOSSARY_FILE
 
 log = logging.getLogger(__name__)
 
@@ -249,9 +251,11 @@ def _visible_files(root: Path) -> Iterator[Path]:
 
 
 def unread_files(root: Path) -> list[str]:
-    """Files under root of a kind no loader reads (a .docx, say)."""
-    return sorted(p.relative_to(root).as_posix() for p in _visible_files(root)
-                  if p.suffix.lower() not in LOADERS)
+    """Files under root of a kind no loader reads (a .docx, say), but the corpus's own settings
+    and glossary, which are not documents."""
+    own = {CORPUS_CONFIG, GLOSSARY_FILE}
+    return sorted(name for p in _visible_files(root) if p.suffix.lower() not in LOADERS
+                  and (name := p.relative_to(root).as_posix()) not in own)
 
 
 def load_corpus(root: Path, max_mb: float = 50.0) -> tuple[list[Document], list[str]]:

@@ -17,7 +17,7 @@ from typing import Callable, Container, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from chatbot import answerability, grounding, index as index_mod, instructions
+from chatbot import answerability, glossary, grounding, index as index_mod, instructions
 from chatbot.answer import REFUSAL, Answer, Citation, Claim, Code, Outcome
 from chatbot.answerability import Coverage
 from chatbot.config import Settings, load_settings
@@ -124,13 +124,15 @@ class Snapshot:
     common: frozenset[str]  # common_stems of the index
     vocabulary: frozenset[str]  # every word stem of the corpus (a missing word it has is elsewhere)
     vectors: Remembering  # passage sentences and words met by earlier questions
+    aliases: Mapping[str, frozenset[str]]  # the corpus's glossary: everyday word -> its terms
 
     @classmethod
     def of(cls, index: index_mod.Index, settings: Settings, embedder: Embedder) -> "Snapshot":
         frequency = index.document_frequency  # read (or, for an old index, counted) once
         return cls(index, Retriever.from_settings(index, settings, embedder),
                    common_stems(frequency, len(index.sources), settings), frozenset(frequency),
-                   Remembering(embedder, settings.vector_cache))
+                   Remembering(embedder, settings.vector_cache),
+                   glossary.load(settings.corpus_dir))
 
 
 class Chatbot:
@@ -331,7 +333,7 @@ class Chatbot:
             question, _best(hits), closest, float(titles.max()),
             " ".join(h.chunk.text for h in top), [e.text for e in evidence], memo.embed,
             now.common, s.question_zipf, s.synonym_similarity, s.missing_word_share,
-            now.vocabulary)
+            now.vocabulary, now.aliases)
         p = self.scorer.probability(sig)
         coverage = self.scorer.decide(p)
         timings.setdefault("select_ms", ms())

@@ -77,26 +77,36 @@ def test_near_misses_are_never_answered_in_full_and_name_what_is_missing(bot, qu
 @pytest.mark.slow
 def test_a_missing_word_is_named_as_the_user_wrote_it(extractive_bot):
     """An outside trial read "(they do not mention france, capital.)"."""
-    assert extractive_bot.answer("Is Ibuprofen OK after my op?").note == \
-        "they do not mention Ibuprofen"
+    assert extractive_bot.answer("Is Ibuprofen OK after my op?").note.endswith(
+        "do not mention Ibuprofen")
 
 
 @pytest.mark.slow
-def test_a_missing_word_the_corpus_has_elsewhere_is_missing_from_the_passages(extractive_bot):
+def test_a_missing_word_the_corpus_has_elsewhere_is_missing_from_the_passages(
+        settings, faq_index, embedder, tmp_path):
     """"heals" is in the FAQ ("heal"), not in the passages found; "rods" is nowhere in it. An
     outside trial read "The documents do not mention chiropractor" where the FAQ has it."""
-    answer = extractive_bot.answer("Do the rods and screws need to come out after the bone heals?")
+    from chatbot.pipeline import Chatbot
+
+    plain = Chatbot(settings.replace(generator="extractive", corpus_dir=tmp_path),
+                    index=faq_index, embedder=embedder)  # without the FAQ's glossary
+    answer = plain.answer("Do the rods and screws need to come out after the bone heals?")
     assert answer.coverage is Coverage.PARTIAL
     assert answer.note.startswith("The documents do not mention rods;"), answer.note
     assert "the passages found do not mention heals" in answer.note
 
 
 @pytest.mark.slow
-def test_a_partial_answer_quotes_the_next_passage_too(extractive_bot):
+def test_a_partial_answer_quotes_the_next_passage_too(settings, faq_index, embedder, tmp_path):
     """The top passage is not always the answering one, least of all when the scorer doubts:
     "what are the rods and screws for?" quoted only the loosening passage, while the next one
-    says what they are for (key facts of partial answers on the tuning sets: 43 -> 50 of 66)."""
-    answer = extractive_bot.answer("what are the rods and screws actually there for?")
+    says what they are for (key facts of partial answers on the tuning sets: 43 -> 50 of 66).
+    Without the FAQ's glossary, which knows that rods are hardware."""
+    from chatbot.pipeline import Chatbot
+
+    bot = Chatbot(settings.replace(generator="extractive", corpus_dir=tmp_path), index=faq_index,
+                  embedder=embedder)
+    answer = bot.answer("what are the rods and screws actually there for?")
     assert answer.coverage is Coverage.PARTIAL, answer.to_dict()["answerability"]
     assert "internal splint" in answer.text, answer.text
     assert len({c.chunk.title for c in answer.citations}) == 2
@@ -235,10 +245,13 @@ def test_a_rejected_draft_still_decides_which_quote_comes_first(settings, faq_in
 
 
 def test_a_partly_covered_question_is_read_again_in_the_documents_words(settings, faq_index,
-                                                                       embedder):
-    """The rewrite is taken only when the documents clearly answer it; the answer says so."""
+                                                                       embedder, tmp_path):
+    """The rewrite is taken only when the documents clearly answer it; the answer says so.
+    Without the FAQ's glossary, which answers the lay question in full at the first reading."""
     from chatbot.generation import ExtractiveGenerator
     from chatbot.pipeline import Chatbot
+
+    settings = settings.replace(corpus_dir=tmp_path)
 
     class Rewriting(ExtractiveGenerator):
         def rewrite(self, question):
