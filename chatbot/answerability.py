@@ -39,6 +39,13 @@ _ASKS_QUANTITY = re.compile(
 # percentage of spinal fusions are successful?" was answered in full from "two levels".
 _ASKS_SHARE = re.compile(r"\b(percentage|percent|per cent|proportion|success rate|fraction)\b",
                          re.I)
+# ... and those that ask in a unit of time, answered only by a number in that unit: "How many
+# hours does a spinal fusion operation usually last?" was answered in full from "two levels",
+# "how many weeks does it take to recover?" from "8 years". Only when that is what the question
+# asks, at the start of a clause: "how can I work out how many days there are between two
+# dates?" asks for a way, and `date` arithmetic answers it.
+_ASKS_UNIT = re.compile(r"(?:^|[,.;:?!]\s*|\b(?:and|so|but|then)\s+)how many "
+                        r"(second|minute|hour|day|week|month|year)s?\b", re.I)
 _GIVES_SHARE = re.compile(r"\d\s*%|\bper ?cent\b|\b\w+ (in|out of) (every )?\w+ (patients|"
                           r"people|cases)\b|\b(half|third|quarter|majority|minority)\b|"
                           r"\b\d+(\.\d+)?\s*(x|times)\b", re.I)
@@ -129,6 +136,12 @@ def gives_share(text: str) -> bool:
     return _GIVES_SHARE.search(text) is not None
 
 
+def gives_amount_in(text: str, unit: str) -> bool:
+    """A number, in digits or words, of `unit` ("six weeks", "6-8 weeks" for week)."""
+    number = "|".join(sorted(grounding.NUMBER_WORDS)) + r"|\d+(?:\.\d+)?"
+    return re.search(rf"\b(?:{number})[\s-]*{unit}s?\b", text, re.I) is not None
+
+
 def signals(question: str, dense: float, sentence: float, title: float, evidence: str,
             top_sentences: Sequence[str], embed: Callable[[list[str]], np.ndarray],
             common: Container[str] = frozenset(), rare_zipf: float = 5.3,
@@ -146,7 +159,9 @@ def signals(question: str, dense: float, sentence: float, title: float, evidence
     carried = weight(question, list(cover), embed)
     gaps = {w: carried[w] * (1.0 - cover[w]) for w in cover}
     literals = grounding.missing_literals(question, evidence)
-    gives = gives_share if _ASKS_SHARE.search(question) else gives_quantity
+    unit = _ASKS_UNIT.search(question.strip())
+    gives = (gives_share if _ASKS_SHARE.search(question) else
+             (lambda s: gives_amount_in(s, unit.group(1))) if unit else gives_quantity)
     asks = bool(_ASKS_QUANTITY.search(question) or _ASKS_SHARE.search(question))
     quantity = float(asks and not any(gives(s) for s in top_sentences))
     # Named in a partial answer or refusal: uncovered rare words that carry the question (not an

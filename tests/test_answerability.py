@@ -77,6 +77,23 @@ def test_a_share_needs_a_share_not_any_number():
     assert sig.quantity == 1.0
 
 
+def test_an_amount_of_time_needs_that_unit():
+    """The held-out "How many hours does a spinal fusion operation usually last?" was answered in
+    full from "two levels", dev's "How many weeks does it take to recover?" from "8 years"."""
+    same = lambda ws: np.full((len(ws), 4), 0.5)  # noqa: E731 (no word is a synonym here)
+    given = ["Most patients do well even 8 years after surgery, at two levels."]
+    for question in ("How many hours does a spinal fusion operation usually last?",
+                     "my mum is 70, how many weeks will she be in hospital"):
+        sig = answerability.signals(question, 0.5, 0.5, 0.5, given[0], given, same)
+        assert sig.quantity == 1.0, question
+    assert answerability.gives_amount_in("Rest for 6-8 weeks.", "week")
+    assert answerability.gives_amount_in("It takes six hours.", "hour")
+    # asked as a way, not an amount: the general rule (a number) holds
+    how = answerability.signals("how can I work out how many days there are between two dates?",
+                                0.5, 0.5, 0.5, given[0], given, same)
+    assert how.quantity == 0.0
+
+
 @pytest.mark.slow
 def test_signals_name_what_is_missing_and_see_an_unmet_quantity(embedder):
     sig = answerability.signals("How many days of acupuncture would help?", 0.5, 0.5, 0.5,
