@@ -152,8 +152,9 @@ def signals(question: str, dense: float, sentence: float, title: float, evidence
     sentences that match it best (`top_sentences`); the cosines come from the caller, which
     has the vectors already. `corpus`: the stems of every document; a missing word it has is
     also `elsewhere` ("The documents do not mention chiropractor" would be untrue when a
-    passage that was not retrieved says "chiropractic care"); it counts as a gap all the same.
-    `aliases`: the corpus's glossary (`term_coverage`)."""
+    passage that was not retrieved says "chiropractic care"), as is one whose glossary term it
+    has ("metal": hardware); it counts as a gap all the same. `aliases`: the corpus's glossary
+    (`term_coverage`)."""
     cover = term_coverage(question, evidence, embed, common, aliases=aliases)
     rare = {w: c for w, c in cover.items() if grounding.english_zipf(w) < rare_zipf}
     carried = weight(question, list(cover), embed)
@@ -172,7 +173,8 @@ def signals(question: str, dense: float, sentence: float, title: float, evidence
                         if c < synonym_similarity and carried[w] >= name_share * heaviest),
                        key=lambda w: -gaps[w])
     missing = tuple(literals) + tuple(uncovered[:MISSING_NAMED])
-    elsewhere = tuple(w for w in uncovered[:MISSING_NAMED] if grounding.matches(stem(w), corpus))
+    elsewhere = tuple(w for w in uncovered[:MISSING_NAMED] if grounding.matches(stem(w), corpus)
+                      or any(t in corpus for t in aliases.get(stem(w), ())))
     return Signals(dense=float(dense), sentence=float(sentence), title=float(title),
                    term_min=min(rare.values(), default=1.0),
                    term_gap=max(gaps.values(), default=0.0), literals=float(len(literals)),

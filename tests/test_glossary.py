@@ -65,3 +65,17 @@ def test_the_pipeline_reads_the_corpus_glossary(tmp_path, embedder):
     answer = after.answer(question)
     assert "metalwork" not in answer.note and "snap" not in answer.note, answer.note
     assert answer.signals["p_answerable"] > before.answer(question).signals["p_answerable"]
+
+
+def test_an_everyday_word_for_a_term_the_corpus_has_is_not_said_to_be_missing_from_it():
+    """A patient read "they do not mention metal" under an FAQ on spinal hardware: the passages
+    found lack it, the documents do not."""
+    unrelated = lambda ws: np.zeros((len(ws), 4))  # noqa: E731
+    evidence = "You can ruin your spinal fusion if you bend excessively."
+    args = ("Is it bad to leave all that metal in me forever?", 0.5, 0.5, 0.5, evidence,
+            [evidence], unrelated)
+    corpus = {"hardwar", "bend", "fusion"}
+    alone = answerability.signals(*args, corpus=corpus)
+    assert "metal" in alone.missing and "metal" not in alone.elsewhere
+    known = answerability.signals(*args, corpus=corpus, aliases={"metal": frozenset({"hardwar"})})
+    assert "metal" in known.missing and "metal" in known.elsewhere
