@@ -26,12 +26,14 @@ def _settings(args):
 
 def cmd_ingest(args) -> int:
     settings = _settings(args)
-    from chatbot import index, memory
+    from chatbot import glossary, index, memory
     from chatbot.embedding import make_bulk_embedder
 
+    glossary.load(settings.corpus_dir)  # a malformed glossary is said before the work, not after
     memory.keep_freed()
     # skipped files are logged, with the reason, as read; bulk embedding runs on OpenVINO
-    index.rebuild(settings, make_bulk_embedder(settings), force=args.force)
+    built = index.rebuild(settings, make_bulk_embedder(settings), force=args.force)
+    glossary.load(settings.corpus_dir, frozenset(built.document_frequency))  # misspelt terms
     return 0
 
 

@@ -16,19 +16,29 @@ still the passages' own words, or a draft each of whose sentences they support.
 """
 from __future__ import annotations
 
+import logging
 import tomllib
 from pathlib import Path
-from typing import Mapping
+from typing import AbstractSet, Mapping
 
 from chatbot.config import SettingsError
 from chatbot.text import stem
 
+log = logging.getLogger(__name__)
+
 GLOSSARY_FILE = "glossary.toml"  # in the corpus folder
 
 
-def load(corpus_dir: Path) -> Mapping[str, frozenset[str]]:
+def _one_word(w: object) -> bool:
+    return isinstance(w, str) and bool(w.strip()) and len(w.split()) == 1
+
+
+def load(corpus_dir: Path, vocabulary: AbstractSet[str] | None = None
+         ) -> Mapping[str, frozenset[str]]:
     """The stem of each everyday word -> the stems of the corpus terms it stands for; empty
-    without a glossary. A malformed one is a SettingsError that names the file and the fix."""
+    without a glossary. Words match by stem ("rods" lists "rod" too). A malformed glossary is a
+    SettingsError that names the file and the fix; with the corpus's `vocabulary` (word stems),
+    a term no document uses is logged, since its words can never count (a misspelt term)."""
     path = Path(corpus_dir) / GLOSSARY_FILE
     if not path.is_file():
         return {}
@@ -41,9 +51,15 @@ def load(corpus_dir: Path) -> Mapping[str, frozenset[str]]:
         raise SettingsError(f"{path} has no [synonyms] table; {fix}")
     aliases: dict[str, set[str]] = {}
     for term, everyday in table.items():
-        if not isinstance(everyday, list) or not all(
-                isinstance(w, str) and w.strip() and " " not in w.strip() for w in everyday):
-            raise SettingsError(f"{path}: {term!r} must list single words; {fix}")
+        if not _one_word(term):
+            raise SettingsError(f"{path}: the term {term!r} must be one word of the documents; "
+                                f"{fix}")
+        if not isinstance(everyday, list) or not all(_one_word(w) for w in everyday):
+            raise SettingsError(f"{path}: {term!r} must be a list of single words; {fix}")
         for word in everyday:
             aliases.setdefault(stem(word.strip()), set()).add(stem(term))
+    unused = [t for t in table if vocabulary is not None and stem(t) not in vocabulary]
+    if unused:
+        log.warning("%s: no document uses %s, so the words listed for %s never count; check "
+                    "the spelling", path, ", ".join(unused), "it" if len(unused) == 1 else "them")
     return {w: frozenset(terms) for w, terms in aliases.items()}

@@ -132,7 +132,7 @@ class Snapshot:
         return cls(index, Retriever.from_settings(index, settings, embedder),
                    common_stems(frequency, len(index.sources), settings), frozenset(frequency),
                    Remembering(embedder, settings.vector_cache),
-                   glossary.load(settings.corpus_dir))
+                   glossary.load(settings.corpus_dir, frozenset(frequency)))
 
 
 class Chatbot:

@@ -26,8 +26,9 @@ def test_a_glossary_maps_everyday_words_to_the_corpus_terms(tmp_path):
 @pytest.mark.parametrize("text, problem", [
     ("[synonyms\n", "is not valid TOML"),
     ('hardware = ["metal"]\n', "has no [synonyms] table"),
-    ('[synonyms]\nhardware = "metal"\n', "'hardware' must list single words"),
-    ('[synonyms]\nhardware = ["the metal bits"]\n', "'hardware' must list single words"),
+    ('[synonyms]\nhardware = "metal"\n', "'hardware' must be a list of single words"),
+    ('[synonyms]\nhardware = ["the metal bits"]\n', "'hardware' must be a list of single words"),
+    ('[synonyms]\n"chain ring" = ["cog"]\n', "the term 'chain ring' must be one word"),
 ])
 def test_a_bad_glossary_says_what_to_fix(tmp_path, text, problem):
     (tmp_path / "glossary.toml").write_text(text, encoding="utf-8")
@@ -79,3 +80,21 @@ def test_an_everyday_word_for_a_term_the_corpus_has_is_not_said_to_be_missing_fr
     assert "metal" in alone.missing and "metal" not in alone.elsewhere
     known = answerability.signals(*args, corpus=corpus, aliases={"metal": frozenset({"hardwar"})})
     assert "metal" in known.missing and "metal" in known.elsewhere
+
+
+def test_a_term_no_document_uses_is_said_at_ingest(tmp_path):
+    """An outside trial's misspelt term (`derailer = ["gears"]`) was silently ignored, and a
+    broken glossary was only reported at the next `ask`."""
+    from test_cli import one_line_error, run
+
+    (tmp_path / "corpus").mkdir()
+    shutil.copy(FAQ, tmp_path / "corpus" / FAQ.name)
+    glossary_file = tmp_path / "corpus" / "glossary.toml"
+    glossary_file.write_text('[synonyms]\nhardware = ["metal"]\nharware = ["rods"]\n',
+                             encoding="utf-8")
+    out = run("ingest", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "no document uses harware, so the words listed for it never count" in out.stderr
+    assert "hardware," not in out.stderr and "Not read" not in out.stderr  # not a document
+    glossary_file.write_text('[synonyms\n', encoding="utf-8")
+    assert "is not valid TOML" in one_line_error(run("ingest", cwd=tmp_path))
