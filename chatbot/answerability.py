@@ -160,10 +160,10 @@ def signals(question: str, dense: float, sentence: float, title: float, evidence
     carried = weight(question, list(cover), embed)
     gaps = {w: carried[w] * (1.0 - cover[w]) for w in cover}
     literals = grounding.missing_literals(question, evidence)
-    unit = _ASKS_UNIT.search(question.strip())
-    gives = (gives_share if _ASKS_SHARE.search(question) else
+    share, unit = _ASKS_SHARE.search(question), _ASKS_UNIT.search(question.strip())
+    gives = (gives_share if share else
              (lambda s: gives_amount_in(s, unit.group(1))) if unit else gives_quantity)
-    asks = bool(_ASKS_QUANTITY.search(question) or _ASKS_SHARE.search(question))
+    asks = bool(share or _ASKS_QUANTITY.search(question))
     quantity = float(asks and not any(gives(s) for s in top_sentences))
     # Named in a partial answer or refusal: uncovered rare words that carry the question (not an
     # aside such as "explain" or "works"), the widest gap first. Relative to the question's
