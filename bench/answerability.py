@@ -37,7 +37,7 @@ SETS = {  # name -> (corpus, file, role)
     # read after its first run, three rules changed on it (2026-11-27): tuning data since
     "faq fresh": (FAQ, HERE / "data/faq_patients_fresh.jsonl", "tuning"),
     "faq fresh2": (FAQ, HERE / "data/faq_patients_fresh2.jsonl", "blind"),
-    "faq fresh3": (FAQ, HERE / "data/faq_patients_fresh3.jsonl", "blind"),  # unrun: a refit's
+    "faq fresh3": (FAQ, HERE / "data/faq_patients_fresh3.jsonl", "blind"),  # never run yet
     "pydocs fresh": (PYDOCS, HERE / "data/pydocs_users_fresh.jsonl", "blind"),
 }
 # Answering an unanswerable question in full is the harm; a partial answer to an answerable one
