@@ -230,13 +230,6 @@ _MARKER_OBJECT = re.compile(r"\b(?:use|using|call|calling|with|via) (\[(\d+)\])\
                             re.I)
 
 
-def subject(fact: str) -> str:
-    """The name in code a fact is about, as said at its start ("`random.choice(seq)`: ..."), or
-    ""."""
-    m = _SUBJECT.match(fact)
-    return m.group(0)[:-2] if m else ""
-
-
 def named_marker(sentence: str, names: Mapping[int, str]) -> str:
     """A sentence whose object is a marker, with the name of the cited fact's subject said
     before the marker ("use `random.choice(seq)` [1]."); unchanged when that fact names none
@@ -363,8 +356,8 @@ def evidence(text: str, offset: int = 0, flagged: Sequence[tuple[int, int]] = ()
     see the same sentences."""
     keep = set(statements(text, offset, flagged, foreign_margin))
     out, name = [], code_heading(heading)
-    for a, b, heading in split_headings(text, offset):
-        if heading:
+    for a, b, is_heading in split_headings(text, offset):
+        if is_heading:
             name = code_heading(text[a - offset:b - offset])
         elif (a, b) in keep:
             cut = lead_in(text[a - offset:b - offset])
@@ -373,7 +366,14 @@ def evidence(text: str, offset: int = 0, flagged: Sequence[tuple[int, int]] = ()
     return out
 
 
-_SUBJECT = re.compile(r"`[^`\n]+`: ")
+_SUBJECT = re.compile(r"`[^`\n]+`: ")  # how Statement.said names a sentence's subject
+
+
+def subject(fact: str) -> str:
+    """The name in code a fact is about, as said at its start ("`random.choice(seq)`: ..."), or
+    ""."""
+    m = _SUBJECT.match(fact)
+    return m.group(0)[:-2] if m else ""
 
 
 def unrepeated(texts: Sequence[str]) -> list[str]:

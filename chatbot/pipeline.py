@@ -351,11 +351,13 @@ class Chatbot:
             refusal = Outcome(Code.NOT_COVERED,  # after "The documents I have do not cover this"
                               re.sub("^the documents", "they", lacking)
                               or "no passage answers it closely enough")
-        scores = {}  # each passage's closest sentence to the question, for a partial answer
-        for x in sorted(sentences, key=lambda x: -float(x.vec @ focus[0])):
-            scores.setdefault(x.hit, x)
-        nearby = [x for h, x in scores.items() if h != evidence[0].hit]
-        return _Reading(**read, sentences=sentences, evidence=evidence, nearby=nearby, p=p,
+        nearby: dict[int, _Sentence] = {}  # a partial answer quotes the next passage's closest
+        if coverage is Coverage.PARTIAL:
+            for x in sorted(sentences, key=lambda x: -float(x.vec @ focus[0])):
+                if x.hit != evidence[0].hit:
+                    nearby.setdefault(x.hit, x)
+        return _Reading(**read, sentences=sentences, evidence=evidence,
+                        nearby=list(nearby.values()), p=p,
                         coverage=coverage, lacking=lacking, refusal=refusal,
                         signals={**sig.to_dict(), "p_answerable": round(p, 4)})
 
