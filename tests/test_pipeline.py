@@ -255,13 +255,13 @@ def test_a_partly_covered_question_is_read_again_in_the_documents_words(settings
 
     class Rewriting(ExtractiveGenerator):
         def rewrite(self, question):
-            return {"can the metalwork actually snap??": "Can pedicle screws loosen or break?",
+            return {"could the screws snap?": "Can pedicle screws loosen or break?",
                     "what should I eat to help my bones heal faster":
                         "What diet helps a spinal fusion heal faster?"}.get(question)
 
     bot = Chatbot(settings.replace(generator="extractive", rewrite_partial=True),
                   index=faq_index, generator=Rewriting(), embedder=embedder)
-    lay = bot.answer("can the metalwork actually snap??")
+    lay = bot.answer("could the screws snap?")
     assert lay.coverage is Coverage.FULL and lay.query == "Can pedicle screws loosen or break?"
     assert "read as" in lay.note and lay.signals["p_first_reading"] < settings.answer_full
     assert "loosen" in lay.text
@@ -270,7 +270,7 @@ def test_a_partly_covered_question_is_read_again_in_the_documents_words(settings
     assert near_miss.query == near_miss.question
     off = Chatbot(settings.replace(generator="extractive"), index=faq_index,  # the default
                   generator=Rewriting(), embedder=embedder)
-    assert off.answer("can the metalwork actually snap??").coverage is Coverage.PARTIAL
+    assert off.answer("could the screws snap?").coverage is Coverage.PARTIAL
 
 
 def test_the_local_model_rewrites_a_question_on_one_line(bot):
