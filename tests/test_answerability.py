@@ -50,6 +50,19 @@ def test_term_coverage_is_literal_first_then_by_meaning(embedder):
     assert "husband's" not in asked and "mum" not in asked, asked
 
 
+def test_a_contraction_typed_without_its_apostrophe_is_not_a_topic(embedder):
+    """Patients type "doesnt", "hes", "whats": read as typed they were the question's rarest
+    words, topics the passages never cover (a fresh set's lay questions fell to partial)."""
+    from chatbot.text import content_words, words
+
+    asked = answerability.term_coverage("whats wrong if hes still sore and the fusion doesnt "
+                                        "work?", TREATMENTS, embedder.embed)
+    assert not {"whats", "what's", "hes", "he's", "doesnt", "doesn't"} & set(asked), asked
+    assert words("doesnt, cant") == ["doesn't", "can't"]  # negations, which the judge checks
+    # words that are words as typed stay so
+    assert content_words("ill shed wed dads") == ["ill", "shed", "wed", "dads"]
+
+
 def test_an_amount_needs_a_number_not_only_a_unit():
     """The issue's "how many days in hospital?" was answered from "several days or weeks"."""
     assert not answerability.gives_quantity("The pain may reappear several days or weeks later.")
