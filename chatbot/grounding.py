@@ -147,11 +147,21 @@ def missing_literals(question: str, evidence_text: str) -> list[str]:
     numbers = [w for w in content_words(question)
                if w[0].isdigit() and not w.isdigit() and w not in evidence]
     names = [m.group(0) for m in _CODE_NAME.finditer(question)
-             if m.group(1).lower() not in _NOT_CODE
-             and not re.search(rf"\b{re.escape(m.group(1))}\b", evidence_text, re.IGNORECASE)]
+             if m.group(1).lower() not in _NOT_CODE and not _has_name(m, evidence_text)]
     names += [m.group(0) for m in _SNAKE_NAME.finditer(question)
               if not re.search(rf"\b{re.escape(m.group(0))}\b", evidence_text, re.IGNORECASE)]
     return list(dict.fromkeys(numbers + names))
+
+
+def _has_name(m: re.Match, evidence_text: str) -> bool:
+    """Does the evidence have the dotted name `m` ("Path.walk") or its last part ("walk")? Not
+    when that part is only another owner's ("os.walk"): that documents something else."""
+    last = re.escape(m.group(1))
+    owner = re.escape(m.group(0)[:-len(m.group(1)) - 1].rsplit(".", 1)[-1])
+    if re.search(rf"\b{owner}\.{last}\b", evidence_text, re.IGNORECASE):
+        return True
+    others = re.search(rf"\w\.{last}\b", evidence_text, re.IGNORECASE)
+    return not others and re.search(rf"\b{last}\b", evidence_text, re.IGNORECASE) is not None
 
 
 # What opens a sentence without being part of its claim: a label ("Introduction:", "Treatments."

@@ -79,6 +79,11 @@ def test_missing_literals_wants_numbers_and_code_names_as_they_are():
         "Is typing.final for methods, e.g. in notes.txt?", passage) == []
     assert grounding.missing_literals(
         "What do top_down and typing_final mean?", passage) == ["top_down", "typing_final"]
+    # another owner's method documents something else (Path.walk came in 3.12; os.walk is old)
+    walk = "os.walk(top, topdown=True) generates the file names in a directory tree."
+    assert grounding.missing_literals("Does Path.walk() go top-down?", walk) == ["Path.walk"]
+    assert grounding.missing_literals("Does os.walk() go top-down?", walk) == []
+    assert grounding.missing_literals("What does dict.get return?", "get(key) returns") == []
 
 
 @pytest.fixture
