@@ -44,6 +44,7 @@ NUMBER_WORDS = frozenset(_NUMBER_NAMES.values()) | {"half", "quarter", "third", 
 # not a file name such as notes.txt).
 _CODE_NAME = re.compile(r"\b[A-Za-z_]\w+(?:\.[A-Za-z_]\w*)*\.([A-Za-z_]\w+)")
 _SNAKE_NAME = re.compile(r"\b[A-Za-z][A-Za-z0-9]*_\w*[A-Za-z0-9]\b")  # top_down, lru_cache
+_DECORATOR = re.compile(r"(?<![\w.])@([A-Za-z_]\w*)\b(?!\.)")  # @override
 _NOT_CODE = frozenset(
     "txt csv json py html htm md pdf log cfg ini toml yaml xml zip gz com org net".split())
 # Words people frame questions with; their absence from a passage says nothing about coverage.
@@ -138,7 +139,8 @@ def missing_literals(question: str, evidence_text: str) -> list[str]:
     """Numbers and names in code that the question uses and the evidence lacks. No synonym or
     close meaning stands in for these: 3.13 is not 3.12, a passage on `typing.final` (which says
     "overridden") does not answer a question on `typing.override`, nor one on `os.walk(topdown=)`
-    a question on `top_down`. Of a dotted name, the last part is enough. A whole number is the
+    a question on `top_down`, nor "@final" one on "@override". Of a dotted name, the last part is
+    enough, unless the evidence has it only under another owner (`_has_name`). A whole number is the
     asker's own amount, not a literal: "wait 2 seconds", "my op 6 months ago" and "chunks of 3"
     are answered by passages that say how in general (on the tuning sets every missing whole
     number was in an answerable question, among them the digits of a UUID, and every missing
@@ -148,8 +150,9 @@ def missing_literals(question: str, evidence_text: str) -> list[str]:
                if w[0].isdigit() and not w.isdigit() and w not in evidence]
     names = [m.group(0) for m in _CODE_NAME.finditer(question)
              if m.group(1).lower() not in _NOT_CODE and not _has_name(m, evidence_text)]
-    names += [m.group(0) for m in _SNAKE_NAME.finditer(question)
-              if not re.search(rf"\b{re.escape(m.group(0))}\b", evidence_text, re.IGNORECASE)]
+    names += [m.group(0) for m in (*_SNAKE_NAME.finditer(question), *_DECORATOR.finditer(question))
+              if not re.search(rf"\b{re.escape(m.group(1) if m.re is _DECORATOR else m.group(0))}"
+                               r"\b", evidence_text, re.IGNORECASE)]
     return list(dict.fromkeys(numbers + names))
 
 
