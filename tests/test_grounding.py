@@ -84,6 +84,9 @@ def test_missing_literals_wants_numbers_and_code_names_as_they_are():
     assert grounding.missing_literals("Does Path.walk() go top-down?", walk) == ["Path.walk"]
     assert grounding.missing_literals("Does os.walk() go top-down?", walk) == []
     assert grounding.missing_literals("What does dict.get return?", "get(key) returns") == []
+    assert grounding.missing_literals("How do I use sys.monitoring?",  # prose is no API entry
+                                      "Monitoring of events is done by sys.settrace(f).") == [
+        "sys.monitoring"]
     # a decorator is a name in code too (typing.final's passage says "overridden")
     final = "A decorator to indicate that the decorated method cannot be overridden."
     assert grounding.missing_literals("How do I use the @override decorator?", final) == [
