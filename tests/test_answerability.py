@@ -88,6 +88,11 @@ def test_a_share_needs_a_share_not_any_number():
     sig = answerability.signals("What percentage of spinal fusions are successful?", 0.5, 0.5,
                                 0.5, two_levels[0], two_levels, same)
     assert sig.quantity == 1.0
+    # how much faster: a ratio, not a version number (a Python tuning near miss answered in full)
+    removed = ["The module will be removed in Python 3.13."]
+    sig = answerability.signals("How much faster is 3.13 than 3.11?", 0.5, 0.5, 0.5, removed[0],
+                                removed, same)
+    assert sig.quantity == 1.0
 
 
 def test_an_amount_of_time_needs_that_unit():
