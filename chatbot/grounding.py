@@ -447,8 +447,8 @@ def support(claim: str, claim_vec: np.ndarray, passage: list[str], passage_vecs:
     is judged against that sentence, whichever is closest in meaning."""
     sims = passage_vecs @ claim_vec
     said = f" {' '.join(words(claim))} "
-    best = next((i for i, p in enumerate(passage) if said in f" {' '.join(words(p))} "),
-                int(np.argmax(sims)))
+    runs = [i for i, p in enumerate(passage) if said in f" {' '.join(words(p))} "]
+    best = max(runs or range(len(passage)), key=lambda i: sims[i])
     similarity = float(sims[best])
     scope = passage
     if one_sentence:

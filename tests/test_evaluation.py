@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from chatbot import evaluation as ev
+from chatbot.evaluation import metrics
 
 DATA = Path(__file__).parent / "data"
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,6 +57,19 @@ def test_citation_validity_needs_a_retrieved_passage():
 def test_passage_statements_drop_headings_and_labels():
     text = "Can you undo a spinal fusion?\n\nOverview. A device called the ProDisc Implant may help."
     assert ev.passage_statements(text) == ["A device called the ProDisc Implant may help."]
+
+
+def test_a_quote_without_its_repeated_name_rests_on_its_passage(embedder):
+    """After the first sentence under a name in code, answers quote the rest without the name
+    (`grounding.unrepeated`); the evaluation's judge must see them as the passage says them."""
+    passage = ("#### dataclasses.replace(obj, /, **changes)\n\nCreates a new object of the same "
+               "type as obj. It is expected that init=False fields will be rarely and "
+               "judiciously used.")
+    statements = ev.passage_statements(passage)
+    quote = "It is expected that init=False fields will be rarely and judiciously used."
+    assert quote in statements and f"`dataclasses.replace(obj, /, **changes)`: {quote}" in statements
+    judge = metrics.Judge(embedder, 0.75, 4.0)
+    assert metrics.judge_sentence(judge, quote, [1], {1: statements})["supported"]
 
 
 @pytest.mark.parametrize("name", ["dev.jsonl", "heldout.jsonl"])

@@ -66,8 +66,12 @@ def citation_validity(result: dict) -> tuple[int, int]:
 
 def passage_statements(text: str, title: str = "") -> list[str]:
     """The sentences of a passage a claim can rest on, as the pipeline offers them (`title`:
-    the heading the passage sits under)."""
-    return [statement.said for statement in grounding.evidence(text, heading=title)]
+    the heading the passage sits under), and as it quotes them after the first under the same
+    name in code: without the name (`grounding.unrepeated`; a Python fresh set's quote "It is
+    expected that init=False fields will be rarely ... used." scored 0.748 against its named
+    form)."""
+    return list(dict.fromkeys(t for statement in grounding.evidence(text, heading=title)
+                              for t in (statement.said, statement.text)))
 
 
 class Judge:
