@@ -46,8 +46,9 @@ class Chunk:
 
 
 # Which way text is read and cut: an index made another way is rebuilt. 2: a blank line is a full
-# stop, and a Markdown heading needs no blank line after it; 3: hidden HTML text is dropped.
-RULES = 3
+# stop, and a Markdown heading needs no blank line after it; 3: hidden HTML text is dropped;
+# 4: so are HTML footnote references.
+RULES = 4
 
 # A sentence ends at . ! or ? followed by space and an uppercase letter, digit, quote or bracket
 # (closing quotes and brackets after the mark, group 1, belong to it); a blank line is a full

@@ -22,6 +22,7 @@ SPHINX_PAGE = """<!DOCTYPE html>
 <h1>itertools — Functions creating iterators<a class="headerlink" href="#x">¶</a></h1>
 <p>This module implements a number of
    iterator building blocks.</p>
+<p>JSON is not a strict subset of JavaScript <a class="footnote-reference brackets" href="#e" id="id1" role="doc-noteref"><span class="fn-bracket">[</span>1<span class="fn-bracket">]</span></a> here.</p>
 <h2>Itertool functions<a class="headerlink" href="#y">¶</a></h2>
 <dl><dt class="sig sig-object py" id="itertools.groupby"><span>itertools.</span><span>groupby</span>(<em>iterable</em>, <em>key=None</em>)</dt>
 <dd><p>Make an iterator that returns consecutive keys and groups from the iterable.
@@ -85,6 +86,8 @@ def test_html_drops_scripts_and_navigation_and_keeps_headings(tmp_path):
     # a Sphinx signature heads its entry
     assert "#### itertools.groupby(iterable, key=None)" in lines
     assert "This module implements a number of iterator building blocks." in lines
+    # a footnote reference would read as an answer's citation marker when quoted
+    assert "JSON is not a strict subset of JavaScript here." in lines
     assert "for k, g in groupby('AAAABBB'):\n    print(k)" in doc.text  # code keeps its lines
     assert "Iterator | Arguments\ncount() | start, [step]" in doc.text  # a table stays one block
     chunks = chunk(doc)
