@@ -139,20 +139,21 @@ def missing_literals(question: str, evidence_text: str) -> list[str]:
     """Numbers and names in code that the question uses and the evidence lacks. No synonym or
     close meaning stands in for these: 3.13 is not 3.12, a passage on `typing.final` (which says
     "overridden") does not answer a question on `typing.override`, nor one on `os.walk(topdown=)`
-    a question on `top_down`, nor "@final" one on "@override". Of a dotted name, the last part is
-    enough, unless the evidence has it only under another owner (`_has_name`). A whole number is the
-    asker's own amount, not a literal: "wait 2 seconds", "my op 6 months ago" and "chunks of 3"
-    are answered by passages that say how in general (on the tuning sets every missing whole
-    number was in an answerable question, among them the digits of a UUID, and every missing
-    decimal or percentage in a near miss: "3.12", "25%")."""
+    a question on `top_down`, nor "@final" one on "@override". Of a dotted name, the last part
+    is enough when the evidence has it as code and under no other owner (`_has_name`). A whole
+    number is the asker's own amount, not a literal: "wait 2 seconds", "my op 6 months ago" and
+    "chunks of 3" are answered by passages that say how in general (on the tuning sets every
+    missing whole number was in an answerable question, among them the digits of a UUID, and
+    every missing decimal or percentage in a near miss: "3.12", "25%")."""
     evidence = set(words(evidence_text))
     numbers = [w for w in content_words(question)
                if w[0].isdigit() and not w.isdigit() and w not in evidence]
     names = [m.group(0) for m in _CODE_NAME.finditer(question)
              if m.group(1).lower() not in _NOT_CODE and not _has_name(m, evidence_text)]
-    names += [m.group(0) for m in (*_SNAKE_NAME.finditer(question), *_DECORATOR.finditer(question))
-              if not re.search(rf"\b{re.escape(m.group(1) if m.re is _DECORATOR else m.group(0))}"
-                               r"\b", evidence_text, re.IGNORECASE)]
+    names += [m.group(0) for m in _SNAKE_NAME.finditer(question)
+              if not re.search(rf"\b{re.escape(m.group(0))}\b", evidence_text, re.IGNORECASE)]
+    names += [m.group(0) for m in _DECORATOR.finditer(question)
+              if not re.search(rf"\b{re.escape(m.group(1))}\b", evidence_text, re.IGNORECASE)]
     return list(dict.fromkeys(numbers + names))
 
 
