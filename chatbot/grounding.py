@@ -147,7 +147,9 @@ def missing_literals(question: str, evidence_text: str) -> list[str]:
     every missing decimal or percentage in a near miss: "3.12", "25%")."""
     evidence = set(words(evidence_text))
     numbers = [w for w in content_words(question)
-               if w[0].isdigit() and not w.isdigit() and w not in evidence]
+               if w[0].isdigit() and not w.isdigit() and w not in evidence
+               and not (w.startswith("0.")  # 0.2 is written .2 too ("0.1 + .2")
+                        and re.search(rf"(?<![\w.]){re.escape(w[1:])}(?![\d.])", evidence_text))]
     names = [m.group(0) for m in _CODE_NAME.finditer(question)
              if m.group(1).lower() not in _NOT_CODE and not _has_name(m, evidence_text)]
     names += [m.group(0) for m in _SNAKE_NAME.finditer(question)

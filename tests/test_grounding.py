@@ -71,6 +71,9 @@ def test_missing_literals_wants_numbers_and_code_names_as_they_are():
     # a whole number is the asker's own amount ("wait 2 seconds" was refused: "they do not
     # mention 2"), and a UUID's digits are no numbers at all
     assert grounding.missing_literals("Can I drive after 8 weeks?", passage) == []
+    # the same decimal without its leading zero (the floating-point tutorial's ".1 + .2")
+    assert grounding.missing_literals("Why is 0.1 + 0.2 not 0.3?", "Add .1 and .2 to 0.3") == []
+    assert grounding.missing_literals("Is 0.25 exact?", "Use .255 or 10.25") == ["0.25"]
     assert grounding.missing_literals(
         "How do I make an id like 'f47ac10b-58cc-4372-a567-0e02b2c3d479'?", passage) == []
     assert grounding.missing_literals(
