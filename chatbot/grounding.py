@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
-from wordfreq import zipf_frequency
 
 from chatbot.chunking import sentence_spans, split_headings
 from chatbot.config import Settings
-from chatbot.text import content_words, is_negation, stem, words
+from chatbot.text import content_words, english_zipf, is_negation, stem, words
 
 # Citation markers as the pipeline writes them: one space after the text, then [1] or [1][3].
 # Brackets in quoted code are not markers: sys.argv[0], or "[30] .note" at the start of a line.
@@ -69,14 +68,6 @@ def matches(stem_: str, vocabulary: set[str]) -> bool:
 
 def vocabulary(text: str) -> set[str]:
     return {stem(w) for w in words(text)}
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def english_zipf(word: str) -> float:
-    """How common `word` is in English (Zipf, wordfreq's whole English list), remembered: the
-    support check, the answerability signals, the language check and the instruction screen
-    all ask for the same words."""
-    return zipf_frequency(word, "en")
 
 
 def is_rare(word: str, zipf: float) -> bool:

@@ -27,6 +27,14 @@ def stem(word: str) -> str:
     return _stemmer.stemWord(word.lower().strip("'-"))
 
 
+@lru_cache(maxsize=1 << 16)
+def english_zipf(word: str) -> float:
+    """How common `word` is in English (Zipf, wordfreq's whole English list), remembered: the
+    support check, the answerability signals, the language check, the instruction screen and
+    the reading of contractions all ask for the same words."""
+    return zipf_frequency(word, "en")
+
+
 def words(text: str) -> list[str]:
     return [_with_apostrophe(w.lower()) for w in _WORD.findall(text.replace("’", "'"))]
 
@@ -48,7 +56,7 @@ def _with_apostrophe(word: str) -> str:
     for typed, written in _CONTRACTIONS.items():
         if word.endswith(typed) and len(word) > len(typed):
             restored = word[:-len(typed)] + written
-            if zipf_frequency(restored, "en") >= zipf_frequency(word, "en") + CONTRACTION_MARGIN:
+            if english_zipf(restored) >= english_zipf(word) + CONTRACTION_MARGIN:
                 return restored
     return word
 
