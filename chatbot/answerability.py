@@ -39,7 +39,7 @@ _ASKS_QUANTITY = re.compile(
 # percentage of spinal fusions are successful?" was answered in full from "two levels".
 # "How much faster is 3.13 than 3.11?" asks for a ratio too, which "removed in Python 3.13" is not.
 _ASKS_SHARE = re.compile(r"\b(percentage|percent|per cent|proportion|success rate|fraction|"
-                         r"how much (?:faster|slower|quicker))\b", re.I)
+                         r"how (?:much|many times) (?:faster|slower|quicker))\b", re.I)
 # ... and those that ask in a unit of time, answered only by a number in that unit: "How many
 # hours does a spinal fusion operation usually last?" was answered in full from "two levels",
 # "how many weeks does it take to recover?" from "8 years". Only when that is what the question

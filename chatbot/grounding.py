@@ -44,6 +44,7 @@ NUMBER_WORDS = frozenset(_NUMBER_NAMES.values()) | {"half", "quarter", "third", 
 _CODE_NAME = re.compile(r"\b[A-Za-z_]\w+(?:\.[A-Za-z_]\w*)*\.([A-Za-z_]\w+)")
 _SNAKE_NAME = re.compile(r"\b[A-Za-z][A-Za-z0-9]*_\w*[A-Za-z0-9]\b")  # top_down, lru_cache
 _DECORATOR = re.compile(r"(?<![\w.])@([A-Za-z_]\w*)\b(?!\.)")  # @override
+_CAMEL_NAME = re.compile(r"\b[A-Za-z]*[a-z][A-Z]\w*")  # ShutDown, TypeAliasType, PyTorch
 _NOT_CODE = frozenset(
     "txt csv json py html htm md pdf log cfg ini toml yaml xml zip gz com org net".split())
 # Words people frame questions with; their absence from a passage says nothing about coverage.
@@ -147,6 +148,8 @@ def missing_literals(question: str, evidence_text: str) -> list[str]:
               if not re.search(rf"\b{re.escape(m.group(0))}\b", evidence_text, re.IGNORECASE)]
     names += [m.group(0) for m in _DECORATOR.finditer(question)
               if not re.search(rf"\b{re.escape(m.group(1))}\b", evidence_text, re.IGNORECASE)]
+    names += [m.group(0) for m in _CAMEL_NAME.finditer(question)  # its case is its name
+              if not re.search(rf"\b{re.escape(m.group(0).removesuffix('s'))}", evidence_text)]
     return list(dict.fromkeys(numbers + names))
 
 
