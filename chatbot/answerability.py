@@ -148,19 +148,20 @@ def signals(question: str, dense: float, sentence: float, title: float, evidence
             common: Container[str] = frozenset(), rare_zipf: float = 5.3,
             synonym_similarity: float = 0.6, name_share: float = 0.33,
             corpus: AbstractSet[str] = frozenset(),
-            aliases: Mapping[str, AbstractSet[str]] = MappingProxyType({})) -> Signals:
+            aliases: Mapping[str, AbstractSet[str]] = MappingProxyType({}),
+            names: AbstractSet[str] | None = None) -> Signals:
     """The signals for one question against its closest passages (`evidence`, their text) and the
     sentences that match it best (`top_sentences`); the cosines come from the caller, which
     has the vectors already. `corpus`: the stems of every document; a missing word it has is
     also `elsewhere` ("The documents do not mention chiropractor" would be untrue when a
     passage that was not retrieved says "chiropractic care"), as is one whose glossary term it
     has ("metal": hardware); it counts as a gap all the same. `aliases`: the corpus's glossary
-    (`term_coverage`)."""
+    (`term_coverage`). `names`: the CamelCase names the corpus writes (`missing_literals`)."""
     cover = term_coverage(question, evidence, embed, common, aliases=aliases)
     rare = {w: c for w, c in cover.items() if grounding.english_zipf(w) < rare_zipf}
     carried = weight(question, list(cover), embed)
     gaps = {w: carried[w] * (1.0 - cover[w]) for w in cover}
-    literals = grounding.missing_literals(question, evidence)
+    literals = grounding.missing_literals(question, evidence, names)
     share, unit = _ASKS_SHARE.search(question), _ASKS_UNIT.search(question.strip())
     gives = (gives_share if share else
              (lambda s: gives_amount_in(s, unit.group(1))) if unit else gives_quantity)

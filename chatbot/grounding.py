@@ -14,7 +14,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, NamedTuple, Sequence
+from typing import AbstractSet, Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -127,8 +127,12 @@ def names(text: str) -> set[str]:
     return {w.lower() for w in re.findall(r"(?<=[\w,;)] )[A-Z][\w'-]*", text)}
 
 
-def missing_literals(question: str, evidence_text: str) -> list[str]:
-    """Numbers and names in code that the question uses and the evidence lacks. No synonym or
+def missing_literals(question: str, evidence_text: str,
+                     corpus_names: AbstractSet[str] | None = None) -> list[str]:
+    """Numbers and names in code that the question uses and the evidence lacks, and CamelCase
+    names (`camel_names`) that no document writes (`corpus_names`): the error a user quotes
+    ("I get TypeError") is often in no passage found, while a name the corpus never has is a
+    feature of another version or library (`queue.ShutDown`, "pandas DataFrame"). No synonym or
     close meaning stands in for these: 3.13 is not 3.12, a passage on `typing.final` (which says
     "overridden") does not answer a question on `typing.override`, nor one on `os.walk(topdown=)`
     a question on `top_down`, nor "@final" one on "@override". Of a dotted name, the last part
@@ -148,9 +152,16 @@ def missing_literals(question: str, evidence_text: str) -> list[str]:
               if not re.search(rf"\b{re.escape(m.group(0))}\b", evidence_text, re.IGNORECASE)]
     names += [m.group(0) for m in _DECORATOR.finditer(question)
               if not re.search(rf"\b{re.escape(m.group(1))}\b", evidence_text, re.IGNORECASE)]
-    names += [m.group(0) for m in _CAMEL_NAME.finditer(question)  # its case is its name
-              if not re.search(rf"\b{re.escape(m.group(0).removesuffix('s'))}", evidence_text)]
+    if corpus_names is not None:
+        names += [w for w in camel_names(question)
+                  if w not in corpus_names and w.removesuffix("s") not in corpus_names]
     return list(dict.fromkeys(numbers + names))
+
+
+def camel_names(text: str) -> set[str]:
+    """Words with a capital after a small letter: names in code or of products ("ShutDown",
+    "TypeAliasType", "PyTorch"), whose case is part of the name ("shutdown" is another)."""
+    return set(_CAMEL_NAME.findall(text))
 
 
 def _has_name(m: re.Match, evidence_text: str) -> bool:

@@ -125,6 +125,7 @@ class Snapshot:
     vocabulary: frozenset[str]  # every word stem of the corpus (a missing word it has is elsewhere)
     vectors: Remembering  # passage sentences and words met by earlier questions
     aliases: Mapping[str, frozenset[str]]  # the corpus's glossary: everyday word -> its terms
+    names: frozenset[str]  # the CamelCase names the corpus writes (grounding.camel_names)
 
     @classmethod
     def of(cls, index: index_mod.Index, settings: Settings, embedder: Embedder) -> "Snapshot":
@@ -132,7 +133,8 @@ class Snapshot:
         return cls(index, Retriever.from_settings(index, settings, embedder),
                    common_stems(frequency, len(index.sources), settings), frozenset(frequency),
                    Remembering(embedder, settings.vector_cache),
-                   glossary.load(settings.corpus_dir, frozenset(frequency)))
+                   glossary.load(settings.corpus_dir, frozenset(frequency)),
+                   frozenset().union(*(grounding.camel_names(c.text) for c in index.chunks)))
 
 
 class Chatbot:
@@ -336,7 +338,7 @@ class Chatbot:
             question, _best(hits), closest, float(titles.max()),
             " ".join(h.chunk.text for h in top), [e.text for e in evidence], memo.embed,
             now.common, s.question_zipf, s.synonym_similarity, s.missing_word_share,
-            now.vocabulary, now.aliases)
+            now.vocabulary, now.aliases, now.names)
         p = self.scorer.probability(sig)
         coverage = self.scorer.decide(p)
         timings.setdefault("select_ms", ms())
