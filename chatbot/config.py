@@ -110,9 +110,6 @@ class Settings:
     # 124 / 150 at 0.5, 129 / 154 at 0.45, 131 / 154 at 0.4, 135 / 155 at 0.35 with a near miss
     # answered in full (none at the others): 0.4 (2026-11-28; it was 0.5, chosen on dev alone)
     second_passage_score: float = 0.4
-    # Such a sentence is quoted after the model's draft instead of being one of its facts
-    # (measured: docs/measurements.md, 2026-11-28 morning).
-    prompt_lower_passages: bool = False
     # blended support a claim needs (strict: a false "supported" is the costly error):
     support_threshold: float = 0.75
     claim_zipf: float = 4.0  # an answer word rarer than this in English must be in the passage

@@ -248,12 +248,9 @@ class Chatbot:
             yield self._partial(base, r.hits, r.evidence, r.nearby, r.lacking, timings, ms)
             return
         query, hits, sentences, evidence = r.query, r.hits, r.sentences, r.evidence
-        # A lower passage's sentence is quoted after the draft rather than shown to the model
-        # unless `prompt_lower_passages`: one fact fewer to read and to write about.
-        shown = [e for e in evidence if e.hit == 0 or self.settings.prompt_lower_passages]
-        used = sorted({e.hit for e in shown}, key=lambda h: min(
-            i for i, e in enumerate(shown) if e.hit == h))
-        facts = [(n, " ".join(grounding.unrepeated([e.text for e in shown if e.hit == h])))
+        used = sorted({e.hit for e in evidence}, key=lambda h: min(
+            i for i, e in enumerate(evidence) if e.hit == h))
+        facts = [(n, " ".join(grounding.unrepeated([e.text for e in evidence if e.hit == h])))
                  for n, h in enumerate(used, 1)]
         claims: list[_ClaimDraft] = []
         failure = ""
