@@ -55,7 +55,7 @@ RULES = 4
 # stop before the same (not before "are equivalent ..." resuming prose around a code block).
 _SENTENCE_END = re.compile(
     r"(?:(?<=[.!?])([\"'”’)\]]*)\s+|(?P<para>[ \t]*\n[ \t]*\n\s*))(?=[A-Z0-9\"“‘(\[])")
-_ABBREVIATIONS = ("e.g.", "i.e.", "Dr.", "Mr.", "Mrs.", "Ms.", "vs.", "etc.", "St.", "No.", "Fig.")
+ABBREVIATIONS = ("e.g.", "i.e.", "Dr.", "Mr.", "Mrs.", "Ms.", "vs.", "etc.", "St.", "No.", "Fig.")
 
 
 def sentence_spans(text: str, offset: int = 0,
@@ -70,7 +70,7 @@ def sentence_spans(text: str, offset: int = 0,
             if not paragraphs:
                 continue
             spans.append((start, m.start()))
-        elif text.endswith(_ABBREVIATIONS, 0, m.start()):  # no slice: a copy per sentence is O(n²)
+        elif text.endswith(ABBREVIATIONS, 0, m.start()):  # no slice: a copy per sentence is O(n²)
             continue
         else:
             spans.append((start, m.end(1)))

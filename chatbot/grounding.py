@@ -18,7 +18,7 @@ from typing import AbstractSet, Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
-from chatbot.chunking import sentence_spans, split_headings
+from chatbot.chunking import ABBREVIATIONS, sentence_spans, split_headings
 from chatbot.config import Settings
 from chatbot.text import content_words, english_zipf, is_negation, stem, words
 
@@ -190,9 +190,14 @@ _LEAD_IN = re.compile(
 
 # How a writer sometimes opens a claim about where it comes from: "Based on the facts provided,"
 # or Qwen's truncated "Based on,". The reader never saw "the facts"; the marker says the source.
+_ENDED = re.compile(r"[.!?:;)\]\"'”’]\s*$")  # a sentence that reached its end
+_SOURCE = r"(?:facts?|information|documents?|passages?|text)"
 _SOURCE_PREAMBLE = re.compile(
-    r"^(?:Based on|According to)(?: the (?:facts?|information|documents?|passages?|text)"
-    r"(?: (?:provided|given|above))?)?,\s+", re.I)
+    rf"^(?:(?:Based on|According to)(?: the {_SOURCE}(?: (?:provided|given|above))?"
+    rf"(?: in the {_SOURCE})?)?,\s+"
+    # "The fact states that ...", "The first fact says ..." (tuning runs, 2026-11-28)
+    rf"|The (?:\w+ )?{_SOURCE} (?:states?|says?|mentions?|shows?|explains?)(?: that)?\s+)",
+    re.I)
 
 
 def claim_text(sentence: str) -> str:
@@ -278,6 +283,17 @@ def split_citations(sentence: str, facts: int = 0) -> tuple[str, list[int]]:
         if all(1 <= n <= facts for n in first):
             return text[lead.end():].strip(), first + numbers
     return text, numbers
+
+
+_CUT_AT = tuple(a for a in ABBREVIATIONS if a not in ("etc.", "No."))  # these can end one
+
+
+def unfinished(sentence: str) -> bool:
+    """Whether a draft's last sentence was cut off by the token limit: it stops without a
+    closing mark, on an abbreviation ("... two levels of the spine (e.g."), or inside brackets.
+    Two such cuts were served as claims in the tuning runs of 2026-11-28."""
+    return (not _ENDED.search(sentence) or sentence.endswith(_CUT_AT)
+            or sentence.count("(") > sentence.count(")"))
 
 
 def has_words(text: str) -> bool:

@@ -29,7 +29,6 @@ from chatbot.text import content_words, words
 log = logging.getLogger(__name__)
 __all__ = ["REFUSAL", "Answer", "Chatbot", "Citation", "Claim", "standalone_query"]
 _TOP = 3  # passages whose statements and titles the answerability signals read
-_ENDED = re.compile(r"[.!?:;)\]\"'”’]\s*$")  # a sentence that reached its end
 _TOPIC_SWITCH = re.compile(r"\b(different|separate|unrelated|another|new|other) (question|thing|"
                            r"topic|subject)\b|\bunrelated\b|\bchanging the subject\b", re.I)
 
@@ -446,7 +445,7 @@ class Chatbot:
                     if not text:
                         continue
                     claim = self._judge(text, cited, used, passages, memo)
-                    if piece is None and i == len(done) - 1 and not _ENDED.search(text):
+                    if piece is None and i == len(done) - 1 and grounding.unfinished(text):
                         # the model ran out of tokens mid-sentence ("... as scar tissue builds")
                         claim = replace(claim, supported=False, reason="unfinished sentence")
                     if claim.supported and grounding.leans_back(grounding.claim_text(text)) \

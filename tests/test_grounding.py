@@ -240,6 +240,15 @@ def test_a_draft_loses_its_preamble_about_the_facts():
         "Most patients do well later.")
     kept = "Based on the CT scan, the fusion has not healed yet."  # a basis, not a preamble
     assert grounding.claim_text(kept) == kept
+    # served so in the runs an outside annotator labelled (2026-11-28): the reader never saw
+    # "the facts", so a sentence about them is not an answer sentence as written
+    assert grounding.claim_text("Based on the information provided in the facts, failed fusion "
+                                "syndrome is marked by pain.") == (
+        "Failed fusion syndrome is marked by pain.")
+    assert grounding.claim_text("The fact states that the secrets module generates tokens.") == (
+        "The secrets module generates tokens.")
+    assert grounding.claim_text("The fact that it heals slowly is normal.") == (
+        "The fact that it heals slowly is normal.")
 
 
 def test_list_numbers_and_markers_on_their_own_line_are_not_claims():

@@ -632,3 +632,14 @@ def test_the_answering_sentence_of_a_lower_passage_is_said(extractive_bot):
     never said it (`second_passage_score`)."""
     answer = extractive_bot.answer("What are the screws in my back for?")
     assert answer.coverage is Coverage.FULL and "splint" in answer.text, answer.text
+
+
+def test_a_draft_cut_off_by_the_token_limit_is_not_served(settings, faq_index, embedder):
+    """Qwen ran out of tokens at "(e.g." and the cut sentence, which loses the passage's "only
+    after extensive non-surgical ... approaches", was served (outside labels, 2026-11-28)."""
+    draft = ("A two-level fusion may be considered for patients with severe, disabling pain that "
+             "occurs at two levels of the spine (e.g.")
+    answer = Chatbot(settings, index=faq_index, generator=ScriptedGenerator(draft),
+                     embedder=embedder).answer("Could they fuse two levels if I hurt at both?")
+    assert [c.reason for c in answer.claims if not c.quoted] == ["unfinished sentence"]
+    assert "only after extensive non-surgical" in answer.text, answer.text
