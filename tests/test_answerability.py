@@ -93,6 +93,11 @@ def test_a_share_needs_a_share_not_any_number():
     sig = answerability.signals("How much faster is 3.13 than 3.11?", 0.5, 0.5, 0.5, removed[0],
                                 removed, same)
     assert sig.quantity == 1.0
+    # ... and so does "how many times faster" (a Python near miss: "pickle faster than json")
+    pickle = ["Pickle can serialize objects of up to 4 GB with protocol 4."]
+    sig = answerability.signals("Is pickle faster than json? How many times faster?", 0.5, 0.5,
+                                0.5, pickle[0], pickle, same)
+    assert sig.quantity == 1.0
 
 
 def test_an_amount_of_time_needs_that_unit():

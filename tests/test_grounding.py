@@ -95,6 +95,15 @@ def test_missing_literals_wants_numbers_and_code_names_as_they_are():
     assert grounding.missing_literals("How do I use the @override decorator?", final) == [
         "@override"]
     assert grounding.missing_literals("What does the @final decorator do?", "Use final.") == []
+    # a CamelCase name no document writes is another version's or library's (queue.ShutDown
+    # came in 3.13; the 3.11 docs have "shutdown" only); an error the user quotes is a symptom
+    # that the passages found need not name, so the corpus decides, not the evidence
+    corpus = {"TypeError", "ValueError", "DeprecationWarning"}
+    assert grounding.missing_literals("Do workers raise ShutDown when a queue shuts down?",
+                                      "shutdown() closes it", corpus) == ["ShutDown"]
+    assert grounding.missing_literals("Why do I get TypeError and ValueErrors here?", "Use a "
+                                      "tuple as the key.", corpus) == []
+    assert grounding.missing_literals("Does ShutDown exist?", "shutdown()") == []  # no corpus
 
 
 @pytest.fixture

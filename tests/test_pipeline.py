@@ -643,3 +643,13 @@ def test_a_draft_cut_off_by_the_token_limit_is_not_served(settings, faq_index, e
                      embedder=embedder).answer("Could they fuse two levels if I hurt at both?")
     assert [c.reason for c in answer.claims if not c.quoted] == ["unfinished sentence"]
     assert "only after extensive non-surgical" in answer.text, answer.text
+
+
+def test_a_product_name_the_documents_never_write_is_not_answered_in_full(extractive_bot):
+    """The FAQ writes "ProDisc"; "MobiDisc" is another maker's disc, which it never names: the
+    ProDisc passage is no answer about it (the corpus's CamelCase names, `Snapshot.names`)."""
+    assert "ProDisc" in extractive_bot.snapshot.names
+    named = extractive_bot.answer("Can a ProDisc implant be used instead of a fusion?")
+    assert named.coverage is Coverage.FULL, named.to_dict()["answerability"]
+    other = extractive_bot.answer("Can a MobiDisc implant be used instead of a fusion?")
+    assert other.coverage is not Coverage.FULL and "MobiDisc" in other.text, other.text
