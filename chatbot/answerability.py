@@ -174,7 +174,8 @@ def signals(question: str, dense: float, sentence: float, title: float, evidence
     uncovered = sorted((w for w, c in rare.items()
                         if c < synonym_similarity and carried[w] >= name_share * heaviest),
                        key=lambda w: -gaps[w])
-    missing = tuple(literals) + tuple(uncovered[:MISSING_NAMED])
+    said = {w.lower() for w in literals}  # "DataFrames" is named once, as the question has it
+    missing = tuple(literals) + tuple(w for w in uncovered[:MISSING_NAMED] if w not in said)
     elsewhere = tuple(w for w in uncovered[:MISSING_NAMED] if grounding.matches(stem(w), corpus)
                       or any(t in corpus for t in aliases.get(stem(w), ())))
     return Signals(dense=float(dense), sentence=float(sentence), title=float(title),

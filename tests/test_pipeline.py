@@ -652,4 +652,4 @@ def test_a_product_name_the_documents_never_write_is_not_answered_in_full(extrac
     named = extractive_bot.answer("Can a ProDisc implant be used instead of a fusion?")
     assert named.coverage is Coverage.FULL, named.to_dict()["answerability"]
     other = extractive_bot.answer("Can a MobiDisc implant be used instead of a fusion?")
-    assert other.coverage is not Coverage.FULL and "MobiDisc" in other.text, other.text
+    assert other.coverage is not Coverage.FULL and other.text.count("MobiDisc") == 1, other.text
