@@ -20,7 +20,7 @@ import numpy as np
 
 from chatbot.chunking import ABBREVIATIONS, sentence_spans, split_headings
 from chatbot.config import Settings
-from chatbot.text import content_words, english_zipf, is_negation, stem, words
+from chatbot.text import camel_names, content_words, english_zipf, is_negation, stem, words
 
 # Citation markers as the pipeline writes them: one space after the text, then [1] or [1][3].
 # Brackets in quoted code are not markers: sys.argv[0], or "[30] .note" at the start of a line.
@@ -44,7 +44,6 @@ NUMBER_WORDS = frozenset(_NUMBER_NAMES.values()) | {"half", "quarter", "third", 
 _CODE_NAME = re.compile(r"\b[A-Za-z_]\w+(?:\.[A-Za-z_]\w*)*\.([A-Za-z_]\w+)")
 _SNAKE_NAME = re.compile(r"\b[A-Za-z][A-Za-z0-9]*_\w*[A-Za-z0-9]\b")  # top_down, lru_cache
 _DECORATOR = re.compile(r"(?<![\w.])@([A-Za-z_]\w*)\b(?!\.)")  # @override
-_CAMEL_NAME = re.compile(r"\b[A-Za-z]*[a-z][A-Z]\w*")  # ShutDown, TypeAliasType, PyTorch
 _NOT_CODE = frozenset(
     "txt csv json py html htm md pdf log cfg ini toml yaml xml zip gz com org net".split())
 # Words people frame questions with; their absence from a passage says nothing about coverage.
@@ -156,12 +155,6 @@ def missing_literals(question: str, evidence_text: str,
         names += [w for w in camel_names(question)
                   if w not in corpus_names and w.removesuffix("s") not in corpus_names]
     return list(dict.fromkeys(numbers + names))
-
-
-def camel_names(text: str) -> set[str]:
-    """Words with a capital after a small letter: names in code or of products ("ShutDown",
-    "TypeAliasType", "PyTorch"), whose case is part of the name ("shutdown" is another)."""
-    return set(_CAMEL_NAME.findall(text))
 
 
 def _has_name(m: re.Match, evidence_text: str) -> bool:

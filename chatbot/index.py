@@ -46,7 +46,7 @@ from chatbot.documents import LOADERS, LoadError, corpus_files, unread_files
 from chatbot.embedding import Embedder
 from chatbot.stores import FaissStore, OwnerMismatch, PgVectorStore, VectorStore
 from chatbot.stores import sync as database_sync
-from chatbot.text import terms
+from chatbot.text import camel_names, terms
 
 log = logging.getLogger(__name__)
 logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets itself to DEBUG on import
@@ -83,6 +83,14 @@ class Index:
         ~1 s at 14k chunks at every start; counted here for an index saved without it."""
         saved = self.manifest.get("document_frequency")
         return Counter(saved) if isinstance(saved, dict) else document_frequency(self.chunks)
+
+    @cached_property
+    def names(self) -> frozenset[str]:
+        """The CamelCase names the documents write (`text.camel_names`), saved with the index as
+        document_frequency is (found here, 0.25 s at 14k chunks, for an index saved without)."""
+        saved = self.manifest.get("names")
+        return frozenset(saved) if isinstance(saved, list) else frozenset().union(
+            *(camel_names(c.text) for c in self.chunks))
 
     @cached_property
     def title_rows(self) -> np.ndarray:
@@ -411,6 +419,7 @@ def _assemble(work: Plan, embedded: int, embed_seconds: float, t0: float) -> Ind
                 "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "build_seconds": round(time.perf_counter() - t0, 2),
                 "document_frequency": dict(document_frequency(chunks)),
+                "names": sorted(set().union(*(camel_names(c.text) for c in chunks))),
                 "chunks": [c.to_dict() for c in chunks]}
     titles = np.stack([work.ready[s][2] for s in sources])
     return Index(index, chunks, manifest, title_vectors=titles)

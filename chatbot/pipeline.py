@@ -124,7 +124,7 @@ class Snapshot:
     vocabulary: frozenset[str]  # every word stem of the corpus (a missing word it has is elsewhere)
     vectors: Remembering  # passage sentences and words met by earlier questions
     aliases: Mapping[str, frozenset[str]]  # the corpus's glossary: everyday word -> its terms
-    names: frozenset[str]  # the CamelCase names the corpus writes (grounding.camel_names)
+    names: frozenset[str]  # the CamelCase names the corpus writes (Index.names)
 
     @classmethod
     def of(cls, index: index_mod.Index, settings: Settings, embedder: Embedder) -> "Snapshot":
@@ -133,7 +133,7 @@ class Snapshot:
                    common_stems(frequency, len(index.sources), settings), frozenset(frequency),
                    Remembering(embedder, settings.vector_cache),
                    glossary.load(settings.corpus_dir, frozenset(frequency)),
-                   frozenset().union(*(grounding.camel_names(c.text) for c in index.chunks)))
+                   index.names)
 
 
 class Chatbot:

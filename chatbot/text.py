@@ -76,3 +76,12 @@ def content_words(text: str) -> list[str]:
 def terms(text: str) -> list[str]:
     """Stemmed content words: the tokens of lexical search."""
     return [stem(w) for w in content_words(text)]
+
+
+_CAMEL_NAME = re.compile(r"\b[A-Za-z]*[a-z][A-Z]\w*")  # ShutDown, TypeAliasType, PyTorch
+
+
+def camel_names(text: str) -> set[str]:
+    """Words with a capital after a small letter: names in code or of products ("ShutDown",
+    "TypeAliasType", "PyTorch"), whose case is part of the name ("shutdown" is another)."""
+    return set(_CAMEL_NAME.findall(text))

@@ -490,6 +490,11 @@ def test_document_frequencies_are_saved_with_the_index_not_counted_at_start(sett
     assert reloaded.manifest["document_frequency"] == dict(counted)
     reloaded.manifest["document_frequency"] = {"only": 3}  # read back, not counted again
     assert reloaded.document_frequency == {"only": 3}
+    # so are the CamelCase names a question's missing literals are checked against
+    assert "ProDisc" in reloaded.manifest["names"] and "ProDisc" in reloaded.names
+    reloaded.manifest["names"] = ["OnlyThis"]
+    del reloaded.__dict__["names"]
+    assert reloaded.names == {"OnlyThis"}
 
 
 def test_files_are_read_in_worker_processes_after_the_model_showed_its_progress_bar(tmp_path):
