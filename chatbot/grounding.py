@@ -183,7 +183,6 @@ _LEAD_IN = re.compile(
 
 # How a writer sometimes opens a claim about where it comes from: "Based on the facts provided,"
 # or Qwen's truncated "Based on,". The reader never saw "the facts"; the marker says the source.
-_ENDED = re.compile(r"[.!?:;)\]\"'”’]\s*$")  # a sentence that reached its end
 _SOURCE = r"(?:facts?|information|documents?|passages?|text)"
 _SOURCE_PREAMBLE = re.compile(
     rf"^(?:(?:Based on|According to)(?: the {_SOURCE}(?: (?:provided|given|above))?"
@@ -278,6 +277,7 @@ def split_citations(sentence: str, facts: int = 0) -> tuple[str, list[int]]:
     return text, numbers
 
 
+_ENDED = re.compile(r"[.!?:;)\]\"'”’]\s*$")  # a sentence that reached its end
 _CUT_AT = tuple(a for a in ABBREVIATIONS if a not in ("etc.", "No."))  # these can end one
 
 
