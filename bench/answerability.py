@@ -44,6 +44,9 @@ SETS = {  # name -> (corpus, file, role)
     # sets took their place (bench/data/fresh_README.md)
     "faq fresh4": (FAQ, HERE / "data/faq_patients_fresh4.jsonl", "tuning"),
     "pydocs fresh2": (PYDOCS, HERE / "data/pydocs_users_fresh2.jsonl", "tuning"),
+    # tuning by design, written after the 2026-11-28 morning's decisions
+    "faq tuning2": (FAQ, HERE / "data/faq_patients_tuning2.jsonl", "tuning"),
+    "pydocs near misses": (PYDOCS, HERE / "data/pydocs_nearmiss_tuning.jsonl", "tuning"),
     "faq fresh5": (FAQ, HERE / "data/faq_patients_fresh5.jsonl", "blind"),
     "pydocs fresh3": (PYDOCS, HERE / "data/pydocs_users_fresh3.jsonl", "blind"),
 }
