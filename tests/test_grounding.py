@@ -86,17 +86,7 @@ def test_missing_literals_wants_numbers_and_code_names_as_they_are():
     walk = "os.walk(top, topdown=True) generates the file names in a directory tree."
     assert grounding.missing_literals("Does Path.walk() go top-down?", walk) == ["Path.walk"]
     assert grounding.missing_literals("Does os.walk() go top-down?", walk) == []
-    assert grounding.missing_literals("What does dict.get return?",
-                                      "#### get(key[, default])\n\nReturn the value") == []
-    # ... as an entry, not in prose: "behaves exactly like walk()" is `os.fwalk`'s entry, and
-    # answered a near miss on Path.walk (a Python near-miss tuning set, 2026-11-28)
-    fwalk = "#### os.fwalk(top='.')\n\nThis behaves exactly like walk(), except ..."
-    assert grounding.missing_literals("Does Path.walk() follow symlinks?", fwalk) == ["Path.walk"]
-    # a keyword argument is a name in code too (argparse's add_argument has no deprecated=)
-    assert grounding.missing_literals("Can I pass deprecated=True to add_argument?",
-                                      "add_argument(name or flags..., action)") == ["deprecated"]
-    assert grounding.missing_literals("How do I use sorted(key=len)?",
-                                      "#### sorted(iterable, /, *, key=None)") == []
+    assert grounding.missing_literals("What does dict.get return?", "get(key) returns") == []
     assert grounding.missing_literals("How do I use sys.monitoring?",  # prose is no API entry
                                       "Monitoring of events is done by sys.settrace(f).") == [
         "sys.monitoring"]
