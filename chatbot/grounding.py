@@ -44,7 +44,6 @@ NUMBER_WORDS = frozenset(_NUMBER_NAMES.values()) | {"half", "quarter", "third", 
 _CODE_NAME = re.compile(r"\b[A-Za-z_]\w+(?:\.[A-Za-z_]\w*)*\.([A-Za-z_]\w+)")
 _SNAKE_NAME = re.compile(r"\b[A-Za-z][A-Za-z0-9]*_\w*[A-Za-z0-9]\b")  # top_down, lru_cache
 _DECORATOR = re.compile(r"(?<![\w.])@([A-Za-z_]\w*)\b(?!\.)")  # @override
-_KEYWORD = re.compile(r"(?<![\w.])([A-Za-z_]\w+)=(?!=)")  # a keyword argument: deprecated=True
 _NOT_CODE = frozenset(
     "txt csv json py html htm md pdf log cfg ini toml yaml xml zip gz com org net".split())
 # Words people frame questions with; their absence from a passage says nothing about coverage.
@@ -152,8 +151,6 @@ def missing_literals(question: str, evidence_text: str,
               if not re.search(rf"\b{re.escape(m.group(0))}\b", evidence_text, re.IGNORECASE)]
     names += [m.group(0) for m in _DECORATOR.finditer(question)
               if not re.search(rf"\b{re.escape(m.group(1))}\b", evidence_text, re.IGNORECASE)]
-    names += [m.group(1) for m in _KEYWORD.finditer(question)  # add_argument(deprecated=True)
-              if not re.search(rf"\b{re.escape(m.group(1))}\b", evidence_text, re.IGNORECASE)]
     if corpus_names is not None:
         names += [w for w in camel_names(question)
                   if w not in corpus_names and w.removesuffix("s") not in corpus_names]
@@ -171,10 +168,7 @@ def _has_name(m: re.Match, evidence_text: str) -> bool:
     if re.search(rf"\b{owner}\.{last}\b", evidence_text, re.IGNORECASE):
         return True
     others = re.search(rf"\w\.{last}\b", evidence_text, re.IGNORECASE)
-    # as an entry: under its heading ("#### get(key[, default])") or in code, not in prose
-    # ("behaves exactly like walk()" answered a near miss on Path.walk)
-    entry = rf"(?:#+ |`)(?:[\w.]*\.)?{last}\("
-    return not others and re.search(entry, evidence_text, re.IGNORECASE) is not None
+    return not others and re.search(rf"\b{last}\(", evidence_text, re.IGNORECASE) is not None
 
 
 # What opens a sentence without being part of its claim: a label ("Introduction:", "Treatments."
