@@ -89,8 +89,7 @@ class Index:
         """The CamelCase names the documents write (`text.camel_names`), saved with the index as
         document_frequency is (found here, 0.25 s at 14k chunks, for an index saved without)."""
         saved = self.manifest.get("names")
-        return frozenset(saved) if isinstance(saved, list) else frozenset().union(
-            *(camel_names(c.text) for c in self.chunks))
+        return frozenset(saved) if isinstance(saved, list) else corpus_names(self.chunks)
 
     @cached_property
     def title_rows(self) -> np.ndarray:
@@ -145,6 +144,11 @@ def document_frequency(chunks: list[Chunk]) -> Counter[str]:
     for c in chunks:
         stems.setdefault(c.source, set()).update(terms(c.text))
     return Counter(stem for doc in stems.values() for stem in doc)
+
+
+def corpus_names(chunks: list[Chunk]) -> frozenset[str]:
+    """Every CamelCase name the chunks write (`text.camel_names`)."""
+    return frozenset().union(*(camel_names(c.text) for c in chunks))
 
 
 def lexical_index(chunks: list[Chunk]) -> bm25s.BM25:
@@ -419,7 +423,7 @@ def _assemble(work: Plan, embedded: int, embed_seconds: float, t0: float) -> Ind
                 "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "build_seconds": round(time.perf_counter() - t0, 2),
                 "document_frequency": dict(document_frequency(chunks)),
-                "names": sorted(set().union(*(camel_names(c.text) for c in chunks))),
+                "names": sorted(corpus_names(chunks)),
                 "chunks": [c.to_dict() for c in chunks]}
     titles = np.stack([work.ready[s][2] for s in sources])
     return Index(index, chunks, manifest, title_vectors=titles)
