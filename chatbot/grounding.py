@@ -409,6 +409,17 @@ def subject(fact: str) -> str:
     return m.group(0)[:-2] if m else ""
 
 
+def named_subject(claim: str, name: str) -> str:
+    """A model's sentence led by the name in code (`name`, a `subject`) its supporting sentence
+    is about, when it names none of it: Qwen copied "Generate a random UUID." from
+    "`uuid.uuid4()`: Generate a random UUID." and the Python user never learnt what to call
+    (5 of 44 of its served sentences on the Python users' sets, 2026-11-28)."""
+    bare = name.strip("`").split("(")[0].split(".")[-1]
+    if not bare or re.search(rf"(?<!\w){re.escape(bare)}\b", claim, re.I):
+        return claim
+    return f"{name}: {claim}"
+
+
 def unrepeated(texts: Sequence[str]) -> list[str]:
     """Sentences as said one after another: one under the same code heading as the sentence
     before it does not name it again ("`sys.setrecursionlimit(limit)`: Set the maximum depth

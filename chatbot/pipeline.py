@@ -428,6 +428,7 @@ class Chatbot:
         passages = {h: [x for x in sentences if x.hit == h] for h in used}
         draft, judged = "", 0
         before: _ClaimDraft | None = None  # the last sentence that passed
+        named = ""  # the name in code it was about, said once for sentences in a row
         try:
             for piece in itertools.chain(pieces, [None]):
                 if piece is not None and cancelled():
@@ -452,11 +453,20 @@ class Chatbot:
                             and not _follows_its_lead(claim, before, passages):
                         claim = replace(claim, supported=False,
                                         reason="points back to a sentence the answer does not have")
-                    before = claim if claim.supported else before
+                    if not claim.supported:
+                        yield claim
+                        continue
+                    before = claim
                     # Judged as written (without its preamble one wrong sentence passed on the
-                    # tuning runs), shown without "Based on the facts provided,".
-                    yield (replace(claim, text=grounding.claim_text(claim.text))
-                           if claim.supported else claim)
+                    # tuning runs), shown without "Based on the facts provided,", and with the
+                    # name in code its sentence is about ("`uuid.uuid4()`: Generate ...").
+                    shown = grounding.claim_text(claim.text)
+                    fact = next(x.text for x in passages[claim.hit] if x.span == claim.span)
+                    subject = grounding.subject(fact)
+                    if subject and subject != named:
+                        shown = grounding.named_subject(shown, subject)
+                    named = subject
+                    yield replace(claim, text=shown)
                 judged = max(judged, len(done))
         finally:
             if hasattr(pieces, "close"):  # a stopped answer stops the model's decoding too

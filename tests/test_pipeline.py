@@ -624,6 +624,17 @@ def test_a_sentence_under_a_code_heading_is_quoted_and_judged_with_its_name(tmp_
     answer = Chatbot(load_settings(**settings), generator=ScriptedGenerator(draft)).answer(
         question)
     assert answer.wording == "model" and answer.text.startswith("To delete"), answer.to_dict()
+    # A draft that copies the sentence without its name is served with it, once in a row
+    # (Qwen's "Generate a random UUID." from "`uuid.uuid4()`: Generate a random UUID.").
+    draft = ("Delete an entire directory tree, and path must point to a directory. [1] "
+             "Files that cannot be removed raise an exception. [1]")
+    answer = Chatbot(load_settings(**settings), generator=ScriptedGenerator(draft)).answer(
+        question)
+    assert answer.wording == "model", answer.to_dict()
+    assert answer.text.startswith("`shutil.rmtree(path)`: Delete an entire directory tree, and "
+                                  "path"), answer.text
+    assert answer.text.count("shutil.rmtree") == 1, answer.text
+    _check_citations(answer)
 
 
 def test_the_answering_sentence_of_a_lower_passage_is_said(extractive_bot):
