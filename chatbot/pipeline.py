@@ -607,10 +607,14 @@ def _follows_its_lead(claim: _ClaimDraft, before: _ClaimDraft | None,
     its passage sentence leans on ("After any spine surgery, ... pain." before "This is called
     failed back syndrome"), or after any sentence when its passage sentence leans on none (the
     model's own "this"). Qwen wrote "An instrumented fusion can fail ... [1] This is called
-    failed back or failed fusion syndrome ... [1]" (an outside re-test)."""
+    failed back or failed fusion syndrome ... [1]" (an outside re-test). Under an API entry
+    its "this" is the entry's name, which the answer says before it (`grounding.named_subject`):
+    "This function returns successive overlapping pairs ..." from `itertools.pairwise`."""
+    source = next((x for x in passages.get(claim.hit, ()) if x.span == claim.span), None)
+    if source is not None and grounding.subject(source.text):
+        return True
     if before is None:
         return False
-    source = next((x for x in passages.get(claim.hit, ()) if x.span == claim.span), None)
     return (source is None or not source.lead
             or (before.hit, before.span) == (claim.hit, source.lead[-1][0]))
 

@@ -635,6 +635,13 @@ def test_a_sentence_under_a_code_heading_is_quoted_and_judged_with_its_name(tmp_
                                   "path"), answer.text
     assert answer.text.count("shutil.rmtree") == 1, answer.text
     _check_citations(answer)
+    # Its "this" is the entry's name: not a sentence the answer lacks (Qwen's "This function
+    # returns successive overlapping pairs ..." from `itertools.pairwise`)
+    draft = "This function deletes an entire directory tree. [1]"
+    answer = Chatbot(load_settings(**settings), generator=ScriptedGenerator(draft)).answer(
+        question)
+    assert answer.text.startswith("`shutil.rmtree(path)`: This function deletes an entire "
+                                  "directory tree. [1]"), answer.to_dict()["claims"]
 
 
 def test_the_answering_sentence_of_a_lower_passage_is_said(extractive_bot):
