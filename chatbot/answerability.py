@@ -27,7 +27,7 @@ from typing import AbstractSet, Callable, Container, Iterable, Mapping, Sequence
 import numpy as np
 
 from chatbot import grounding
-from chatbot.text import content_words, stem, words
+from chatbot.text import STOPWORDS, content_words, stem, words
 
 WEIGHTS_FILE = Path(__file__).resolve().parent / "data" / "answerability.json"
 FEATURES = ("dense", "sentence", "title", "term_min", "term_gap", "literals", "quantity")
@@ -47,6 +47,11 @@ _ASKS_SHARE = re.compile(r"\b(percentage|percent|per cent|proportion|success rat
 # dates?" asks for a way, and `date` arithmetic answers it.
 _ASKS_UNIT = re.compile(r"(?:^|[,.;:?!]\s*|\b(?:and|so|but|then)\s+)how many "
                         r"(second|minute|hour|day|week|month|year)s?\b", re.I)
+# ... and those that ask for a count of a thing, answered only by a number of that thing: "how
+# many kilos am I allowed to lift?" is not answered by "two levels of the spine". Only at the
+# start of a clause, as for a unit ("count how many times each word shows up" asks for a way).
+_ASKS_COUNT = re.compile(r"(?:^|[,.;:?!]\s*|\b(?:and|so|but|then|roughly|about)\s+)how many "
+                         r"((?:[a-z][\w-]*\s+){0,2}[a-z][\w-]*)", re.I)
 _GIVES_SHARE = re.compile(r"\d\s*%|\bper ?cent\b|\b\w+ (in|out of) (every )?\w+ (patients|"
                           r"people|cases)\b|\b(half|third|quarter|majority|minority)\b|"
                           r"\b\d+(\.\d+)?\s*(x|times)\b", re.I)
@@ -137,6 +142,30 @@ def gives_share(text: str) -> bool:
     return _GIVES_SHARE.search(text) is not None
 
 
+def counted(question: str) -> list[str]:
+    """What a question asks the count of, word by word ("how many compiled regex patterns does
+    ..." -> compiled, regex, patterns), when it asks for one at the start of a clause; else []."""
+    m = _ASKS_COUNT.search(question.strip())
+    if not m:
+        return []
+    asked = []
+    for w in m.group(1).lower().split():
+        if w in STOPWORDS:  # "does", "are", "in", "of": the thing's name has ended
+            break
+        asked.append(w)
+    return asked
+
+
+def gives_count_of(text: str, things: Sequence[str]) -> bool:
+    """A number, in digits or words, within two words before one of `things` (by stem): "512
+    compiled patterns", "two levels"."""
+    stems = {stem(t) for t in things}
+    said = words(text)
+    return any((w[0].isdigit() or w in grounding.NUMBER_WORDS)
+               and any(stem(x) in stems for x in said[i + 1:i + 4])
+               for i, w in enumerate(said))
+
+
 def gives_amount_in(text: str, unit: str) -> bool:
     """A number, in digits or words, of `unit` ("six weeks", "6-8 weeks" for week)."""
     number = "|".join(sorted(grounding.NUMBER_WORDS)) + r"|\d+(?:\.\d+)?"
@@ -163,10 +192,12 @@ def signals(question: str, dense: float, sentence: float, title: float, evidence
     gaps = {w: carried[w] * (1.0 - cover[w]) for w in cover}
     literals = grounding.missing_literals(question, evidence, names)
     share, unit = _ASKS_SHARE.search(question), _ASKS_UNIT.search(question.strip())
+    things = counted(question)
     gives = (gives_share if share else
-             (lambda s: gives_amount_in(s, unit.group(1))) if unit else gives_quantity)
+             (lambda s: gives_amount_in(s, unit.group(1))) if unit else
+             (lambda s: gives_count_of(s, things)) if things else gives_quantity)
     asks = bool(share or _ASKS_QUANTITY.search(question))
-    quantity = float(asks and not any(gives(s) for s in top_sentences))
+    quantity = float(asks and not any(gives(grounding.unnamed(s)) for s in top_sentences))
     # Named in a partial answer or refusal: uncovered rare words that carry the question (not an
     # aside such as "explain" or "works"), the widest gap first. Relative to the question's
     # heaviest word, since every word of a long question carries less.

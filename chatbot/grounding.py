@@ -409,6 +409,13 @@ def subject(fact: str) -> str:
     return m.group(0)[:-2] if m else ""
 
 
+def unnamed(fact: str) -> str:
+    """A fact without the name in code it is said with: "flags=0" in "`re.compile(pattern,
+    flags=0)`: The compiled versions ..." is no amount the sentence gives."""
+    name = subject(fact)
+    return fact[len(name) + 2:] if name else fact
+
+
 def named_subject(claim: str, name: str) -> str:
     """A model's sentence led by the name in code (`name`, a `subject`) its supporting sentence
     is about, when it names none of it: Qwen copied "Generate a random UUID." from

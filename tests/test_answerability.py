@@ -28,6 +28,27 @@ def test_the_shipped_weights_load_and_order_the_obvious_cases():
     assert scorer.decide(unrelated) is Coverage.NONE
 
 
+def test_a_count_is_answered_by_a_number_of_that_thing():
+    """"how many kilos ...?" and "how many compiled regex patterns ...?" were answered in full:
+    the first from "two levels", the second from "flags=0" in the signature its passage
+    sentence is said with (Python near-miss and FAQ tuning sets, 2026-11-28)."""
+    from chatbot import grounding
+
+    kilos = answerability.counted("how many kilos am I allowed to lift after spinal fusion")
+    assert kilos == ["kilos"]
+    assert not answerability.gives_count_of("It occurs at two levels of the spine.", kilos)
+    assert answerability.gives_count_of("Lift no more than 5 kilos at first.", kilos)
+    assert answerability.counted("How many levels can be fused?") == ["levels"]
+    assert answerability.gives_count_of("A fusion at two levels of the spine", ["levels"])
+    # asked for a way, not a count
+    assert not answerability.counted("how can I work out how many days there are between "
+                                     "two dates?")
+    fact = ("`re.compile(pattern, flags=0)`: The compiled versions of the most recent patterns "
+            "passed to re.compile() are cached.")
+    assert answerability.gives_quantity(fact)
+    assert not answerability.gives_quantity(grounding.unnamed(fact))
+
+
 def test_decide_maps_probability_to_three_outcomes():
     n = len(answerability.FEATURES)
     scorer = Scorer((1.0,) * n, 0.0, (0.0,) * n, (1.0,) * n, full=0.6, partial=0.3)
