@@ -461,8 +461,7 @@ class Chatbot:
                     # tuning runs), shown without "Based on the facts provided,", and with the
                     # name in code its sentence is about ("`uuid.uuid4()`: Generate ...").
                     shown = grounding.claim_text(claim.text)
-                    fact = next(x.text for x in passages[claim.hit] if x.span == claim.span)
-                    subject = grounding.subject(fact)
+                    subject = grounding.subject(_source(claim, passages).text)
                     if subject and subject != named:
                         shown = grounding.named_subject(shown, subject)
                     named = subject
@@ -601,6 +600,11 @@ def _led_by(evidence: list[_Sentence], drafted: np.ndarray | None) -> list[_Sent
     return sorted(evidence, key=lambda e: -float(e.vec @ centre))
 
 
+def _source(claim: _ClaimDraft, passages: dict[int, list[_Sentence]]) -> _Sentence | None:
+    """The passage sentence a claim was judged against."""
+    return next((x for x in passages.get(claim.hit, ()) if x.span == claim.span), None)
+
+
 def _follows_its_lead(claim: _ClaimDraft, before: _ClaimDraft | None,
                       passages: dict[int, list[_Sentence]]) -> bool:
     """Whether a drafted "This ..." sentence comes after what its "this" is: after the sentence
@@ -610,7 +614,7 @@ def _follows_its_lead(claim: _ClaimDraft, before: _ClaimDraft | None,
     failed back or failed fusion syndrome ... [1]" (an outside re-test). Under an API entry
     its "this" is the entry's name, which the answer says before it (`grounding.named_subject`):
     "This function returns successive overlapping pairs ..." from `itertools.pairwise`."""
-    source = next((x for x in passages.get(claim.hit, ()) if x.span == claim.span), None)
+    source = _source(claim, passages)
     if source is not None and grounding.subject(source.text):
         return True
     if before is None:
