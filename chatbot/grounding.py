@@ -409,11 +409,15 @@ def subject(fact: str) -> str:
     return m.group(0)[:-2] if m else ""
 
 
+_CODE_LINE = re.compile(r"^(?:>>>|\.\.\.|\s{4}|\t).*$", re.M)  # a session's or a block's line
+
+
 def unnamed(fact: str) -> str:
-    """A fact without the name in code it is said with: "flags=0" in "`re.compile(pattern,
-    flags=0)`: The compiled versions ..." is no amount the sentence gives."""
+    """A fact as prose: without the name in code it is said with, nor the lines of code it
+    shows. "flags=0" in "`re.compile(pattern, flags=0)`: The compiled versions ...", or
+    "('', 8000)" in an example server, is no amount the sentence gives."""
     name = subject(fact)
-    return fact[len(name) + 2:] if name else fact
+    return _CODE_LINE.sub("", fact[len(name) + 2:] if name else fact)
 
 
 def named_subject(claim: str, name: str) -> str:

@@ -47,6 +47,12 @@ def test_a_count_is_answered_by_a_number_of_that_thing():
             "passed to re.compile() are cached.")
     assert answerability.gives_quantity(fact)
     assert not answerability.gives_quantity(grounding.unnamed(fact))
+    # nor is one in the code a sentence shows ("roughly how many requests per second can
+    # http.server handle?" was answered in full from an example serving on port 8000)
+    example = ("Code to create and run the server looks like this:\n\ndef run():\n"
+               "    server_address = ('', 8000)\n    httpd.serve_forever()")
+    assert not answerability.gives_quantity(grounding.unnamed(example))
+    assert grounding.unnamed(">>> len(x)\n3\nIt counts them.").endswith("It counts them.")
 
 
 def test_decide_maps_probability_to_three_outcomes():
