@@ -128,12 +128,16 @@ _WHEN_ONCE = re.compile(r"\bonce\s+(?:the|you|your|it|its|they|their|we|he|she|t
                         r"these|those|my|our|all|every|each)\b", re.I)
 
 
+def _is_number(word: str) -> bool:
+    """A number in digits or in words ("8", "two", "twice")."""
+    return word[0].isdigit() or word in grounding.NUMBER_WORDS
+
+
 def gives_quantity(text: str) -> bool:
     """A number, in digits or in words ("8 years", "two levels", "twice"). A unit without one
     gives no amount: "several days or weeks afterward" does not say how many days in hospital,
     nor "a percentage of patients" what percentage."""
-    return any(w[0].isdigit() or w in grounding.NUMBER_WORDS
-               for w in words(_WHEN_ONCE.sub(" ", text)))
+    return any(_is_number(w) for w in words(_WHEN_ONCE.sub(" ", text)))
 
 
 def gives_share(text: str) -> bool:
@@ -161,8 +165,7 @@ def gives_count_of(text: str, things: Sequence[str]) -> bool:
     compiled patterns", "two levels"."""
     stems = {stem(t) for t in things}
     said = words(text)
-    return any((w[0].isdigit() or w in grounding.NUMBER_WORDS)
-               and any(stem(x) in stems for x in said[i + 1:i + 4])
+    return any(_is_number(w) and any(stem(x) in stems for x in said[i + 1:i + 4])
                for i, w in enumerate(said))
 
 

@@ -409,7 +409,8 @@ def subject(fact: str) -> str:
     return m.group(0)[:-2] if m else ""
 
 
-_CODE_LINE = re.compile(r"^(?:>>>|\.\.\.|\s{4}|\t).*$", re.M)  # a session's or a block's line
+# a session's or a block's line (spaces, not \s: that would run on over blank lines into prose)
+_CODE_LINE = re.compile(r"^(?:>>>|\.\.\.| {4}|\t).*$", re.M)
 
 
 def unnamed(fact: str) -> str:

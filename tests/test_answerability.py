@@ -53,6 +53,8 @@ def test_a_count_is_answered_by_a_number_of_that_thing():
                "    server_address = ('', 8000)\n    httpd.serve_forever()")
     assert not answerability.gives_quantity(grounding.unnamed(example))
     assert grounding.unnamed(">>> len(x)\n3\nIt counts them.").endswith("It counts them.")
+    # a code line is one line: blank lines of spaces before prose do not take the prose along
+    assert answerability.gives_quantity(grounding.unnamed("Intro:\n\n  \n  It takes 5 days."))
 
 
 def test_decide_maps_probability_to_three_outcomes():
