@@ -451,12 +451,8 @@ class Chatbot:
                         claim = replace(claim, supported=False, reason="unfinished sentence")
                     if claim.supported and grounding.leans_back(grounding.claim_text(text)) \
                             and not _follows_its_lead(claim, before, passages):
-                        # After the passage sentence its "this" is, quoted, as quotes are
-                        lead = _lead_quotes(claim, passages)
-                        if not lead:  # the model's own "this", with nothing before it
-                            claim = replace(claim, supported=False, reason=(
-                                "points back to a sentence the answer does not have"))
-                        yield from lead
+                        claim = replace(claim, supported=False,
+                                        reason="points back to a sentence the answer does not have")
                     if not claim.supported:
                         yield claim
                         continue
@@ -625,17 +621,6 @@ def _follows_its_lead(claim: _ClaimDraft, before: _ClaimDraft | None,
         return False
     return (source is None or not source.lead
             or (before.hit, before.span) == (claim.hit, source.lead[-1][0]))
-
-
-def _lead_quotes(claim: _ClaimDraft,
-                 passages: dict[int, list[_Sentence]]) -> list[_ClaimDraft]:
-    """The sentences a drafted "This ..." sentence's passage sentence leans on, quoted: Qwen
-    copied "This is called failed back or failed fusion syndrome, ..." as its first sentence
-    in 9 of 195 full tuning answers, whose wording was then thrown away for quotes that say
-    the same after the sentence it needs."""
-    source = _source(claim, passages)
-    return [_ClaimDraft(text, True, claim.hit, span, "", quoted=True)
-            for span, text in (source.lead if source else ())]
 
 
 def _quotes(evidence: list[_Sentence],

@@ -359,21 +359,16 @@ _CAUSE = ("An instrumented fusion can fail if there is not enough support to hol
 _LEAD = "After any spine surgery, a percentage of patients may still experience pain."
 
 
-_OWN_THIS = "This may be able to fix the condition but not eliminate the pain."
-
-
 @pytest.mark.parametrize("draft, served", [
-    (f"{_THIS} [1]", [_THIS]),  # Qwen's first sentence: served after what "this" is
-    (f"{_CAUSE} [1] {_THIS} [2]", [_CAUSE, _THIS]),  # a re-test: not after the wrong "this"
+    (f"{_THIS} [1]", []),  # this what?
+    (f"{_CAUSE} [1] {_THIS} [2]", [_CAUSE]),  # a re-test: the wrong "this", a wrong definition
     (f"{_LEAD} [1] {_THIS} [1]", [_LEAD, _THIS]),  # after what "this" is: the model's wording
-    (f"{_OWN_THIS} [1] {_LEAD} [1] {_THIS} [1]", [_LEAD, _THIS]),  # its own "this": what?
 ])
 def test_a_sentence_that_says_this_is_shown_with_what_this_is(settings, faq_index, embedder,
                                                                draft, served):
     """An outside trial's patients read "An instrumented fusion can fail ... This is called failed
-    back syndrome" as a definition: a "This ..." sentence, quoted or drafted, comes right after
-    the sentence it points back to, quoted if the model did not say it there; one whose
-    passage sentence points back to nothing is the model's own "this", and is not served."""
+    back syndrome" as a definition: a quoted "This ..." sentence comes with the sentence it
+    points back to, and a drafted one must follow that sentence."""
     from chatbot.pipeline import Chatbot
 
     bot = Chatbot(settings, index=faq_index, generator=ScriptedGenerator(draft),
