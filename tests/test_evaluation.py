@@ -54,6 +54,21 @@ def test_citation_validity_needs_a_retrieved_passage():
     assert ev.citation_validity(result) == (1, 2)
 
 
+@pytest.mark.parametrize("claim, reworded", [
+    ("Screws hold the spine in place.", False),  # the passage's sentence, copied
+    ("screws hold the spine", False),  # a run of it, whatever the case and punctuation
+    ("The screws keep the spine still.", True),  # the model's own words
+])
+def test_the_models_own_wording_is_told_from_a_copied_sentence(claim, reworded):
+    """An answer in the model's wording whose sentences only copy the passages is a quote in
+    all but name: the summary reports both shares."""
+    result = {"citations": [{"n": 1, "text": "Intro. Screws hold the spine in place. More."}],
+              "claims": [{"text": "Intro.", "supported": True, "quoted": True},
+                         {"text": claim, "supported": True, "quoted": False},
+                         {"text": "Screws keep it still.", "supported": False, "quoted": False}]}
+    assert metrics.reworded(result) is reworded
+
+
 def test_passage_statements_drop_headings_and_labels():
     text = "Can you undo a spinal fusion?\n\nOverview. A device called the ProDisc Implant may help."
     assert ev.passage_statements(text) == ["A device called the ProDisc Implant may help."]
@@ -135,6 +150,7 @@ def test_dev_set_with_extractive_answers(dev_run):
     # the extractive generator quotes the passages, so every sentence is supported by its citation
     assert a["citation_recall"] == 1.0 and a["citation_precision"] == 1.0
     assert a["judge_disagreements"] == 0
+    assert a["model_wording_rate"] == a["model_reworded_rate"] == 0.0  # nothing is the model's
     # a tuning set: the scorer answers no more than 2 of its 15 unanswerables in full
     assert a["unanswerable_full"] <= 2 / 15 and a["false_refusal_rate"] <= 0.05
     assert a["answerable_full"] >= 0.85

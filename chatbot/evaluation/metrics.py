@@ -12,6 +12,7 @@ import numpy as np
 from chatbot import grounding
 from chatbot.embedding import Embedder
 from chatbot.evaluation.cases import Case
+from chatbot.text import words
 
 LABELS = Path(__file__).resolve().parents[2] / "tests" / "data" / "support_labels.jsonl"
 
@@ -126,6 +127,17 @@ def judge_sentence(judge: Judge, claim: str, cited: Sequence[int],
             "reason": (joint.reason if joint else "cites no passage")}
 
 
+def reworded(result: dict) -> bool:
+    """Whether a served sentence of the model's is more than a passage sentence copied word for
+    word (or a run of one): a copy is the model choosing a quote, not writing. 30 of the 37
+    model sentences served on the FAQ dev set were copies (2026-11-28), so `wording` alone
+    overstates how much of the answer the model wrote."""
+    passages = " | ".join(" ".join(words(c.get("text", ""))) for c in result.get("citations", []))
+    return any(c["supported"] and not c.get("quoted")
+               and f" {' '.join(words(c['text']))} " not in f" {passages} "
+               for c in result.get("claims", []))
+
+
 def answer_metrics(result: dict, case: Case, judge: Judge) -> dict:
     """Per-question answer metrics from the JSON answer alone."""
     m: dict = {"refused": result["refused"], "coverage": result["coverage"],
@@ -154,6 +166,7 @@ def answer_metrics(result: dict, case: Case, judge: Judge) -> dict:
         kept_claims=sum(1 for c in result.get("claims", []) if c["supported"]),
         # whose words are served: the model's checked draft, or the passages' own sentences
         model_wording=result.get("wording") == "model",
+        model_reworded=reworded(result),
         # sentences the pipeline passed but the re-run judge rejects: a bug in assembling answers
         judge_disagreements=[s["text"] for s in sentences
                              if s["text"] in pipeline_ok and not s["supported"]],
@@ -208,6 +221,7 @@ def summarize(rows: Sequence[dict], k: int, retrieval_only: bool) -> dict:
         "unanswerable_partial": share(unanswerable, "partial"),
         "refusal_accuracy": _mean([m["refused"] for m in unanswerable]),
         "model_wording_rate": _mean([m["model_wording"] for m in answered]),
+        "model_reworded_rate": _mean([m["model_reworded"] for m in answered]),
         "dropped_claims": sum(m["dropped_claims"] for m in answered),
         "judge_disagreements": sum(len(m["judge_disagreements"]) for m in answered),
     }
