@@ -2,36 +2,28 @@
 
 Everything that comes from a document or a user is data: it is HTML-escaped (and, inside chat
 messages, Markdown-escaped) before it reaches the page, so a document can never inject markup.
-Changing the corpus is an admin action: the upload panel exists only when the operator turned it
-on and set a token, never replaces a document silently, and every attempt goes to an audit log.
+Changing the corpus is an admin action (`admin`): the upload panel exists only when the operator
+turned it on and set a token, never replaces a document silently, and every attempt goes to an
+audit log.
 """
 from __future__ import annotations
 
-import hashlib
-import hmac
-import html
-import json
 import logging
 import re
-import shutil
-import tempfile
-import threading
 import time
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import Iterator
 
 import gradio as gr
 
-from chatbot import documents, guards, memory
+from chatbot import admin, guards, memory
 from chatbot.answer import Code
 from chatbot.answerability import Coverage
 from chatbot.config import Settings
+from chatbot.markup import esc, md_escape
 from chatbot.pipeline import REFUSAL, Answer, Chatbot
 
 log = logging.getLogger(__name__)
 
-UPLOAD_SUFFIXES = tuple(documents.LOADERS)  # whatever the loader reads
 DRAFT_LABEL = "*Checking the answer against the sources…*"
 STOPPED_EARLY = "*Stopped before the answer was finished.*"
 SEARCHING_PANEL = '<div class="panel-empty">Searching the documents…</div>'
@@ -72,24 +64,6 @@ CSS = """
 
 
 # -- escaping -------------------------------------------------------------------------------
-
-def esc(text: str) -> str:
-    return html.escape(text, quote=True)
-
-
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]{}()#+!|~$-])")
-_MD_ORDERED_LIST = re.compile(r"^(\s*\d+)([.)])", re.M)
-_MD_WEB = re.compile(r"(?i)(\b(?:https?|ftp):|\bwww)([/.])")  # where an autolink would begin
-
-
-def md_escape(text: str) -> str:
-    """Document or model text shown literally in a Markdown chat bubble. Bare web and e-mail
-    addresses stay text too: Gradio's Markdown made a document's "www.fusion-cure.example" a
-    live link, with the escapes in its address (outside security trial)."""
-    text = _MD_ORDERED_LIST.sub(r"\1\\\2", _MD_SPECIAL.sub(r"\\\1", text))
-    text = _MD_WEB.sub(r"\1\\\2", text).replace("@", "\\@")
-    return html.escape(text, quote=False)  # after the backslashes, so entities stay intact
-
 
 # -- rendering ------------------------------------------------------------------------------
 
@@ -250,240 +224,13 @@ def example_questions(bot: Chatbot, count: int = 4) -> list[str]:
     return titles[::step][:count]
 
 
-# -- uploads: an admin action ----------------------------------------------------------------
-
-def versions_dir(settings: Settings) -> Path:
-    """Where replaced documents are kept: under the index folder, which the indexer never reads,
-    and never inside the corpus, where the old version would be indexed again."""
-    folder = settings.index_dir / settings.replaced_dir
-    if folder.resolve().is_relative_to(settings.corpus_dir.resolve()):
-        raise ValueError(f"{folder} (old versions of replaced documents) is inside the corpus "
-                         f"{settings.corpus_dir}, so it would be indexed; use an --index folder "
-                         "outside the corpus")
-    return folder
-
-
-MIN_TOKEN_CHARS = 16  # secrets.token_urlsafe(24), the README's recipe, gives 32
-
-
-def uploads_on(settings: Settings, host: str) -> bool:
-    """Whether to offer "Add documents". Uploads asked for on a non-loopback address without a
-    token raise ValueError (the CLI exits 2): anyone on the network could rewrite the corpus."""
-    if not settings.allow_uploads:
-        return False
-    if len(settings.admin_token.strip()) < MIN_TOKEN_CHARS:
-        if settings.admin_token.strip():  # a token a guesser could find is no token
-            raise ValueError(f"CHATBOT_ADMIN_TOKEN has {len(settings.admin_token.strip())} "
-                             f"characters; use at least {MIN_TOKEN_CHARS}, e.g. python -c "
-                             '"import secrets; print(secrets.token_urlsafe(24))"')
-        if not guards.is_loopback(host):
-            raise ValueError(f"refusing to serve uploads on {host} without CHATBOT_ADMIN_TOKEN; "
-                             "set it or drop --allow-uploads")
-        log.warning("Uploads stay off: --allow-uploads needs an admin token; "
-                    "set CHATBOT_ADMIN_TOKEN")
-        return False
-    versions_dir(settings)
-    log.info("Uploads on: each needs the admin token; audit log %s",
-             settings.index_dir / settings.audit_log)
-    return True
-
-
-class AdminGate:
-    """Checks the admin token of an upload. A client address that sends `admin_max_failures`
-    wrong tokens is locked out for `admin_lockout_minutes`, so the token cannot be guessed by
-    brute force (behind a reverse proxy every client has the proxy's address: see docs/ui.md)."""
-
-    def __init__(self, settings: Settings):
-        self._token = settings.admin_token.encode()
-        self._max = settings.admin_max_failures
-        self._lockout_s = settings.admin_lockout_minutes * 60
-        self._failures: dict[str, list[float]] = {}
-        self._lock = threading.Lock()
-
-    def check(self, token: str, client: str, now: float | None = None) -> str | None:
-        """Why this upload is not allowed, or None if it is."""
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            recent = [t for t in self._failures.pop(client, []) if now - t < self._lockout_s]
-            if len(recent) >= self._max:
-                self._failures[client] = recent
-                wait = (recent[0] + self._lockout_s - now) / 60
-                return f"too many wrong admin tokens; try again in {wait:.0f} min"
-            if self._token and hmac.compare_digest(token.encode(), self._token):
-                return None
-            self._failures[client] = [*recent, now]
-            return "wrong admin token" if token else "type the admin token first"
-
+# -- the app --------------------------------------------------------------------------------
 
 def requester(request: gr.Request) -> dict:
     """Who sent a request, for the audit log: the Gradio user if logged in, and the address."""
     return {"user": getattr(request, "username", None),
             "ip": getattr(getattr(request, "client", None), "host", None)}
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def audit(settings: Settings, who: dict, path: Path, action: str, **details) -> dict:
-    """Append one JSON line about an upload (accepted or not) to the audit log, and log it. A
-    rejected file is not read: a client without the token could make the server hash 20 files
-    of 50 MB with every request (outside security trial)."""
-    digest = None if action == "rejected" else _sha256(path)
-    record = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"), **who,
-              "file": path.name, "size": path.stat().st_size, "sha256": digest,
-              "action": action, **details}
-    line = json.dumps(record, ensure_ascii=False)
-    target = settings.index_dir / settings.audit_log
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target, "a", encoding="utf-8") as fh:
-        fh.write(line + "\n")
-    log.info("upload audit %s", line)  # JSON: a file name cannot forge another log line
-    return record
-
-
-def recent_changes(settings: Settings, count: int = 3) -> str:
-    """The last accepted corpus changes from the audit log, newest first, for the upload panel."""
-    path = settings.index_dir / settings.audit_log
-    if not path.exists():
-        return "No documents uploaded yet."
-    with open(path, "rb") as fh:  # the tail is enough: the log only grows
-        fh.seek(max(fh.seek(0, 2) - 65536, 0))
-        lines = fh.read().decode("utf-8", errors="replace").splitlines()
-    records = []
-    for line in reversed(lines):
-        try:
-            record = json.loads(line)
-        except ValueError:  # the first line of the tail may be cut
-            continue
-        if record.get("action") != "rejected":
-            records.append(record)
-        if len(records) == count:
-            break
-    if not records:
-        return "No documents uploaded yet."
-    changes = "; ".join(f"{r['time']}: {r.get('saved_as', r['file'])} {r['action']}"
-                        for r in records)
-    return f"Recent changes: {md_escape(changes)}."
-
-
-def _safe_name(name: str) -> str:
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(name).stem).strip(".-") or "document"
-    return stem + Path(name).suffix.lower()
-
-
-def place(corpus: Path, name: str, replace: bool) -> tuple[Path, str]:
-    """Where an upload goes in the corpus and what that does: "added", "replaced" (only when the
-    admin asked to) or "renamed" (`name-2.txt`: a document of that name is already there)."""
-    target = corpus / _safe_name(name)
-    if not target.exists():
-        return target, "added"
-    if replace:
-        return target, "replaced"
-    n = 2
-    while (renamed := corpus / f"{target.stem}-{n}{target.suffix}").exists():
-        n += 1
-    return renamed, "renamed"
-
-
-def keep_old_version(path: Path, settings: Settings) -> Path:
-    """Move a document about to be replaced to the versions folder, under a UTC time stamp."""
-    folder = versions_dir(settings)
-    folder.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-    kept = folder / f"{stamp}-{path.name}"
-    shutil.move(path, kept)
-    return kept
-
-
-def check_upload(path: Path, name: str, max_mb: float) -> str | None:
-    """Why this file cannot go into the corpus, or None if it can. Megabytes are decimal
-    (10^6 bytes), as in `documents.load`, the label and every message."""
-    suffix = Path(name).suffix.lower()
-    if suffix not in UPLOAD_SUFFIXES:
-        return (f"{name}: wrong file type {suffix or '(none)'}; "
-                f"accepted: {', '.join(UPLOAD_SUFFIXES)}")
-    size = path.stat().st_size
-    if size == 0:
-        return f"{name}: the file is empty"
-    if size > max_mb * 1e6:
-        return f"{name}: {size / 1e6:.1f} MB is over the {max_mb:g} MB limit"
-    with tempfile.TemporaryDirectory() as tmp:  # the loader reads it exactly as indexing will
-        probe = Path(tmp) / _safe_name(name)
-        shutil.copyfile(path, probe)
-        try:
-            documents.load(probe, Path(tmp), max_mb)
-        except documents.LoadError as err:
-            return str(err)
-    return None
-
-
-def add_documents(bot: Chatbot, paths: list[str], progress, who: dict,
-                  replace: bool = False) -> str:
-    """Save the good files into the corpus (renamed, or replacing with the old version kept, when
-    the name is taken) and re-index; audit every file; report every file's fate in Markdown."""
-    settings, corpus = bot.settings, bot.settings.corpus_dir
-    rejected, saved = [], []  # saved: (label, corpus name, how)
-    for i, raw in enumerate(paths):
-        progress((i, len(paths) + 1), desc="Checking files")
-        path = Path(raw)
-        problem = check_upload(path, path.name, settings.max_file_mb)
-        if problem:
-            audit(settings, who, path, "rejected", reason=problem)
-            rejected.append(("Rejected", problem))
-            continue
-        target, action = place(corpus, path.name, replace)
-        how, details = "", {}
-        if action == "replaced":
-            kept = keep_old_version(target, settings)
-            how, details = f"the old version is kept as {kept}", {"old_version": str(kept)}
-        elif action == "renamed":
-            how = (f"a document named {_safe_name(path.name)} is already in the corpus, so "
-                   "this one was added beside it (tick Replace to replace it)")
-        shutil.copyfile(path, target)
-        audit(settings, who, path, action, saved_as=target.name, **details)
-        saved.append((action.capitalize(), target.name, how))
-    lines = rejected
-    if saved:
-        progress((len(paths), len(paths) + 1), desc="Re-indexing")
-        t0 = time.perf_counter()
-        manifest = bot.reindex().manifest
-        log.info("Re-indexed after upload of %s in %.1f s", [n for _, n, _ in saved],
-                 time.perf_counter() - t0)
-        for label, name, how in saved:
-            if name in manifest["files"]:
-                outcome = "searchable now"
-            else:
-                label = f"{label}, not indexed"
-                outcome = next((p for p in manifest["skipped"] if p.startswith(name)),
-                               "no text to index")
-            lines.append((label, f"{name}: {outcome}" + (f"; {how}" if how else "")))
-    return "\n\n".join(f"**{label}:** {md_escape(text)}" for label, text in lines)
-
-
-def handle_upload(bot: Chatbot, gate: AdminGate, paths: list[str], token: str, replace: bool,
-                  who: dict, progress) -> str:
-    """One upload from the page: the token first, then the files. A file listed many times is
-    one file, and a rejected upload is audited for its first `max_upload_files` files only: an
-    outside security trial listed one 49 MB file 1,000 times without a token, and every listing
-    was hashed and audited (29 s of the only worker; 20,000 listings wrote 8.5 MB of log)."""
-    limit = bot.settings.max_upload_files
-    distinct = list(dict.fromkeys(paths))
-    denied = gate.check(token, who["ip"] or "unknown")
-    if denied is None and len(distinct) > limit:
-        denied = f"{len(distinct)} files at once; send at most {limit} (setting max_upload_files)"
-    if denied is None:
-        return add_documents(bot, distinct, progress, who, replace)
-    for raw in distinct[:limit]:
-        audit(bot.settings, who, Path(raw), "rejected", reason=denied, files=len(distinct))
-    return f"**Rejected:** {md_escape(denied)}; nothing was added."
-
-
-# -- the app --------------------------------------------------------------------------------
 
 def remembered(history: list[str], question: str, answer: Answer) -> list[str]:
     """The conversation after this answer. A question refused as too long is not kept: 30 calls
@@ -577,7 +324,7 @@ def create_app(bot: Chatbot, uploads: bool = False) -> gr.Blocks:
         interrupts.request(request.session_hash, "new")
         return reset
 
-    gate = AdminGate(settings) if uploads else None
+    gate = admin.AdminGate(settings) if uploads else None
 
     def upload(paths: list[str] | None, token: str, replace: bool, request: gr.Request,
                progress=gr.Progress()) -> Iterator[tuple]:
@@ -585,12 +332,14 @@ def create_app(bot: Chatbot, uploads: bool = False) -> gr.Blocks:
             yield (gr.skip(),) * 4
             return
         yield f"Checking {len(paths)} file(s)…", gr.skip(), gr.skip(), gr.skip()
-        report = handle_upload(bot, gate, paths, token or "", bool(replace), requester(request),
-                               progress)
+        report = admin.handle_upload(bot, gate, paths, token or "", bool(replace),
+                                     requester(request), progress)
         yield report, status_markdown(bot), None, False  # "Replace" holds for one upload only
 
     def refresh() -> tuple[str, ...]:  # on page load: another tab may have changed the corpus
-        return (status_markdown(bot), recent_changes(settings)) if uploads else status_markdown(bot)
+        if not uploads:
+            return status_markdown(bot)
+        return status_markdown(bot), admin.recent_changes(settings)
 
     # delete_cache: Gradio's temp copies of uploads go after an hour
     # (the corpus keeps its own copy).
@@ -626,11 +375,12 @@ def create_app(bot: Chatbot, uploads: bool = False) -> gr.Blocks:
                         replace = gr.Checkbox(elem_id="replace", label=(
                             "Replace a document of the same name (the old version is kept); "
                             "otherwise it is added as name-2"))
-                        files = gr.File(label=f"Upload {', '.join(UPLOAD_SUFFIXES)} files, up to "
+                        kinds = admin.UPLOAD_SUFFIXES
+                        files = gr.File(label=f"Upload {', '.join(kinds)} files, up to "
                                               f"{settings.max_file_mb:g} MB each",
-                                        file_count="multiple", file_types=list(UPLOAD_SUFFIXES),
+                                        file_count="multiple", file_types=list(kinds),
                                         elem_id="upload")
-                        upload_report = gr.Markdown(recent_changes(settings),
+                        upload_report = gr.Markdown(admin.recent_changes(settings),
                                                     elem_id="upload-report")
 
         outputs = [box, chat, history, sources, others, others_box]
@@ -675,7 +425,7 @@ def launch(app: gr.Blocks, settings: Settings, host: str = "127.0.0.1", port: in
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 7860) -> None:
     """Load the index and models first, then serve: the first visitor never waits for a model.
     Whether uploads may be served is decided before anything loads, so a refusal is instant."""
-    uploads = uploads_on(settings, host)
+    uploads = admin.uploads_on(settings, host)
     memory.fewer_arenas()
     t0 = time.perf_counter()
     bot = Chatbot(settings)
