@@ -128,10 +128,10 @@ def judge_sentence(judge: Judge, claim: str, cited: Sequence[int],
 
 
 def reworded(result: dict) -> bool:
-    """Whether a served sentence of the model's is more than a passage sentence copied word for
-    word (or a run of one): a copy is the model choosing a quote, not writing. 30 of the 37
-    model sentences served on the FAQ dev set were copies (2026-11-28), so `wording` alone
-    overstates how much of the answer the model wrote."""
+    """Whether a served sentence of the model's is more than a run of a cited passage's words
+    (a sentence of it, or part of one, copied): a copy is the model choosing a quote, not
+    writing. 30 of the 37 model sentences served on the FAQ dev set were copies (2026-11-28),
+    so `wording` alone overstates how much of the answer the model wrote."""
     passages = " | ".join(" ".join(words(c.get("text", ""))) for c in result.get("citations", []))
     return any(c["supported"] and not c.get("quoted")
                and f" {' '.join(words(c['text']))} " not in f" {passages} "
