@@ -110,6 +110,12 @@ class Settings:
     # 124 / 150 at 0.5, 129 / 154 at 0.45, 131 / 154 at 0.4, 135 / 155 at 0.35 with a near miss
     # answered in full (none at the others): 0.4 (2026-11-28; it was 0.5, chosen on dev alone)
     second_passage_score: float = 0.4
+    # ... with the share of the question's telling words it has (pipeline._telling) times this.
+    # Nine tuning sets, extractive answers: expected passage cited +2, key fact +3 of 291
+    # answerable ("what are the rods and screws actually there for?" now gets the splint
+    # sentence), no near miss moved; all rare question words instead of telling ones: +3 / +2,
+    # but "spine" and "fusion" led answers with sentences that do not answer (2026-11-28)
+    sentence_word_weight: float = 0.1
     # blended support a claim needs (strict: a false "supported" is the costly error):
     support_threshold: float = 0.75
     claim_zipf: float = 4.0  # an answer word rarer than this in English must be in the passage

@@ -24,7 +24,7 @@ from chatbot.config import Settings, load_settings
 from chatbot.embedding import Embedder, Remembering, make_embedder
 from chatbot.generation import Generator, GeneratorError, make_generator
 from chatbot.retrieval import Hit, Retriever
-from chatbot.text import content_words, words
+from chatbot.text import content_words, english_zipf, stem, terms, words
 
 log = logging.getLogger(__name__)
 __all__ = ["REFUSAL", "Answer", "Chatbot", "Citation", "Claim", "standalone_query"]
@@ -323,7 +323,7 @@ class Chatbot:
             if _closest(sentences, carried) < _closest(sentences, own) + s.follow_up_margin:
                 return self._read(question, question, own[None, :], now, memo, timings, ms)
             qvec = carried[None, :]
-        evidence = self._select(focus[0], sentences)
+        evidence = self._select(question, hits, focus[0], sentences)
         if not evidence:  # the closest passages hold no statement (headings, fragments)
             return _Reading(**read, refusal=Outcome(
                 Code.NO_STATEMENT, "no sentence in the closest passages answers it"))
@@ -391,11 +391,13 @@ class Chatbot:
                 else np.zeros((0, 1), "float32"))
         return [_Sentence(i, st.span, st.said, v, lead) for (i, st, lead), v in zip(found, vecs)]
 
-    def _select(self, qvec: np.ndarray, sentences: list[_Sentence]) -> list[_Sentence]:
+    def _select(self, question: str, hits: list[Hit], qvec: np.ndarray,
+                sentences: list[_Sentence]) -> list[_Sentence]:
         """The sentences that best answer the question, best first. The top passage is trusted
         even when no single sentence matches well (a FAQ answer often shares no words with its
         question); a lower passage adds its best sentence when that reaches
-        `second_passage_score` (the top passage is not always the answering one)."""
+        `second_passage_score` (the top passage is not always the answering one), counting
+        the question's telling words it has (`_telling`) as passage retrieval counts BM25."""
         s = self.settings
         scored = sorted(((float(x.vec @ qvec), x) for x in sentences), key=lambda p: -p[0])
         top = [(sc, x) for sc, x in scored if x.hit == 0]
@@ -404,9 +406,16 @@ class Chatbot:
         best = top[0][0]
         keep = [(sc, x) for sc, x in top
                 if sc >= best - s.evidence_margin][: s.max_evidence_sentences]
+        telling = _telling(question, hits, s.question_zipf)
+
+        def bonus(x: _Sentence) -> float:
+            shared = len(telling & set(terms(x.text)))
+            return s.sentence_word_weight * shared / len(telling) if telling else 0.0
+
         for h in sorted({x.hit for _, x in scored} - {0}):
-            sc, x = next(p for p in scored if p[1].hit == h)
-            if sc >= s.second_passage_score:
+            sc, x = max(((sc, x) for sc, x in scored if x.hit == h),
+                        key=lambda p: p[0] + bonus(p[1]))
+            if sc + bonus(x) >= s.second_passage_score:
                 keep.append((sc, x))
         chosen = [x for _, x in sorted(keep, key=lambda p: -p[0])]
         # The sentence that goes on about the best one ("It includes ...") comes with it: an
@@ -570,6 +579,15 @@ def _named_safely(hits: list[Hit], memo: Remembering, threshold: float,
     return [replace(h, chunk=replace(h.chunk, title=h.chunk.source))
             if b or grounding.foreign(h.chunk.title, foreign_margin) else h
             for h, b in zip(hits, bad)]
+
+
+def _telling(question: str, hits: list[Hit], rare_zipf: float) -> set[str]:
+    """The stems of the question's rarer words (Zipf below `rare_zipf`) that some, but not most,
+    of the passages found have: in a one-file FAQ every passage says "spine" and "fusion", and
+    only a word such as "screws" tells the one on what screws are for from the others."""
+    passages = [set(terms(h.chunk.text)) for h in hits]
+    rare = {stem(w) for w in content_words(question) if english_zipf(w) < rare_zipf}
+    return {w for w in rare if 0 < sum(w in p for p in passages) <= len(passages) / 2}
 
 
 def _closest(sentences: list[_Sentence], vec: np.ndarray) -> float:

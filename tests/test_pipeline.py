@@ -440,6 +440,16 @@ def test_follow_up_is_answered_from_the_right_section(extractive_bot):
     assert "Symptoms may include chronic pain" in answer.text.split("[1]")[0]
 
 
+@pytest.mark.parametrize("question", ["what are the rods and screws actually there for?",
+                                      "what do the screws do"])
+def test_a_lower_passage_with_the_questions_telling_word_is_heard(extractive_bot, question):
+    """Patients' "what are the screws for?" got only "screws loosen or break over time": the
+    sentence that answers (screws as an internal splint) is the second passage's, under the
+    cosine bar, and "screws" is the word that tells it apart from the passages on fusion."""
+    answer = extractive_bot.answer(question)
+    assert answer.coverage.value == "full" and "internal splint" in answer.text, answer.text
+
+
 def test_a_new_question_after_another_is_read_alone(extractive_bot):
     """Read with the last question only when that brings the passages clearly closer: an
     unrelated next question is answered as if asked first."""
