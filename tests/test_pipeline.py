@@ -109,7 +109,8 @@ def test_a_partial_answer_quotes_the_next_passage_too(settings, faq_index, embed
     answer = bot.answer("what are the rods and screws actually there for?")
     assert answer.coverage is Coverage.PARTIAL, answer.to_dict()["answerability"]
     assert "internal splint" in answer.text, answer.text
-    assert len({c.chunk.title for c in answer.citations}) == 2
+    titles = {c.chunk.title for c in answer.citations}  # the answering section among them
+    assert "What causes a failed fusion?" in titles and len(titles) >= 2, titles
     for c in answer.citations:  # the preamble names every section it quotes
         assert f"“{c.chunk.title}”" in answer.preamble, answer.preamble
     _check_citations(answer)
