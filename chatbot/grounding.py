@@ -432,6 +432,12 @@ def named_subject(claim: str, name: str) -> str:
     return f"{name}: {claim}"
 
 
+def copied(claim: str, text: str) -> bool:
+    """Whether the words of `claim` come in one run in `text`, case and punctuation aside: a
+    quote of it, or of part of one of its sentences."""
+    return f" {' '.join(words(claim))} " in f" {' '.join(words(text))} "
+
+
 def unrepeated(texts: Sequence[str]) -> list[str]:
     """Sentences as said one after another: one under the same code heading as the sentence
     before it does not name it again ("`sys.setrecursionlimit(limit)`: Set the maximum depth
@@ -486,8 +492,7 @@ def support(claim: str, claim_vec: np.ndarray, passage: list[str], passage_vecs:
     words are a run of one sentence's (a quote, maybe without the name in code it starts with)
     is judged against that sentence, whichever is closest in meaning."""
     sims = passage_vecs @ claim_vec
-    said = f" {' '.join(words(claim))} "
-    runs = [i for i, p in enumerate(passage) if said in f" {' '.join(words(p))} "]
+    runs = [i for i, p in enumerate(passage) if copied(claim, p)]
     best = max(runs or range(len(passage)), key=lambda i: sims[i])
     similarity = float(sims[best])
     scope = passage

@@ -12,7 +12,6 @@ import numpy as np
 from chatbot import grounding
 from chatbot.embedding import Embedder
 from chatbot.evaluation.cases import Case
-from chatbot.text import words
 
 LABELS = Path(__file__).resolve().parents[2] / "tests" / "data" / "support_labels.jsonl"
 
@@ -132,9 +131,9 @@ def reworded(result: dict) -> bool:
     (a sentence of it, or part of one, copied): a copy is the model choosing a quote, not
     writing. 30 of the 37 model sentences served on the FAQ dev set were copies (2026-11-28),
     so `wording` alone overstates how much of the answer the model wrote."""
-    passages = " | ".join(" ".join(words(c.get("text", ""))) for c in result.get("citations", []))
+    passages = [c.get("text", "") for c in result.get("citations", [])]
     return any(c["supported"] and not c.get("quoted")
-               and f" {' '.join(words(c['text']))} " not in f" {passages} "
+               and not any(grounding.copied(c["text"], p) for p in passages)
                for c in result.get("claims", []))
 
 
