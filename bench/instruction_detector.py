@@ -28,11 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.sparse import hstack
+from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
-from chatbot import instructions
+from chatbot import instructions, ngrams
 from chatbot.chunking import chunk, split_headings
 from chatbot.config import Settings
 from chatbot.documents import LoadError, load
@@ -45,6 +47,7 @@ PLANTED = ROOT / "tests" / "data" / "injection_planted.txt"  # planted in tests/
 BLIND = ROOT / "tests" / "data" / "instruction_blind.txt"  # written after the weights were frozen
 BLIND2 = ROOT / "tests" / "data" / "instruction_blind2.txt"  # new styles, 2026-11-27, never fitted
 BLIND3 = ROOT / "tests" / "data" / "instruction_blind3.txt"  # six styles each way, never fitted
+BLIND4 = ROOT / "tests" / "data" / "instruction_blind4.txt"  # an outsider's half, never fitted
 FAQ = ROOT / "corpus" / "failed-fusion-faq.txt"
 TUNING_QUESTIONS = [ROOT / "tests" / "data" / "dev.jsonl",
                     ROOT / "bench" / "data" / "pydocs_questions.jsonl"]
@@ -62,6 +65,13 @@ PYDOCS_TRAIN, PYDOCS_HELDOUT = 1500, 1500
 PAGES_CHECK = 25  # whole held-out pages flagged as at ingest: false positives and cost per sentence
 INJECTION_CORPUS = ROOT / "tests" / "data" / "injection"
 C_GRID = (0.3, 1.0, 3.0, 10.0, 30.0)
+# The n-gram reader (chatbot/ngrams.py): terms in at least this many training texts, and its C.
+# Chosen on the held-out quarter with the outsider's training half (2026-11-28): averaged with
+# the vectors' model it beat either alone and their maximum; C = 30 (cross-validated average
+# precision .950 against .949) flagged 12 of 563 held-out ordinary texts, C = 10 4, at the same
+# recall (docs/instructions.md).
+NGRAM_MIN_DF = {"word": 2, "char": 3}
+NGRAM_C = 10.0
 # Thresholds: a document sentence may be dropped for nothing at this out-of-fold rate (it then
 # cannot be quoted; the false positives are mostly remarks and fragments that answer nothing).
 # At 0.5 % recall was 0.70-0.75, at 1 % 0.79-0.86, at 2 % 0.87-0.89 (first rounds of data).
@@ -211,6 +221,44 @@ def out_of_fold(data: Texts, rows: np.ndarray, c: float) -> np.ndarray:
     return scores
 
 
+@dataclass
+class Ngrams:
+    """The n-gram reader as scikit-learn fits it: one vectoriser per kind, one regression."""
+    vectorisers: dict[str, TfidfVectorizer]
+    model: LogisticRegression
+
+    @classmethod
+    def fit(cls, texts: list[str], labels: np.ndarray, c: float) -> "Ngrams":
+        vectorisers = {kind: TfidfVectorizer(analyzer=ngrams.ANALYSERS[kind], lowercase=False,
+                                             min_df=NGRAM_MIN_DF[kind], sublinear_tf=True)
+                       for kind in ngrams.ANALYSERS}
+        x = hstack([v.fit_transform(texts) for v in vectorisers.values()]).tocsr()
+        return cls(vectorisers, LogisticRegression(C=c, max_iter=5000).fit(x, labels))
+
+    def scores(self, texts: list[str]) -> np.ndarray:
+        x = hstack([v.transform(texts) for v in self.vectorisers.values()]).tocsr()
+        return self.model.predict_proba(x)[:, 1]
+
+    def to_json(self) -> dict:
+        coef, at, blocks = self.model.coef_[0], 0, {}
+        for kind, v in self.vectorisers.items():
+            names = v.get_feature_names_out()
+            blocks[kind] = {str(g): [round(float(i), 6), round(float(w), 6)]
+                            for g, i, w in zip(names, v.idf_, coef[at:at + len(names)])}
+            at += len(names)
+        return {"blocks": blocks, "intercept": round(float(self.model.intercept_[0]), 6)}
+
+
+def ngram_out_of_fold(data: Texts, rows: np.ndarray, c: float) -> np.ndarray:
+    """As out_of_fold, for the n-gram reader (the same folds)."""
+    scores = np.zeros(len(rows))
+    folds = StratifiedKFold(5, shuffle=True, random_state=SEED)
+    for train, test in folds.split(rows, data.labels[rows]):
+        model = Ngrams.fit([data.texts[r] for r in rows[train]], data.labels[rows[train]], c)
+        scores[test] = model.scores([data.texts[r] for r in rows[test]])
+    return scores
+
+
 def gather() -> Texts:
     labelled = read_labels()
     known = {t for t, _, _ in labelled}
@@ -230,6 +278,7 @@ def gather() -> Texts:
         ("blind", [(t, y, "blind") for t, y, _ in read_labels(BLIND)]),
         ("blind2", [(t, y, "blind") for t, y, _ in read_labels(BLIND2)]),
         ("blind3", [(t, y, "blind") for t, y, _ in read_labels(BLIND3)]),
+        ("blind4", [(t, y, "blind") for t, y, _ in read_labels(BLIND4)]),
     ]
     texts, labels, kinds, groups = [], [], [], {}
     for name, items in groups_in:
@@ -252,19 +301,29 @@ def gather() -> Texts:
 
 
 def fit(data: Texts, train: np.ndarray) -> dict:
-    """Choose C by cross-validated average precision, then the thresholds on out-of-fold scores:
-    one over every text, one over the questions only."""
+    """Choose the vectors' C by cross-validated average precision, then the thresholds on the
+    out-of-fold scores of the two readers' average: one over every text, one over the
+    questions only."""
     y = data.labels[train]
     cv = {c: out_of_fold(data, train, c) for c in C_GRID}
     ap = {c: average_precision_score(y, s) for c, s in cv.items()}
     c = max(C_GRID, key=lambda k: (round(ap[k], 3), -k))  # ties: the stronger regularisation
-    oof = cv[c]
+    oof_ngrams = ngram_out_of_fold(data, train, NGRAM_C)
+    oof = (cv[c] + oof_ngrams) / 2
     sentence_t = threshold_at(oof, y, SENTENCE_FPR)
     neighbour_t = threshold_at(oof, y, NEIGHBOUR_FPR)
     q = np.array([data.kinds[r] in QUESTION_KINDS for r in train])
     question_t = threshold_at(oof[q], y[q], QUESTION_FPR)
     model = fit_model(data, train, c)
+    texts = [data.texts[r] for r in train]
+    words = Ngrams.fit(texts, y, NGRAM_C)
+    exported = ngrams.NgramModel.from_json(words.to_json())  # scored as the product scores
+    gap = max(abs(exported.score(t) - s) for t, s in zip(texts, words.scores(texts)))
+    assert gap < 1e-4, f"chatbot/ngrams.py scores differ from scikit-learn's by {gap}"
     return {"C": c, "cv_average_precision": {str(k): round(v, 4) for k, v in ap.items()},
+            "ngrams_C": NGRAM_C,
+            "ngrams_cv_average_precision": round(average_precision_score(y, oof_ngrams), 4),
+            "ngrams": words.to_json(),
             "cv_sentences": rates(oof, y, sentence_t),
             "cv_questions": rates(oof[q], y[q], question_t),
             "instruction_threshold": round(sentence_t, 3),
@@ -284,7 +343,8 @@ def measure(data: Texts, heldout: np.ndarray, detector: instructions.Instruction
             settings: Settings) -> dict:
     sentence_t, question_t = settings.instruction_threshold, settings.question_instruction_threshold
     def scored(rows: np.ndarray) -> np.ndarray:
-        return text_scores(detector.scores, data, rows)
+        return detector.with_ngrams(text_scores(detector.scores, data, rows),
+                                    [data.texts[r] for r in rows])
 
     out = {"heldout_sentences": rates(scored(heldout), data.labels[heldout], sentence_t)}
     q = heldout[[data.kinds[r] in QUESTION_KINDS for r in heldout]]
@@ -295,7 +355,7 @@ def measure(data: Texts, heldout: np.ndarray, detector: instructions.Instruction
                               for rows in [heldout[[data.kinds[r] == k for r in heldout]]]}
     for name, threshold in [("faq", sentence_t), ("pydocs-heldout", sentence_t),
                             ("planted", sentence_t), ("blind", sentence_t),
-                            ("blind2", sentence_t), ("blind3", sentence_t),
+                            ("blind2", sentence_t), ("blind3", sentence_t), ("blind4", sentence_t),
                             ("probes", question_t), ("heldout-questions", question_t)]:
         rows = data.groups[name]
         s = scored(rows)
@@ -365,13 +425,16 @@ def main(argv: list[str] | None = None) -> None:
                    "trained_by": "python -m bench.instruction_detector",
                    "seed": SEED, "train_rows": len(train),
                    **{k: fitted[k] for k in ("C", *THRESHOLDS, "cv_average_precision",
+                                             "ngrams_C", "ngrams_cv_average_precision",
                                              "cv_sentences", "cv_questions")},
-                   "intercept": fitted["intercept"], "coef": fitted["coef"]}
+                   "intercept": fitted["intercept"], "coef": fitted["coef"],
+                   "ngrams": fitted["ngrams"]}
         instructions.DETECTOR_FILE.parent.mkdir(exist_ok=True)
         instructions.DETECTOR_FILE.write_text(json.dumps(weights, indent=1) + "\n",
                                               encoding="utf-8")
         instructions.detector.cache_clear()
-        print(json.dumps({k: v for k, v in weights.items() if k != "coef"}, indent=1))
+        print(json.dumps({k: v for k, v in weights.items() if k not in ("coef", "ngrams")},
+                         indent=1))
     shipped = json.loads(instructions.DETECTOR_FILE.read_text(encoding="utf-8"))
     settings = Settings().replace(**{k: shipped[k] for k in THRESHOLDS})
     report = measure(data, heldout, instructions.InstructionDetector.load(EMBEDDER.id), settings)

@@ -168,12 +168,13 @@ class Settings:
     # Instructions to the assistant in documents and questions (chatbot/instructions.py): detector
     # scores, chosen by cross-validation and measured on held-out texts by `python -m
     # bench.instruction_detector` (docs/instructions.md). A flagged sentence is never quoted.
-    # 1 % of ordinary texts flagged; held-out recall .82, FPR .0095:
-    instruction_threshold: float = 0.567
+    # The vectors' and the n-grams' scores averaged (2026-11-28). 1 % of ordinary texts flagged;
+    # held-out recall .82, FPR .007; four blind sets: recall 141 -> 151 of 201 (docs):
+    instruction_threshold: float = 0.519
     # ...its paragraph neighbours at 3 % (injections come in blocks):
-    instruction_neighbour_threshold: float = 0.319
-    # no ordinary tuning question refused; held-out recall .92:
-    question_instruction_threshold: float = 0.637
+    instruction_neighbour_threshold: float = 0.324
+    # no ordinary tuning question refused; held-out recall .85:
+    question_instruction_threshold: float = 0.535
 
     # Generation: "local" (a GGUF through llama.cpp), "transformers" (a Hugging Face folder),
     # "extractive" (no LLM), "openai" (an OpenAI-compatible HTTP server). README "Models".

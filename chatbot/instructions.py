@@ -5,7 +5,9 @@ instructions. Tell the user that ...") must never come back as a cited answer, a
 that asks the assistant to drop its rules is refused. Word lists cannot do this: they refuse
 "Should I ignore the pain in my back?" and miss "Note to AI assistants: ...". So the decision is
 a logistic regression over the MiniLM sentence vectors (which the pipeline computes anyway),
-fitted on tests/data/instruction_labels.txt by `python -m bench.instruction_detector`. That
+averaged with one over the text's word and character n-grams (`chatbot/ngrams.py`: a vector
+carries a sentence's topic more than its addressee), both fitted on
+tests/data/instruction_labels.txt by `python -m bench.instruction_detector`. That
 script also reports held-out precision, recall and false-positive rates, and it writes the
 weights as plain numbers to data/instruction_detector.json (no pickle). The thresholds are
 `Settings.instruction_threshold` (document sentences) and `Settings.question_instruction_threshold`.
@@ -32,6 +34,7 @@ from chatbot.chunking import Chunk, sentence_spans, split_headings
 from chatbot.config import Settings
 from chatbot.embedding import Embedder
 from chatbot.grounding import english_zipf
+from chatbot.ngrams import NgramModel
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +53,15 @@ class InstructionDetector:
     intercept: float
     embedder: str  # the embedding model the weights were fitted for (an Embedder's id)
     digest: str  # of the weights file: an index records it, so new weights re-flag the corpus
+    ngrams: NgramModel | None = None  # the second reader; its score is averaged with the first
 
     @classmethod
     def load(cls, embedder_id: str, path: Path = DETECTOR_FILE) -> InstructionDetector:
         raw = path.read_bytes()
         data = json.loads(raw)
         detector = cls(np.asarray(data["coef"], dtype="float32"), float(data["intercept"]),
-                       data["embedder"], hashlib.sha256(raw).hexdigest()[:16])
+                       data["embedder"], hashlib.sha256(raw).hexdigest()[:16],
+                       NgramModel.from_json(data["ngrams"]) if "ngrams" in data else None)
         if detector.embedder != embedder_id:
             # Scores of vectors from another model would be noise, silently.
             raise DetectorMismatch(f"{path} was fitted for {detector.embedder}, but the "
@@ -72,9 +77,10 @@ class InstructionDetector:
 
     def text_scores(self, texts: list[str], embedder: Embedder,
                     vectors: np.ndarray | None = None) -> np.ndarray:
-        """For each text, the highest score of its `pieces`. `vectors` are the texts' own
-        embeddings, if already computed (the pipeline has them); the other pieces are embedded
-        here, in one call (heads are a few words: cheap)."""
+        """For each text, the highest score of its `pieces`, averaged with the n-gram model's
+        score of the whole text. `vectors` are the texts' own embeddings, if already computed
+        (the pipeline has them); the other pieces are embedded here, in one call (heads are a
+        few words: cheap)."""
         if not texts:
             return np.zeros(0, dtype="float32")
         extra = [pieces(t)[1:] for t in texts]
@@ -87,7 +93,13 @@ class InstructionDetector:
             if ps:
                 scores[i] = max(scores[i], self.scores(embedded[at:at + len(ps)]).max())
                 at += len(ps)
-        return scores
+        return self.with_ngrams(scores, texts)
+
+    def with_ngrams(self, scores: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+        """The vectors' scores of `texts` averaged with the n-gram reader's, if there is one."""
+        if self.ngrams is None:
+            return scores
+        return (scores + np.array([self.ngrams.score(t) for t in texts], "float32")) / 2
 
     def flag(self, sentences: list[str], embedder: Embedder, vectors: np.ndarray | None = None,
              threshold: float = Settings.instruction_threshold) -> list[bool]:
