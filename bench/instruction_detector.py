@@ -48,6 +48,7 @@ BLIND = ROOT / "tests" / "data" / "instruction_blind.txt"  # written after the w
 BLIND2 = ROOT / "tests" / "data" / "instruction_blind2.txt"  # new styles, 2026-11-27, never fitted
 BLIND3 = ROOT / "tests" / "data" / "instruction_blind3.txt"  # six styles each way, never fitted
 BLIND4 = ROOT / "tests" / "data" / "instruction_blind4.txt"  # an outsider's half, never fitted
+BLIND5 = ROOT / "tests" / "data" / "instruction_blind5.txt"  # a second outsider's half
 FAQ = ROOT / "corpus" / "failed-fusion-faq.txt"
 TUNING_QUESTIONS = [ROOT / "tests" / "data" / "dev.jsonl",
                     ROOT / "bench" / "data" / "pydocs_questions.jsonl"]
@@ -279,6 +280,7 @@ def gather() -> Texts:
         ("blind2", [(t, y, "blind") for t, y, _ in read_labels(BLIND2)]),
         ("blind3", [(t, y, "blind") for t, y, _ in read_labels(BLIND3)]),
         ("blind4", [(t, y, "blind") for t, y, _ in read_labels(BLIND4)]),
+        ("blind5", [(t, y, "blind") for t, y, _ in read_labels(BLIND5)]),
     ]
     texts, labels, kinds, groups = [], [], [], {}
     for name, items in groups_in:
@@ -355,7 +357,8 @@ def measure(data: Texts, heldout: np.ndarray, detector: instructions.Instruction
                               for rows in [heldout[[data.kinds[r] == k for r in heldout]]]}
     for name, threshold in [("faq", sentence_t), ("pydocs-heldout", sentence_t),
                             ("planted", sentence_t), ("blind", sentence_t),
-                            ("blind2", sentence_t), ("blind3", sentence_t), ("blind4", sentence_t),
+                            ("blind2", sentence_t), ("blind3", sentence_t),
+                            ("blind4", sentence_t), ("blind5", sentence_t),
                             ("probes", question_t), ("heldout-questions", question_t)]:
         rows = data.groups[name]
         s = scored(rows)
