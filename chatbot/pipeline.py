@@ -29,6 +29,8 @@ from chatbot.text import content_words, english_zipf, stem, terms, words
 log = logging.getLogger(__name__)
 __all__ = ["REFUSAL", "Answer", "Chatbot", "Citation", "Claim", "standalone_query"]
 _TOP = 3  # passages whose statements and titles the answerability signals read
+# Why a supported draft sentence in other words than its passage is not served (serve_rewording)
+REWORDED = "said in other words than its passage: the passage's own sentence is quoted"
 _TOPIC_SWITCH = re.compile(r"\b(different|separate|unrelated|another|new|other) (question|thing|"
                            r"topic|subject)\b|\bunrelated\b|\bchanging the subject\b", re.I)
 
@@ -284,7 +286,9 @@ class Chatbot:
                 yield _numbered(claims, quote)
         note = failure
         if not any(c.supported for c in claims):
-            note = failure or ("" if steered else "the model's wording was not supported by "
+            reworded = bool(claims) and all(c.reason == REWORDED for c in claims)
+            note = failure or ("" if steered else "the passages are quoted in their own words"
+                               if reworded else "the model's wording was not supported by "
                                "the passages, so this answer quotes them")
             drafted = [c.text for c in claims if content_words(c.text)]
             claims += _quotes(_led_by(evidence, memo.embed(drafted) if drafted else None))
@@ -462,6 +466,9 @@ class Chatbot:
                             and not _follows_its_lead(claim, before, passages):
                         claim = replace(claim, supported=False,
                                         reason="points back to a sentence the answer does not have")
+                    if claim.supported and not (claim.quoted or self.settings.serve_rewording
+                                                or _copied(claim, passages)):
+                        claim = replace(claim, supported=False, reason=REWORDED)
                     if not claim.supported:
                         yield claim
                         continue
@@ -593,6 +600,12 @@ def _telling(question: str, hits: list[Hit], rare_zipf: float) -> set[str]:
 def _closest(sentences: list[_Sentence], vec: np.ndarray) -> float:
     """The cosine of `vec` and the closest statement of the top `_TOP` passages."""
     return max((float(x.vec @ vec) for x in sentences if x.hit < _TOP), default=-1.0)
+
+
+def _copied(claim: _ClaimDraft, passages: dict[int, list[_Sentence]]) -> bool:
+    """Whether a draft sentence (without its preamble) is a run of its passage's words."""
+    return grounding.copied(grounding.claim_text(claim.text),
+                            " ".join(x.text for x in passages[claim.hit]))
 
 
 def _same(a: str, b: str) -> bool:

@@ -245,6 +245,32 @@ def test_a_rejected_draft_still_decides_which_quote_comes_first(settings, faq_in
     assert [c.quoted for c in answer.claims] == [not c.reason for c in answer.claims]
 
 
+@pytest.mark.parametrize("rewording", [False, True])
+def test_a_draft_in_other_words_than_its_passage_is_quoted_instead(settings, faq_index,
+                                                                   embedder, rewording):
+    """An outsider's labels: of the model's rewordings the judge let through, about one in four
+    said more than the passage; of its copies, about one in 80. By default only a copy is
+    served as the model's; `serve_rewording` serves the rewording."""
+    from chatbot.pipeline import REWORDED, Chatbot
+
+    reworded = ("Spinal hardware may be used as an internal splint to hold the spine while it "
+                "fuses after surgery. [1]")
+    bot = Chatbot(settings.replace(serve_rewording=rewording), index=faq_index,
+                  generator=ScriptedGenerator(reworded), embedder=embedder)
+    answer = bot.answer("What do pedicle screws do?")
+    drafted = [c for c in answer.claims if not c.quoted]
+    assert len(drafted) == 1, answer.to_dict()
+    assert drafted[0].supported is rewording, answer.to_dict()
+    assert drafted[0].reason == ("" if rewording else REWORDED)
+    assert answer.wording == ("model" if rewording else "quotes")
+    assert ("while it fuses after spine surgery" in answer.text) is not rewording  # quoted
+    copy = ScriptedGenerator("Pedicle screws may be used as an internal splint to hold the spine "
+                             "while it fuses after spine surgery. [1]")
+    answer = Chatbot(settings, index=faq_index, generator=copy, embedder=embedder).answer(
+        "What do pedicle screws do?")
+    assert answer.wording == "model", answer.to_dict()  # a run of the passage's words
+
+
 def test_a_partly_covered_question_is_read_again_in_the_documents_words(settings, faq_index,
                                                                        embedder, tmp_path):
     """The rewrite is taken only when the documents clearly answer it; the answer says so.
@@ -618,7 +644,9 @@ def test_a_sentence_under_a_code_heading_is_quoted_and_judged_with_its_name(tmp_
         "### shutil.copyfile(src, dst)\n\nCopy the contents of the file named src to a file "
         "named dst.\n\n### shutil.disk_usage(path)\n\nReturn disk usage statistics about "
         "the given path as a named tuple.\n", encoding="utf-8")
-    settings = dict(corpus_dir=tmp_path / "docs", index_dir=tmp_path / "index")
+    # the drafts below are rewordings, served only with serve_rewording (quoted by default)
+    settings = dict(corpus_dir=tmp_path / "docs", index_dir=tmp_path / "index",
+                    serve_rewording=True)
     question = "How do I delete a directory tree with everything in it?"
     # Qwen's marker as the object (users' tuning set, 3 of 47 drafts: "use [1]." was judged an
     # unfinished sentence) stands for the name its fact is about
