@@ -401,7 +401,9 @@ class Chatbot:
         even when no single sentence matches well (a FAQ answer often shares no words with its
         question); a lower passage adds its best sentence when that reaches
         `second_passage_score` (the top passage is not always the answering one), counting
-        the question's telling words it has (`_telling`) as passage retrieval counts BM25."""
+        the question's telling words it has (`_telling`) as passage retrieval counts BM25; the
+        same sum orders them ("can a spinal fusion be reversed?" led by the ProDisc sentence,
+        not by the closest one, which names only the fusion)."""
         s = self.settings
         scored = sorted(((float(x.vec @ qvec), x) for x in sentences), key=lambda p: -p[0])
         top = [(sc, x) for sc, x in scored if x.hit == 0]
@@ -421,7 +423,7 @@ class Chatbot:
                         key=lambda p: p[0] + bonus(p[1]))
             if sc + bonus(x) >= s.second_passage_score:
                 keep.append((sc, x))
-        chosen = [x for _, x in sorted(keep, key=lambda p: -p[0])]
+        chosen = [x for _, x in sorted(keep, key=lambda p: -(p[0] + bonus(p[1])))]
         # The sentence that goes on about the best one ("It includes ...") comes with it: an
         # outside trial's "How much does a basic service cost and what does it include?" got
         # only the price, the closest sentence to the whole question.

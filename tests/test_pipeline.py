@@ -477,6 +477,18 @@ def test_a_lower_passage_with_the_questions_telling_word_is_heard(extractive_bot
     assert answer.coverage.value == "full" and "internal splint" in answer.text, answer.text
 
 
+@pytest.mark.parametrize("question, lead", [
+    ("can a spinal fusion be reversed?", "ProDisc"),
+    ("can injections help my back pain after the fusion didnt work", "injections")])
+def test_the_answer_leads_with_the_sentence_holding_the_questions_telling_word(
+        extractive_bot, question, lead):
+    """Patients' sets: ordered by cosine alone, these led with "Instrumented spinal fusion is a
+    common procedure ..." and the two-level fusion sentence, closest to the whole question but
+    not its point; the telling word ("reversed" ~ "reversal", "injections") now leads."""
+    answer = extractive_bot.answer(question)
+    assert lead in answer.text.split("[1]")[0], answer.text
+
+
 def test_a_new_question_after_another_is_read_alone(extractive_bot):
     """Read with the last question only when that brings the passages clearly closer: an
     unrelated next question is answered as if asked first."""
