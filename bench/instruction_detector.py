@@ -212,13 +212,18 @@ def text_scores(score, data: Texts, rows: np.ndarray) -> np.ndarray:
                      for r, w in zip(rows, whole)])
 
 
-def out_of_fold(data: Texts, rows: np.ndarray, c: float) -> np.ndarray:
-    """Scores of each row by a model fitted without it (5 folds; a text's pieces stay with it)."""
+def out_of_fold(data: Texts, rows: np.ndarray, c: float, ngram: bool = False) -> np.ndarray:
+    """Scores of each row by a model fitted without it (5 folds; a text's pieces stay with it):
+    the vectors' model, or with `ngram` the n-gram reader, on the same folds."""
     scores = np.zeros(len(rows))
     folds = StratifiedKFold(5, shuffle=True, random_state=SEED)
     for train, test in folds.split(rows, data.labels[rows]):
-        model = fit_model(data, rows[train], c)
-        scores[test] = text_scores(lambda v: model.predict_proba(v)[:, 1], data, rows[test])
+        if ngram:
+            model = Ngrams.fit([data.texts[r] for r in rows[train]], data.labels[rows[train]], c)
+            scores[test] = model.scores([data.texts[r] for r in rows[test]])
+        else:
+            model = fit_model(data, rows[train], c)
+            scores[test] = text_scores(lambda v: model.predict_proba(v)[:, 1], data, rows[test])
     return scores
 
 
@@ -248,16 +253,6 @@ class Ngrams:
                             for g, i, w in zip(names, v.idf_, coef[at:at + len(names)])}
             at += len(names)
         return {"blocks": blocks, "intercept": round(float(self.model.intercept_[0]), 6)}
-
-
-def ngram_out_of_fold(data: Texts, rows: np.ndarray, c: float) -> np.ndarray:
-    """As out_of_fold, for the n-gram reader (the same folds)."""
-    scores = np.zeros(len(rows))
-    folds = StratifiedKFold(5, shuffle=True, random_state=SEED)
-    for train, test in folds.split(rows, data.labels[rows]):
-        model = Ngrams.fit([data.texts[r] for r in rows[train]], data.labels[rows[train]], c)
-        scores[test] = model.scores([data.texts[r] for r in rows[test]])
-    return scores
 
 
 def gather() -> Texts:
@@ -310,7 +305,7 @@ def fit(data: Texts, train: np.ndarray) -> dict:
     cv = {c: out_of_fold(data, train, c) for c in C_GRID}
     ap = {c: average_precision_score(y, s) for c, s in cv.items()}
     c = max(C_GRID, key=lambda k: (round(ap[k], 3), -k))  # ties: the stronger regularisation
-    oof_ngrams = ngram_out_of_fold(data, train, NGRAM_C)
+    oof_ngrams = out_of_fold(data, train, NGRAM_C, ngram=True)
     oof = (cv[c] + oof_ngrams) / 2
     sentence_t = threshold_at(oof, y, SENTENCE_FPR)
     neighbour_t = threshold_at(oof, y, NEIGHBOUR_FPR)
