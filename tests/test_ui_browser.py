@@ -68,6 +68,7 @@ def open_page(server, browser, width: int = 1280, height: int = 800):
     page = browser.new_page(viewport={"width": width, "height": height})
     page.goto(server[0])
     page.wait_for_selector("#question textarea")
+    page.wait_for_selector("#chat")  # the watchers below observe it; Gradio may mount it later
     return page
 
 
@@ -87,8 +88,7 @@ WATCH_DRAFTS_JS = """([selector, label]) => {
     const text = msgs.length ? msgs[msgs.length - 1].innerText.trim() : "";
     const final = document.querySelector('#sources .query') !== null;
     if (text && !text.startsWith(label) && !final) window.sawDraft = true;
-  }).observe(document.querySelector('#chat'),
-              {subtree: true, childList: true, characterData: true});
+  }).observe(document.body, {subtree: true, childList: true, characterData: true});
 }"""
 
 
