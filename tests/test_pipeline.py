@@ -274,7 +274,8 @@ def test_a_draft_in_other_words_than_its_passage_is_quoted_instead(settings, faq
 def test_a_partly_covered_question_is_read_again_in_the_documents_words(settings, faq_index,
                                                                        embedder, tmp_path):
     """The rewrite is taken only when the documents clearly answer it; the answer says so.
-    Without the FAQ's glossary, which answers the lay question in full at the first reading."""
+    Without the FAQ's glossary, which answers the lay question in full at the first reading.
+    On by default (the nine tuning sets: 14 answerable questions to full, one near miss)."""
     from chatbot.generation import ExtractiveGenerator
     from chatbot.pipeline import Chatbot
 
@@ -286,7 +287,7 @@ def test_a_partly_covered_question_is_read_again_in_the_documents_words(settings
                     "what should I eat to help my bones heal faster":
                         "What diet helps a spinal fusion heal faster?"}.get(question)
 
-    bot = Chatbot(settings.replace(generator="extractive", rewrite_partial=True),
+    bot = Chatbot(settings.replace(generator="extractive"),
                   index=faq_index, generator=Rewriting(), embedder=embedder)
     lay = bot.answer("could the screws snap?")
     assert lay.coverage is Coverage.FULL and lay.query == "Can pedicle screws loosen or break?"
@@ -295,8 +296,8 @@ def test_a_partly_covered_question_is_read_again_in_the_documents_words(settings
     near_miss = bot.answer("what should I eat to help my bones heal faster")
     assert near_miss.coverage is not Coverage.FULL, near_miss.to_dict()
     assert near_miss.query == near_miss.question
-    off = Chatbot(settings.replace(generator="extractive"), index=faq_index,  # the default
-                  generator=Rewriting(), embedder=embedder)
+    off = Chatbot(settings.replace(generator="extractive", rewrite_partial=False),
+                  index=faq_index, generator=Rewriting(), embedder=embedder)
     assert off.answer("could the screws snap?").coverage is Coverage.PARTIAL
 
 
