@@ -68,7 +68,7 @@ def open_page(server, browser, width: int = 1280, height: int = 800):
     page = browser.new_page(viewport={"width": width, "height": height})
     page.goto(server[0])
     page.wait_for_selector("#question textarea")
-    page.wait_for_selector("#chat")  # the watchers below observe it; Gradio may mount it later
+    page.wait_for_selector("#chat")  # Gradio may mount the chat after the question box
     return page
 
 
