@@ -162,7 +162,7 @@ class Settings:
     # tuning sets 0.70 and 0.75 both moved 12 answerable questions to full and no unanswerable
     # one (0.56: 15 and 2); 0.75 keeps a margin over an unanswerable at 0.698. On since
     # 2026-11-28: over the nine tuning sets (32 Python near misses among them) it moved 14
-    # answerable questions to full and one near miss (costs equal at 0.70-0.80), for ~0.9 s
+    # answerable questions to full and one near miss (costs equal at 0.70-0.80), for 0.8-1 s
     # more on a partly covered question (the rewrite). Blind: README, docs/measurements.md.
     rewrite_partial: bool = True
     rewrite_full: float = 0.75
